@@ -1,0 +1,119 @@
+package streams
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultPrefix         = "jetstate"
+	DefaultAttemptTimeout = 5 * time.Second
+)
+
+// Config says which service's storage a Journal, Snapshots or Values works
+// on. A zero field means its documented default.
+type Config struct {
+	// Prefix is the first token of every subject and the first part of
+	// every stream and bucket name, so several jetstate installations can
+	// share one NATS account. Default "jetstate".
+	Prefix string
+
+	// Service names the jetstate service (a deployment of one user
+	// function). Letters, digits, '-' and '_' only; required.
+	Service string
+
+	// AttemptTimeout bounds one request to the server inside a retried
+	// operation (an append, a read page). The caller's context bounds the
+	// whole operation. Default 5s.
+	AttemptTimeout time.Duration
+
+	// Logger receives retries and recoveries at debug level. Nil discards.
+	Logger *slog.Logger
+}
+
+// withDefaults returns the config with zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.AttemptTimeout <= 0 {
+		c.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with the config at once.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	return errors.Join(validName("prefix", c.Prefix), validName("service", c.Service))
+}
+
+// JournalStream is the name of the stream holding the service's journals.
+func (c Config) JournalStream() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_journal"
+}
+
+// SnapshotBucket is the name of the KV bucket holding the service's
+// event-sourced snapshots.
+func (c Config) SnapshotBucket() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_snapshots"
+}
+
+// ValueBucket is the name of the KV bucket holding the service's value
+// entities.
+func (c Config) ValueBucket() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_values"
+}
+
+// JournalSubjects is the wildcard subject covering every journal of the
+// service: "<prefix>.<service>.>".
+func (c Config) JournalSubjects() string {
+	c = c.withDefaults()
+	return c.Prefix + "." + c.Service + ".>"
+}
+
+// Subject is the journal subject of one entity:
+// "<prefix>.<service>.<type>.<key>" with type and key escaped by
+// EncodeToken. It does not validate the entity.
+func (c Config) Subject(e Entity) string {
+	c = c.withDefaults()
+	return c.Prefix + "." + c.Service + "." + e.token()
+}
+
+// ParseSubject inverts Subject: it returns the entity a journal subject of
+// this service belongs to.
+func (c Config) ParseSubject(subject string) (Entity, error) {
+	c = c.withDefaults()
+	head := c.Prefix + "." + c.Service + "."
+	if len(subject) <= len(head) || subject[:len(head)] != head {
+		return Entity{}, errors.New("subject " + subject + " is not a journal subject of " + c.Service)
+	}
+	return parseToken(subject[len(head):])
+}
+
+// parseToken decodes "<type>.<key>".
+func parseToken(tok string) (Entity, error) {
+	for i := 0; i < len(tok); i++ {
+		if tok[i] != '.' {
+			continue
+		}
+		typ, err := DecodeToken(tok[:i])
+		if err != nil {
+			return Entity{}, err
+		}
+		key, err := DecodeToken(tok[i+1:])
+		if err != nil {
+			return Entity{}, err
+		}
+		return Entity{Type: typ, Key: key}, nil
+	}
+	return Entity{}, errors.New("token " + tok + " has no type")
+}

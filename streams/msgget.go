@@ -1,0 +1,149 @@
+package streams
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// storedMsg is one message as read back from a stream.
+type storedMsg struct {
+	Subject  string
+	Sequence uint64
+	Header   nats.Header
+	Data     []byte
+	Time     time.Time
+}
+
+// apiPrefix is the JetStream API subject prefix the client is configured
+// with (the default, a custom prefix, or a domain's).
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
+}
+
+// leaderGet asks the stream leader (never a follower, unlike Direct Get) for
+// the last message on subject, so the answer includes every acknowledged
+// write. It returns nil when the subject holds no message.
+//
+// nats.go switches to Direct Get whenever the stream allows it, which may be
+// answered by a lagging follower; reads that decide what an entity's state
+// is must not be stale, hence this request of our own.
+func leaderGet(ctx context.Context, js jetstream.JetStream, stream, subject string) (*storedMsg, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, ErrNoJetStream
+		}
+		return nil, err
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Header  []byte    `json:"hdrs"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("msg get %s: %w", stream, err)
+	}
+	if r.Error != nil {
+		switch r.Error.ErrorCode {
+		case jetstream.JSErrCodeMessageNotFound:
+			return nil, nil
+		case jetstream.JSErrCodeStreamNotFound:
+			return nil, fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
+		}
+		return nil, r.Error
+	}
+	if r.Message == nil {
+		return nil, fmt.Errorf("msg get %s: empty response", stream)
+	}
+	return &storedMsg{
+		Subject:  r.Message.Subject,
+		Sequence: r.Message.Seq,
+		Header:   parseHeader(r.Message.Header),
+		Data:     r.Message.Data,
+		Time:     r.Message.Time,
+	}, nil
+}
+
+// parseHeader decodes a stored "NATS/1.0\r\nKey: value\r\n..." block.
+func parseHeader(b []byte) nats.Header {
+	if len(b) == 0 {
+		return nil
+	}
+	h := nats.Header{}
+	lines := bytes.Split(b, []byte("\r\n"))
+	for _, line := range lines[1:] {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		h.Add(string(bytes.TrimSpace(k)), string(bytes.TrimSpace(v)))
+	}
+	return h
+}
+
+// headerValue reads a header exactly as the server wrote it.
+func headerValue(h nats.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// lastMsg is leaderGet retried through leader elections.
+func lastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string, cfg Config) (*storedMsg, error) {
+	var bo backoff
+	for {
+		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
+		m, err := leaderGet(actx, js, stream, subject)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			return m, err
+		}
+		cfg.Logger.DebugContext(ctx, "msg get retry", "subject", subject, "error", err)
+		if err := bo.wait(ctx); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// transient reports errors worth retrying: timeouts, reconnects and the
+// JetStream 503s a cluster answers while it has no leader or quorum.
+func transient(err error) bool {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, ErrStreamNotFound), errors.Is(err, ErrNoJetStream):
+		return false
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	case errors.As(err, &apiErr):
+		return apiErr.Code == 503 || apiErr.Code == 408
+	}
+	return false
+}

@@ -1,0 +1,202 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// MinAPILevel is the lowest JetStream API level jetstate works with. Level 1
+// is nats-server 2.11, the first with batched Direct Get (journal replay)
+// and with the fixes for clustered expected-sequence checks.
+const MinAPILevel = 1
+
+// Durability says when the server acknowledges a write.
+type Durability string
+
+const (
+	// DurabilityFlush (the default) acknowledges a write once it is in the
+	// operating system's buffers; the server fsyncs every sync_interval
+	// (2 minutes by default). With R3 an acknowledged write is on a majority
+	// of servers, so it survives any single server crash but not a power
+	// loss of the majority.
+	DurabilityFlush Durability = "flush"
+
+	// DurabilityAlways acknowledges a write only after fsync. It is a
+	// server-wide setting (`jetstream { sync_interval: always }`); the
+	// stream records the intent in its metadata so operators can check.
+	// Roughly 20x slower on R1 (see the README's performance section).
+	DurabilityAlways Durability = "always"
+)
+
+// Storage is where a stream keeps its messages.
+type Storage string
+
+const (
+	// FileStorage keeps messages on disk (the default).
+	FileStorage Storage = "file"
+	// MemoryStorage keeps messages in memory only: for tests and demos.
+	MemoryStorage Storage = "memory"
+)
+
+// Defaults for StoreConfig fields left zero.
+const (
+	DefaultReplicas        = 1
+	DefaultMaxMsgSize      = 1 << 20
+	DefaultDuplicateWindow = 2 * time.Minute
+)
+
+// StoreConfig is how a service's streams and buckets are provisioned. A
+// zero field means its documented default.
+type StoreConfig struct {
+	// Replicas is 1 (a single server) or 3 (a Raft group that survives the
+	// loss of one server). Default 1.
+	Replicas int
+	// Storage defaults to FileStorage.
+	Storage Storage
+	// Durability defaults to DurabilityFlush.
+	Durability Durability
+	// MaxMsgSize bounds one command's events (and one value or snapshot),
+	// in bytes. It cannot exceed the server's max_payload. Default 1 MiB.
+	MaxMsgSize int32
+	// MaxAge is how long journal entries are kept; 0 keeps them forever.
+	MaxAge time.Duration
+	// MaxBytes bounds the journal stream's size; 0 is unbounded. When full,
+	// appends fail instead of old events being dropped.
+	MaxBytes int64
+	// DuplicateWindow is how long the server remembers message ids to
+	// deduplicate retried appends. Default 2 minutes.
+	DuplicateWindow time.Duration
+}
+
+func (s StoreConfig) withDefaults() StoreConfig {
+	if s.Replicas == 0 {
+		s.Replicas = DefaultReplicas
+	}
+	if s.Storage == "" {
+		s.Storage = FileStorage
+	}
+	if s.Durability == "" {
+		s.Durability = DurabilityFlush
+	}
+	if s.MaxMsgSize == 0 {
+		s.MaxMsgSize = DefaultMaxMsgSize
+	}
+	if s.DuplicateWindow == 0 {
+		s.DuplicateWindow = DefaultDuplicateWindow
+	}
+	return s
+}
+
+// Validate reports every problem with the store config at once.
+func (s StoreConfig) Validate() error {
+	s = s.withDefaults()
+	var errs []error
+	if s.Replicas != 1 && s.Replicas != 3 {
+		errs = append(errs, fmt.Errorf("replicas must be 1 or 3, not %d", s.Replicas))
+	}
+	if s.Storage != FileStorage && s.Storage != MemoryStorage {
+		errs = append(errs, fmt.Errorf("storage must be %q or %q, not %q", FileStorage, MemoryStorage, s.Storage))
+	}
+	if s.Durability != DurabilityFlush && s.Durability != DurabilityAlways {
+		errs = append(errs, fmt.Errorf("durability must be %q or %q, not %q", DurabilityFlush, DurabilityAlways, s.Durability))
+	}
+	if s.MaxMsgSize < 0 || s.MaxAge < 0 || s.MaxBytes < 0 || s.DuplicateWindow < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (s StoreConfig) storageType() jetstream.StorageType {
+	if s.Storage == MemoryStorage {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
+}
+
+// CheckServer asks the server for its JetStream API level and refuses a
+// server without JetStream (ErrNoJetStream) or older than MinAPILevel
+// (ErrUnsupportedServer). It returns the level.
+func CheckServer(ctx context.Context, js jetstream.JetStream) (int, error) {
+	info, err := js.AccountInfo(ctx)
+	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, nats.ErrNoResponders):
+		return 0, fmt.Errorf("check server: %w", ErrNoJetStream)
+	case err != nil:
+		return 0, fmt.Errorf("check server: %w", err)
+	}
+	if info.API.Level < MinAPILevel {
+		return info.API.Level, fmt.Errorf("check server: %w: JetStream API level %d, jetstate needs %d (nats-server 2.11 or newer)",
+			ErrUnsupportedServer, info.API.Level, MinAPILevel)
+	}
+	return info.API.Level, nil
+}
+
+// Provision creates the journal stream and the snapshot and value buckets
+// of cfg.Service, or updates them to sc if they exist. It is idempotent and
+// checks the server first (see CheckServer).
+func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc StoreConfig) error {
+	if err := errors.Join(cfg.Validate(), sc.Validate()); err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	cfg, sc = cfg.withDefaults(), sc.withDefaults()
+	if _, err := CheckServer(ctx, js); err != nil {
+		return err
+	}
+	meta := map[string]string{
+		"jetstate.service":    cfg.Service,
+		"jetstate.durability": string(sc.Durability),
+		"jetstate.format":     "1",
+	}
+	discard := jetstream.DiscardOld
+	if sc.MaxBytes > 0 {
+		discard = jetstream.DiscardNew // never drop history to make room
+	}
+	journal := jetstream.StreamConfig{
+		Name:              cfg.JournalStream(),
+		Description:       "jetstate journals of service " + cfg.Service,
+		Subjects:          []string{cfg.JournalSubjects()},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           discard,
+		MaxAge:            sc.MaxAge,
+		MaxBytes:          orUnlimited(sc.MaxBytes),
+		MaxMsgs:           -1,
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        sc.MaxMsgSize,
+		Storage:           sc.storageType(),
+		Replicas:          sc.Replicas,
+		Duplicates:        sc.DuplicateWindow,
+		AllowDirect:       true,
+		DenyDelete:        true,
+		Metadata:          meta,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, journal); err != nil {
+		return fmt.Errorf("provision stream %s: %w", journal.Name, err)
+	}
+	for _, kv := range []jetstream.KeyValueConfig{
+		{Bucket: cfg.SnapshotBucket(), Description: "jetstate snapshots of service " + cfg.Service},
+		{Bucket: cfg.ValueBucket(), Description: "jetstate value entities of service " + cfg.Service},
+	} {
+		kv.History = 1
+		kv.MaxValueSize = sc.MaxMsgSize
+		kv.Storage = sc.storageType()
+		kv.Replicas = sc.Replicas
+		kv.Metadata = meta
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
+		}
+	}
+	return nil
+}
+
+func orUnlimited(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
