@@ -62,6 +62,11 @@ func (j *Journal) Config() Config { return j.cfg }
 // first attempt did land returns that attempt's Version instead of
 // appending twice. Appending no events returns expected unchanged.
 func (j *Journal) Append(ctx context.Context, e Entity, expected Version, events []Event) (Version, error) {
+	return j.appendID(ctx, e, expected, events, nuid.Next())
+}
+
+// appendID is Append with the message id that makes retries idempotent.
+func (j *Journal) appendID(ctx context.Context, e Entity, expected Version, events []Event, msgID string) (Version, error) {
 	if err := e.Validate(); err != nil {
 		return Version{}, err
 	}
@@ -71,7 +76,7 @@ func (j *Journal) Append(ctx context.Context, e Entity, expected Version, events
 	subject := j.cfg.Subject(e)
 	msg := nats.NewMsg(subject)
 	msg.Data = encodeEntry(make([]byte, 0, entrySize(events)), expected.Seq+1, events)
-	return j.publish(ctx, msg, nuid.Next(), expected, uint64(len(events)))
+	return j.publish(ctx, msg, msgID, expected, uint64(len(events)))
 }
 
 // entrySize estimates the encoded size of an entry, to allocate once.

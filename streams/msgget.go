@@ -140,7 +140,8 @@ func transient(err error) bool {
 	case errors.Is(err, ErrStreamNotFound), errors.Is(err, ErrNoJetStream):
 		return false
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrReconnectBufExceeded):
 		return true
 	case errors.As(err, &apiErr):
 		return apiErr.Code == 503 || apiErr.Code == 408

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -48,7 +49,8 @@ func bindBucket(ctx context.Context, js jetstream.JetStream, cfg Config, bucket 
 	switch {
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		return nil, cfg, fmt.Errorf("bind %s: %w", bucket, ErrStreamNotFound)
-	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, nats.ErrNoResponders):
 		return nil, cfg, fmt.Errorf("bind %s: %w", bucket, ErrNoJetStream)
 	case err != nil:
 		return nil, cfg, fmt.Errorf("bind %s: %w", bucket, err)

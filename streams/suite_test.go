@@ -63,6 +63,7 @@ func runSuite(t *testing.T, d deployment) {
 	t.Run("AppendRead", func(t *testing.T) { testAppendRead(t, d) })
 	t.Run("AnyKey", func(t *testing.T) { testAnyKey(t, d) })
 	t.Run("Conflict", func(t *testing.T) { testConflict(t, d) })
+	t.Run("RetryAfterLostAck", func(t *testing.T) { testRetryAfterLostAck(t, d) })
 	t.Run("ReadFromVersion", func(t *testing.T) { testReadFromVersion(t, d) })
 	t.Run("LongJournal", func(t *testing.T) { testLongJournal(t, d) })
 	t.Run("SnapshotRecovery", func(t *testing.T) { testSnapshotRecovery(t, d) })
@@ -574,4 +575,27 @@ func testBadInput(t *testing.T, d deployment) {
 			t.Errorf("NewJournal = %v, want ErrInvalidName", err)
 		}
 	})
+}
+
+func testRetryAfterLostAck(t *testing.T, d deployment) {
+	j := d.journal(t)
+	ctx := t.Context()
+	e := streams.Entity{Type: "t", Key: "retried"}
+	// The first attempt lands but its ack is lost; the retry carries the
+	// same message id and expected version.
+	v1, err := streams.AppendWithID(ctx, j, e, streams.Version{}, events("first", 2), "attempt-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry, err := streams.AppendWithID(ctx, j, e, streams.Version{}, events("first", 2), "attempt-1")
+	if err != nil || retry != v1 {
+		t.Fatalf("retry = %+v, %v; want the first attempt's %+v", retry, err, v1)
+	}
+	if n := len(readAll(t, j, e, streams.Version{})); n != 2 {
+		t.Fatalf("journal has %d events after a retried append of 2", n)
+	}
+	// A different command at the same version is a real conflict.
+	if _, err := streams.AppendWithID(ctx, j, e, streams.Version{}, events("other", 1), "attempt-2"); !errors.Is(err, streams.ErrConflict) {
+		t.Fatalf("other writer = %v, want ErrConflict", err)
+	}
 }
