@@ -11,6 +11,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// noRetry turns off nats.go's own retries on "no responders": publish
+// retries itself, after telling a missing stream from a leader election.
+var noRetry = jetstream.WithRetryAttempts(0)
+
+// writeIDHeader carries a random id per write, the same on every retry of
+// it, so that a retry whose first attempt landed can recognise it.
+//
+// It is deliberately not Nats-Msg-Id: the CAS already makes a duplicate
+// append impossible, and the server's deduplication index (every id kept
+// for the duplicate window, in memory) cost about 5% of append throughput
+// at 64 concurrent entities in BenchmarkAppend (0.89x against 0.94x raw).
+const writeIDHeader = "Jetstate-Write-Id"
+
 // casWriter publishes messages fenced by the subject's last sequence, the
 // one write path of the journal and the value store.
 type casWriter struct {
@@ -23,21 +36,21 @@ type casWriter struct {
 // sequence expected (0: the subject holds none), and returns the new
 // message's stream sequence.
 //
-// It retries what is transient until ctx is done, keeping msgID across
-// attempts, so that the server's deduplication (or, on a standalone server
-// that checks the sequence first, our look at the last message) recognises
-// an attempt that already landed. A real conflict is a *ConflictError.
-func (w casWriter) publish(ctx context.Context, msg *nats.Msg, msgID string, expected uint64) (uint64, error) {
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expected, 10))
-	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+// It retries what is transient until ctx is done, keeping writeID across
+// attempts. When the server refuses a retry because the subject moved on,
+// publish looks at the message that took the expected slot (the first on
+// the subject after expected): if it carries writeID, an earlier attempt
+// landed and its sequence is returned; otherwise another writer won and the
+// result is a *ConflictError.
+func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, expected uint64) (uint64, error) {
+	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expected, 10)}
+	msg.Header[writeIDHeader] = []string{writeID}
 	var bo backoff
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
-		ack, err := w.js.PublishMsg(actx, msg, jetstream.WithRetryAttempts(0))
+		ack, err := w.js.PublishMsg(actx, msg, noRetry)
 		cancel()
 		if err == nil {
-			// A duplicate ack means an earlier attempt of ours landed: the
-			// server reports that attempt's sequence.
 			return ack.Sequence, nil
 		}
 		if ctx.Err() != nil {
@@ -48,7 +61,7 @@ func (w casWriter) publish(ctx context.Context, msg *nats.Msg, msgID string, exp
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
 			// Someone appended, or an earlier attempt of ours did and its
 			// ack was lost. Look at what is last now.
-			return w.resolveConflict(ctx, msg.Subject, msgID, expected)
+			return w.resolveConflict(ctx, msg.Subject, writeID, expected)
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			// A replicated stream refuses while another write to the
 			// subject is in flight; the real state is unknown. Retry.
@@ -73,16 +86,21 @@ func (w casWriter) publish(ctx context.Context, msg *nats.Msg, msgID string, exp
 	}
 }
 
-// resolveConflict runs after a 10071 refusal: if the last message on the
-// subject is our own earlier attempt, the append succeeded; otherwise it is
-// a real conflict.
-func (w casWriter) resolveConflict(ctx context.Context, subject, msgID string, expected uint64) (uint64, error) {
-	last, err := lastMsg(ctx, w.js, w.stream, subject, w.cfg)
+// resolveConflict runs after a 10071 refusal. Every write to the subject is
+// fenced, so the first message after expected is the one write that won the
+// slot we asked for: if it is ours, an earlier attempt landed (its ack was
+// lost) and the write succeeded, even if others appended after it.
+func (w casWriter) resolveConflict(ctx context.Context, subject, writeID string, expected uint64) (uint64, error) {
+	winner, err := leaderGetRetry(ctx, w.js, w.stream, msgGetRequest{Seq: expected + 1, NextFor: subject}, w.cfg)
 	if err != nil {
 		return 0, fmt.Errorf("append %s: after conflict: %w", subject, err)
 	}
-	if last != nil && headerValue(last.Header, jetstream.MsgIDHeader) == msgID {
-		return last.Sequence, nil
+	if winner != nil && headerValue(winner.Header, writeIDHeader) == writeID {
+		return winner.Sequence, nil
+	}
+	last, err := lastMsg(ctx, w.js, w.stream, subject, w.cfg)
+	if err != nil {
+		return 0, fmt.Errorf("append %s: after conflict: %w", subject, err)
 	}
 	conflict := &ConflictError{Subject: subject, Expected: expected}
 	if last != nil {

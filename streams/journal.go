@@ -30,9 +30,10 @@ type Version struct {
 // together or not at all; an Append succeeds only if the journal is still
 // exactly at the expected Version, so two writers can never fork a history.
 type Journal struct {
-	js     jetstream.JetStream
-	cfg    Config
-	stream string
+	js      jetstream.JetStream
+	cfg     Config
+	stream  string
+	subject string // "<prefix>.<service>.", the head of every entity subject
 }
 
 // NewJournal returns the journal of cfg.Service. It does not contact the
@@ -42,7 +43,7 @@ func NewJournal(js jetstream.JetStream, cfg Config) (*Journal, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Journal{js: js, cfg: cfg, stream: cfg.JournalStream()}, nil
+	return &Journal{js: js, cfg: cfg, stream: cfg.JournalStream(), subject: cfg.Prefix + "." + cfg.Service + "."}, nil
 }
 
 // Config returns the journal's configuration with defaults applied.
@@ -58,25 +59,25 @@ func (j *Journal) Config() Config { return j.cfg }
 //
 // Transient refusals (error 10164 while a replicated stream has a write in
 // flight, a leader election, a timeout that may have lost the ack) are
-// retried until ctx is done, with the same Nats-Msg-Id, so a retry whose
-// first attempt did land returns that attempt's Version instead of
-// appending twice. Appending no events returns expected unchanged.
+// retried until ctx is done with the same write id, so a retry whose first
+// attempt did land returns that attempt's Version instead of appending
+// twice (or reporting a conflict with itself). Appending no events returns
+// expected unchanged.
 func (j *Journal) Append(ctx context.Context, e Entity, expected Version, events []Event) (Version, error) {
 	return j.appendID(ctx, e, expected, events, nuid.Next())
 }
 
-// appendID is Append with the message id that makes retries idempotent.
-func (j *Journal) appendID(ctx context.Context, e Entity, expected Version, events []Event, msgID string) (Version, error) {
+// appendID is Append with the write id that makes retries idempotent.
+func (j *Journal) appendID(ctx context.Context, e Entity, expected Version, events []Event, writeID string) (Version, error) {
 	if err := e.Validate(); err != nil {
 		return Version{}, err
 	}
 	if len(events) == 0 {
 		return expected, nil
 	}
-	subject := j.cfg.Subject(e)
-	msg := nats.NewMsg(subject)
+	msg := nats.NewMsg(j.subject + e.token())
 	msg.Data = encodeEntry(make([]byte, 0, entrySize(events)), expected.Seq+1, events)
-	return j.publish(ctx, msg, msgID, expected, uint64(len(events)))
+	return j.publish(ctx, msg, writeID, expected, uint64(len(events)))
 }
 
 // entrySize estimates the encoded size of an entry, to allocate once.
@@ -89,9 +90,9 @@ func entrySize(events []Event) int {
 }
 
 // publish sends msg fenced on expected and returns the Version after it.
-func (j *Journal) publish(ctx context.Context, msg *nats.Msg, msgID string, expected Version, count uint64) (Version, error) {
+func (j *Journal) publish(ctx context.Context, msg *nats.Msg, writeID string, expected Version, count uint64) (Version, error) {
 	w := casWriter{js: j.js, stream: j.stream, cfg: j.cfg}
-	seq, err := w.publish(ctx, msg, msgID, expected.StreamSeq)
+	seq, err := w.publish(ctx, msg, writeID, expected.StreamSeq)
 	if err != nil {
 		return Version{}, err
 	}

@@ -35,17 +35,23 @@ func apiPrefix(js jetstream.JetStream) string {
 	return jetstream.DefaultAPIPrefix
 }
 
+// msgGetRequest selects one message: the last on a subject, or the first on
+// a subject at or after a sequence.
+type msgGetRequest struct {
+	LastFor string `json:"last_by_subj,omitempty"`
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
 // leaderGet asks the stream leader (never a follower, unlike Direct Get) for
-// the last message on subject, so the answer includes every acknowledged
-// write. It returns nil when the subject holds no message.
+// one message, so the answer includes every acknowledged write. It returns
+// nil when no message matches.
 //
 // nats.go switches to Direct Get whenever the stream allows it, which may be
 // answered by a lagging follower; reads that decide what an entity's state
 // is must not be stale, hence this request of our own.
-func leaderGet(ctx context.Context, js jetstream.JetStream, stream, subject string) (*storedMsg, error) {
-	req, err := json.Marshal(struct {
-		LastFor string `json:"last_by_subj"`
-	}{subject})
+func leaderGet(ctx context.Context, js jetstream.JetStream, stream string, get msgGetRequest) (*storedMsg, error) {
+	req, err := json.Marshal(get)
 	if err != nil {
 		return nil, err
 	}
@@ -115,17 +121,22 @@ func headerValue(h nats.Header, key string) string {
 	return ""
 }
 
-// lastMsg is leaderGet retried through leader elections.
+// lastMsg returns the last message on subject, or nil if it has none.
 func lastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string, cfg Config) (*storedMsg, error) {
+	return leaderGetRetry(ctx, js, stream, msgGetRequest{LastFor: subject}, cfg)
+}
+
+// leaderGetRetry is leaderGet retried through leader elections.
+func leaderGetRetry(ctx context.Context, js jetstream.JetStream, stream string, get msgGetRequest, cfg Config) (*storedMsg, error) {
 	var bo backoff
 	for {
 		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
-		m, err := leaderGet(actx, js, stream, subject)
+		m, err := leaderGet(actx, js, stream, get)
 		cancel()
 		if err == nil || !transient(err) || ctx.Err() != nil {
 			return m, err
 		}
-		cfg.Logger.DebugContext(ctx, "msg get retry", "subject", subject, "error", err)
+		cfg.Logger.DebugContext(ctx, "msg get retry", "stream", stream, "error", err)
 		if err := bo.wait(ctx); err != nil {
 			return nil, err
 		}

@@ -45,9 +45,8 @@ const (
 
 // Defaults for StoreConfig fields left zero.
 const (
-	DefaultReplicas        = 1
-	DefaultMaxMsgSize      = 1 << 20
-	DefaultDuplicateWindow = 2 * time.Minute
+	DefaultReplicas   = 1
+	DefaultMaxMsgSize = 1 << 20
 )
 
 // StoreConfig is how a service's streams and buckets are provisioned. A
@@ -68,9 +67,6 @@ type StoreConfig struct {
 	// MaxBytes bounds the journal stream's size; 0 is unbounded. When full,
 	// appends fail instead of old events being dropped.
 	MaxBytes int64
-	// DuplicateWindow is how long the server remembers message ids to
-	// deduplicate retried appends. Default 2 minutes.
-	DuplicateWindow time.Duration
 }
 
 func (s StoreConfig) withDefaults() StoreConfig {
@@ -85,9 +81,6 @@ func (s StoreConfig) withDefaults() StoreConfig {
 	}
 	if s.MaxMsgSize == 0 {
 		s.MaxMsgSize = DefaultMaxMsgSize
-	}
-	if s.DuplicateWindow == 0 {
-		s.DuplicateWindow = DefaultDuplicateWindow
 	}
 	return s
 }
@@ -105,7 +98,7 @@ func (s StoreConfig) Validate() error {
 	if s.Durability != DurabilityFlush && s.Durability != DurabilityAlways {
 		errs = append(errs, fmt.Errorf("durability must be %q or %q, not %q", DurabilityFlush, DurabilityAlways, s.Durability))
 	}
-	if s.MaxMsgSize < 0 || s.MaxAge < 0 || s.MaxBytes < 0 || s.DuplicateWindow < 0 {
+	if s.MaxMsgSize < 0 || s.MaxAge < 0 || s.MaxBytes < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -170,7 +163,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc Store
 		MaxMsgSize:        sc.MaxMsgSize,
 		Storage:           sc.storageType(),
 		Replicas:          sc.Replicas,
-		Duplicates:        sc.DuplicateWindow,
 		AllowDirect:       true,
 		DenyDelete:        true,
 		Metadata:          meta,

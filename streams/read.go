@@ -35,7 +35,7 @@ func (j *Journal) Head(ctx context.Context, e Entity) (Version, error) {
 	if err := e.Validate(); err != nil {
 		return Version{}, err
 	}
-	last, err := lastMsg(ctx, j.js, j.stream, j.cfg.Subject(e), j.cfg)
+	last, err := lastMsg(ctx, j.js, j.stream, j.subject+e.token(), j.cfg)
 	if err != nil || last == nil {
 		return Version{}, err
 	}
@@ -62,7 +62,7 @@ func (j *Journal) Read(ctx context.Context, e Entity, after Version) iter.Seq2[R
 			yield(Record{}, err)
 			return
 		}
-		subject := j.cfg.Subject(e)
+		subject := j.subject + e.token()
 		head, err := lastMsg(ctx, j.js, j.stream, subject, j.cfg)
 		if err != nil {
 			yield(Record{}, fmt.Errorf("read %s: %w", subject, err))

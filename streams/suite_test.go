@@ -598,4 +598,16 @@ func testRetryAfterLostAck(t *testing.T, d deployment) {
 	if _, err := streams.AppendWithID(ctx, j, e, streams.Version{}, events("other", 1), "attempt-2"); !errors.Is(err, streams.ErrConflict) {
 		t.Fatalf("other writer = %v, want ErrConflict", err)
 	}
+	// Even after someone else appended on top of the landed attempt, its
+	// late retry is recognised as having succeeded, not as a conflict.
+	if _, err := j.Append(ctx, e, v1, events("next", 1)); err != nil {
+		t.Fatal(err)
+	}
+	retry, err = streams.AppendWithID(ctx, j, e, streams.Version{}, events("first", 2), "attempt-1")
+	if err != nil || retry != v1 {
+		t.Fatalf("late retry = %+v, %v; want %+v", retry, err, v1)
+	}
+	if n := len(readAll(t, j, e, streams.Version{})); n != 3 {
+		t.Fatalf("journal has %d events, want 3", n)
+	}
 }

@@ -1,0 +1,284 @@
+package streams_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// Benchmarks print the journal's figures next to raw JetStream doing the same
+// work on the same embedded server in the same run, and their ratio. Every
+// figure is with file storage, R1, the server's default (lazy) fsync.
+
+const benchPayload = 256
+
+// opsPerRound is how many appends each side makes per benchmark iteration.
+const opsPerRound = 2000
+
+// latencies summarises a set of operation durations.
+type latencies []time.Duration
+
+func (l latencies) quantile(q float64) time.Duration {
+	s := slices.Clone(l)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// appender appends the next event to entity i (0 <= i < entities).
+type appender func(ctx context.Context, i int) error
+
+// rawAppender is the baseline: a CAS publish per command, fenced by
+// Nats-Expected-Last-Subject-Sequence, remembering each subject's last
+// sequence, with nothing else.
+func rawAppender(js jetstream.JetStream, cfg streams.Config, entities int) appender {
+	last := make([]uint64, entities)
+	payload := make([]byte, benchPayload)
+	return func(ctx context.Context, i int) error {
+		msg := nats.NewMsg(cfg.Subject(streams.Entity{Type: "raw", Key: strconv.Itoa(i)}))
+		msg.Data = payload
+		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(last[i], 10))
+		ack, err := js.PublishMsg(ctx, msg)
+		if err != nil {
+			return err
+		}
+		last[i] = ack.Sequence
+		return nil
+	}
+}
+
+func journalAppender(j *streams.Journal, entities int) appender {
+	vs := make([]streams.Version, entities)
+	ev := []streams.Event{{Type: "bench.Event", Data: make([]byte, benchPayload)}}
+	return func(ctx context.Context, i int) error {
+		v, err := j.Append(ctx, streams.Entity{Type: "journal", Key: strconv.Itoa(i)}, vs[i], ev)
+		vs[i] = v
+		return err
+	}
+}
+
+// round runs opsPerRound appends spread over entities, one goroutine per
+// entity, each waiting for its ack before the next append, and returns the
+// wall time and every append's latency.
+func round(ctx context.Context, app appender, entities int) (time.Duration, latencies, error) {
+	per := opsPerRound / entities
+	lats := make([]latencies, entities)
+	errs := make([]error, entities)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range entities {
+		wg.Go(func() {
+			lats[i] = make(latencies, 0, per)
+			for range per {
+				t0 := time.Now()
+				if err := app(ctx, i); err != nil {
+					errs[i] = err
+					return
+				}
+				lats[i] = append(lats[i], time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	var all latencies
+	for i := range entities {
+		if errs[i] != nil {
+			return 0, nil, errs[i]
+		}
+		all = append(all, lats[i]...)
+	}
+	return elapsed, all, nil
+}
+
+func benchServer(b *testing.B) (jetstream.JetStream, streams.Config, *streams.Journal) {
+	s := streamstest.RunServer(b)
+	js := s.JetStream(b)
+	cfg := streams.Config{Service: "bench"}
+	if err := streams.Provision(b.Context(), js, cfg, streams.StoreConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	j, err := streams.NewJournal(js, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js, cfg, j
+}
+
+// BenchmarkAppend compares Journal.Append with raw CAS publishes at 1 and 64
+// concurrent entities. Each iteration runs a round of each, alternating, so
+// both see the same server state; ns/op is one round of both.
+func BenchmarkAppend(b *testing.B) {
+	for _, entities := range []int{1, 64} {
+		b.Run(fmt.Sprintf("entities=%d", entities), func(b *testing.B) {
+			js, cfg, j := benchServer(b)
+			ctx := b.Context()
+			raw, jour := rawAppender(js, cfg, entities), journalAppender(j, entities)
+			var rawT, jourT time.Duration
+			var rawL, jourL latencies
+			b.ReportAllocs()
+			for b.Loop() {
+				t, l, err := round(ctx, raw, entities)
+				if err != nil {
+					b.Fatal(err)
+				}
+				rawT, rawL = rawT+t, append(rawL, l...)
+				t, l, err = round(ctx, jour, entities)
+				if err != nil {
+					b.Fatal(err)
+				}
+				jourT, jourL = jourT+t, append(jourL, l...)
+			}
+			rawRate := float64(len(rawL)) / rawT.Seconds()
+			jourRate := float64(len(jourL)) / jourT.Seconds()
+			b.ReportMetric(rawRate, "raw-appends/s")
+			b.ReportMetric(jourRate, "journal-appends/s")
+			b.ReportMetric(jourRate/rawRate, "journal/raw")
+			b.ReportMetric(float64(rawL.quantile(0.5).Microseconds()), "raw-p50-us")
+			b.ReportMetric(float64(rawL.quantile(0.99).Microseconds()), "raw-p99-us")
+			b.ReportMetric(float64(jourL.quantile(0.5).Microseconds()), "journal-p50-us")
+			b.ReportMetric(float64(jourL.quantile(0.99).Microseconds()), "journal-p99-us")
+		})
+	}
+}
+
+// BenchmarkCommit measures the two ways to commit a command of 10 events
+// atomically: one message carrying all events (what Journal.Append does)
+// against a JetStream atomic batch of 10 messages with the CAS on the first.
+func BenchmarkCommit(b *testing.B) {
+	const events = 10
+	js, cfg, j := benchServer(b)
+	ctx := b.Context()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: "batch", Subjects: []string{"batch.>"}, AllowAtomicPublish: true, Storage: jetstream.FileStorage,
+	}); err != nil {
+		b.Fatal(err)
+	}
+	_ = cfg
+	evs := make([]streams.Event, events)
+	for i := range evs {
+		evs[i] = streams.Event{Type: "bench.Event", Data: make([]byte, benchPayload)}
+	}
+	b.Run("impl=one-message", func(b *testing.B) {
+		var v streams.Version
+		e := streams.Entity{Type: "t", Key: "one"}
+		b.ReportAllocs()
+		for b.Loop() {
+			var err error
+			if v, err = j.Append(ctx, e, v, evs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("impl=atomic-batch", func(b *testing.B) {
+		var last uint64
+		b.ReportAllocs()
+		for b.Loop() {
+			msgs := make([]*nats.Msg, events)
+			for i := range msgs {
+				msgs[i] = &nats.Msg{Subject: "batch.e1", Data: make([]byte, benchPayload)}
+			}
+			msgs[0].Header = nats.Header{jetstream.ExpectedLastSubjSeqHeader: []string{strconv.FormatUint(last, 10)}}
+			ack, err := jetstreamext.PublishMsgBatch(ctx, js, msgs)
+			if err != nil {
+				b.Fatal(err)
+			}
+			last = ack.Sequence
+		}
+		b.ReportMetric(float64(b.N*events)/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+// BenchmarkRecover measures recovering an entity of 10,000 events: replaying
+// the whole journal, against loading a snapshot taken every 100 events and
+// replaying the tail after it (99 events, the worst case), against the raw
+// baseline of an ordered consumer reading the same 10,000 messages.
+func BenchmarkRecover(b *testing.B) {
+	const n = 10_000
+	js, cfg, j := benchServer(b)
+	ctx := b.Context()
+	snaps, err := streams.NewSnapshots(ctx, js, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	full := streams.Entity{Type: "t", Key: "full"}
+	snapped := streams.Entity{Type: "t", Key: "snapped"}
+	ev := []streams.Event{{Type: "bench.Event", Data: make([]byte, benchPayload)}}
+	var vf, vs streams.Version
+	for i := 1; i <= n+99; i++ {
+		if i <= n {
+			if vf, err = j.Append(ctx, full, vf, ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if vs, err = j.Append(ctx, snapped, vs, ev); err != nil {
+			b.Fatal(err)
+		}
+		if i%100 == 0 {
+			if err := snaps.Save(ctx, snapped, streams.Snapshot{Version: vs, Data: make([]byte, benchPayload)}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	replay := func(b *testing.B, e streams.Entity, from streams.Version, want int) {
+		got := 0
+		for _, err := range j.Read(ctx, e, from) {
+			if err != nil {
+				b.Fatal(err)
+			}
+			got++
+		}
+		if got != want {
+			b.Fatalf("replayed %d events, want %d", got, want)
+		}
+	}
+	b.Run("impl=raw-ordered-consumer", func(b *testing.B) {
+		stream, err := js.Stream(ctx, cfg.JournalStream())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{cfg.Subject(full)}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for got := 0; got < n; {
+				batch, err := cons.Fetch(n-got, jetstream.FetchMaxWait(5*time.Second))
+				if err != nil {
+					b.Fatal(err)
+				}
+				for range batch.Messages() {
+					got++
+				}
+				if batch.Error() != nil {
+					b.Fatal(batch.Error())
+				}
+			}
+		}
+	})
+	b.Run("impl=journal-full-replay", func(b *testing.B) {
+		for b.Loop() {
+			replay(b, full, streams.Version{}, n)
+		}
+	})
+	b.Run("impl=journal-snapshot-every-100", func(b *testing.B) {
+		for b.Loop() {
+			snap, found, err := snaps.Load(ctx, snapped)
+			if err != nil || !found {
+				b.Fatalf("snapshot: %v %v", found, err)
+			}
+			replay(b, snapped, snap.Version, 99)
+		}
+	})
+}
