@@ -1,0 +1,60 @@
+# jetstate: `make help` lists the targets.
+SHELL := /bin/bash
+GO    ?= go
+PKGS  ?= ./...
+# Fuzz time per target for `make fuzz`.
+FUZZTIME ?= 30s
+# Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
+BENCHTIME ?= 20x
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build the jetstate binary into bin/
+	$(GO) build -o bin/jetstate ./cmd/jetstate
+
+.PHONY: run
+run: ## start embedded NATS with JetStream and the journal demo (Ctrl-C stops)
+	$(GO) run ./cmd/jetstate run $(ARGS)
+
+.PHONY: test
+test: ## run every test with the race detector (embedded NATS servers and clusters)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+.PHONY: test-short
+test-short: ## run the tests without the 3-node cluster ones
+	$(GO) test -race -short $(PKGS)
+
+.PHONY: bench
+bench: ## benchmarks with ratios against raw JetStream in the same run
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; done
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) tool staticcheck $(PKGS)
+
+.PHONY: generate
+generate: ## regenerate generated code (go generate)
+	$(GO) generate $(PKGS)
+
+.PHONY: verify
+verify: generate ## fail if generated code or go.mod/go.sum drift from what is committed
+	$(GO) mod tidy
+	@git diff --exit-code -- . || { echo "generated files or go.mod drifted: commit the result of 'make generate' and 'go mod tidy'"; exit 1; }
+
+.PHONY: clean
+clean: ## remove built binaries
+	rm -rf bin/

@@ -1,0 +1,116 @@
+// Command jetstate runs jetstate's parts. Today: `jetstate run` starts an
+// embedded NATS server with JetStream and a journal demo on it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/jetstate/jetstate/streams"
+)
+
+const usage = `jetstate: a stateful serverless backbone on NATS JetStream
+
+Usage:
+  jetstate run [flags]     embedded NATS + JetStream and a journal demo
+  jetstate version         print versions
+
+Run 'jetstate run -h' for its flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal kills the process
+	}()
+	if err := dispatch(ctx, os.Args[1:], os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "jetstate:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func dispatch(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(out, usage)
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "run":
+		cfg, err := parseRun(args[1:], out)
+		if err != nil {
+			return err
+		}
+		return run(ctx, cfg, out)
+	case "version":
+		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(out, usage)
+		return nil
+	}
+	fmt.Fprint(out, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// runConfig is what `jetstate run` needs.
+type runConfig struct {
+	Port     int
+	DataDir  string
+	Sync     streams.Durability
+	Demo     bool
+	LogLevel slog.Level
+}
+
+func parseRun(args []string, out io.Writer) (runConfig, error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(out)
+	cfg := runConfig{}
+	defaultData := ".jetstate"
+	if dir, err := os.UserCacheDir(); err == nil {
+		defaultData = filepath.Join(dir, "jetstate", "run")
+	}
+	fs.IntVar(&cfg.Port, "port", envInt("JETSTATE_NATS_PORT", 4222), "NATS client port of the embedded server (-1: any free port) [JETSTATE_NATS_PORT]")
+	fs.StringVar(&cfg.DataDir, "data", envString("JETSTATE_DATA", defaultData), "directory for JetStream's data [JETSTATE_DATA]")
+	sync := fs.String("sync", envString("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min) or always (fsync before every ack) [JETSTATE_SYNC]")
+	fs.BoolVar(&cfg.Demo, "demo", true, "run the journal demo after start-up")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	cfg.Sync = streams.Durability(*sync)
+	if cfg.Sync != streams.DurabilityFlush && cfg.Sync != streams.DurabilityAlways {
+		return cfg, fmt.Errorf("-sync must be %q or %q, not %q", streams.DurabilityFlush, streams.DurabilityAlways, *sync)
+	}
+	if *verbose {
+		cfg.LogLevel = slog.LevelDebug
+	}
+	return cfg, nil
+}
+
+func envString(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envInt(key string, def int) int {
+	var n int
+	if v := os.Getenv(key); v != "" {
+		if _, err := fmt.Sscan(v, &n); err == nil {
+			return n
+		}
+	}
+	return def
+}
