@@ -56,6 +56,8 @@ func (j *Journal) Head(ctx context.Context, e Entity) (Version, error) {
 // Read replays the entity's events after the given Version, in order, ending
 // with the last event committed before Read was called (or later). Recovery
 // is a snapshot's Version passed here; the zero Version replays everything.
+// A Version with only Seq set (the per-entity sequence number, as the
+// CloudState protocol has it) works too, but scans the journal from its start.
 //
 // Read is linearizable: it first asks the stream leader for the entity's
 // last message, then streams the events up to it in pages of batched Direct

@@ -241,6 +241,13 @@ func testReadFromVersion(t *testing.T, d deployment) {
 			t.Fatalf("read after %+v (-want +got):\n%s", from.Version, diff)
 		}
 	}
+	// Knowing only the per-entity sequence number is enough, too.
+	for _, seq := range []uint64{0, 1, 7, 14, 15} {
+		rest := readAll(t, j, e, streams.Version{Seq: seq})
+		if diff := cmp.Diff(all[seq:], rest, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("read after seq %d (-want +got):\n%s", seq, diff)
+		}
+	}
 	// Stopping early is allowed.
 	n := 0
 	for range j.Read(ctx, e, streams.Version{}) {
