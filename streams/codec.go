@@ -1,6 +1,7 @@
 package streams
 
 import (
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -48,34 +49,56 @@ func encodeEntry(b []byte, firstSeq uint64, events []Event) []byte {
 	return b
 }
 
-// decodeEntry parses an entry. Event data aliases b.
-func decodeEntry(b []byte) (firstSeq uint64, events []Event, err error) {
+// walkFields calls field for every field of a protobuf message in b, in
+// order; field consumes the value (for fields it knows, else it returns -1
+// and walkFields skips the value) and returns how many bytes it used or a
+// negative protowire error code.
+func walkFields(b []byte, field func(num protowire.Number, typ protowire.Type, v []byte) int) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return 0, nil, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
+			return fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
 		}
 		b = b[n:]
-		switch {
-		case num == entryFirstSeq && typ == protowire.VarintType:
-			firstSeq, n = protowire.ConsumeVarint(b)
-		case num == entryEvents && typ == protowire.BytesType:
-			var raw []byte
-			raw, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				ev, err := decodeEvent(raw)
-				if err != nil {
-					return 0, nil, err
-				}
-				events = append(events, ev)
-			}
-		default:
+		if n = field(num, typ, b); n == skipField {
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
 		if n < 0 {
-			return 0, nil, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
+			return fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
 		}
 		b = b[n:]
+	}
+	return nil
+}
+
+// skipField is what a walkFields callback returns for a field it ignores.
+// protowire's own error codes are -1 to -9 or so; this stays clear of them.
+const skipField = -1000
+
+// decodeEntry parses an entry. Event data aliases b.
+func decodeEntry(b []byte) (firstSeq uint64, events []Event, err error) {
+	var evErr error
+	err = walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte) int {
+		switch {
+		case num == entryFirstSeq && typ == protowire.VarintType:
+			var n int
+			firstSeq, n = protowire.ConsumeVarint(v)
+			return n
+		case num == entryEvents && typ == protowire.BytesType:
+			raw, n := protowire.ConsumeBytes(v)
+			if n >= 0 {
+				var ev Event
+				if ev, evErr = decodeEvent(raw); evErr != nil {
+					return len(v) // stop: the error wins below
+				}
+				events = append(events, ev)
+			}
+			return n
+		}
+		return skipField
+	})
+	if err = errors.Join(err, evErr); err != nil {
+		return 0, nil, err
 	}
 	if firstSeq == 0 {
 		return 0, nil, fmt.Errorf("%w: entry without sequence", ErrCorrupt)
@@ -85,26 +108,17 @@ func decodeEntry(b []byte) (firstSeq uint64, events []Event, err error) {
 
 func decodeEvent(b []byte) (Event, error) {
 	var ev Event
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return Event{}, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
+	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte) int {
+		if typ != protowire.BytesType || (num != eventType && num != eventData) {
+			return skipField
 		}
-		b = b[n:]
-		switch {
-		case num == eventType && typ == protowire.BytesType:
-			var s []byte
-			s, n = protowire.ConsumeBytes(b)
-			ev.Type = string(s)
-		case num == eventData && typ == protowire.BytesType:
-			ev.Data, n = protowire.ConsumeBytes(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+		val, n := protowire.ConsumeBytes(v)
+		if num == eventType {
+			ev.Type = string(val)
+		} else {
+			ev.Data = val
 		}
-		if n < 0 {
-			return Event{}, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
-		}
-		b = b[n:]
-	}
-	return ev, nil
+		return n
+	})
+	return ev, err
 }

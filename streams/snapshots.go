@@ -110,26 +110,22 @@ func (s *Snapshots) Delete(ctx context.Context, e Entity) error {
 
 func decodeSnapshot(b []byte) (Snapshot, error) {
 	var snap Snapshot
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return Snapshot{}, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
-		}
-		b = b[n:]
+	err := walkFields(b, func(num protowire.Number, typ protowire.Type, v []byte) int {
+		var n int
 		switch {
 		case num == 1 && typ == protowire.VarintType:
-			snap.Seq, n = protowire.ConsumeVarint(b)
+			snap.Seq, n = protowire.ConsumeVarint(v)
 		case num == 2 && typ == protowire.VarintType:
-			snap.StreamSeq, n = protowire.ConsumeVarint(b)
+			snap.StreamSeq, n = protowire.ConsumeVarint(v)
 		case num == 3 && typ == protowire.BytesType:
-			snap.Data, n = protowire.ConsumeBytes(b)
+			snap.Data, n = protowire.ConsumeBytes(v)
 		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
+			return skipField
 		}
-		if n < 0 {
-			return Snapshot{}, fmt.Errorf("%w: %v", ErrCorrupt, protowire.ParseError(n))
-		}
-		b = b[n:]
+		return n
+	})
+	if err != nil {
+		return Snapshot{}, err
 	}
 	return snap, nil
 }
