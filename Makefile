@@ -47,7 +47,8 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
 	$(GO) tool staticcheck $(PKGS)
 
 .PHONY: generate
-generate: ## regenerate generated code (go generate)
+generate: ## regenerate generated code: protocol/ with buf (pinned in tools/), then go generate
+	cd protocol && $(GO) tool -modfile=../tools/buf/go.mod buf generate
 	$(GO) generate $(PKGS)
 
 .PHONY: verify
