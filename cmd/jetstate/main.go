@@ -1,5 +1,5 @@
-// Command jetstate runs jetstate's parts. Today: `jetstate run` starts an
-// embedded NATS server with JetStream and a journal demo on it.
+// Command jetstate runs jetstate's parts: `jetstate proxy` is the sidecar,
+// `jetstate run` an embedded NATS server with JetStream and a journal demo.
 package main
 
 import (
@@ -20,10 +20,11 @@ import (
 const usage = `jetstate: a stateful serverless backbone on NATS JetStream
 
 Usage:
+  jetstate proxy [flags]   the sidecar in front of a CloudState user function
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
   jetstate version         print versions
 
-Run 'jetstate run -h' for its flags.
+Run 'jetstate <command> -h' for its flags.
 `
 
 func main() {
@@ -52,6 +53,12 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return run(ctx, cfg, out)
+	case "proxy":
+		cfg, err := parseProxy(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runProxy(ctx, cfg, out)
 	case "version":
 		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
 		return nil

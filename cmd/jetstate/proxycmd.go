@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/embedded"
+)
+
+// proxyConfig is what `jetstate proxy` needs.
+type proxyConfig struct {
+	Proxy       proxy.Config
+	NATSURL     string // empty: embedded server
+	NATSCreds   string
+	NATSNKey    string
+	DataDir     string // embedded server's store
+	EmbedPort   int
+	AdminListen string
+	Provision   bool
+	Replicas    int
+	LogLevel    slog.Level
+}
+
+func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxyConfig, error) {
+	env := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var c proxyConfig
+	defaultData := ".jetstate"
+	if dir, err := os.UserCacheDir(); err == nil {
+		defaultData = filepath.Join(dir, "jetstate", "proxy")
+	}
+	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
+	port := fs.String("port", env("HTTP_PORT", "9000"), "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
+	ufHost := fs.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"), "user function host [USER_FUNCTION_HOST]")
+	ufPort := fs.String("user-function-port", env("USER_FUNCTION_PORT", "8080"), "user function port [USER_FUNCTION_PORT]")
+	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS servers; empty starts an embedded JetStream server [NATS_URL]")
+	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
+	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
+	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", defaultData), "embedded server's data directory [JETSTATE_DATA]")
+	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
+	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9090"), "address of /ready, /alive and /metrics [METRICS_PORT]")
+	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
+	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
+	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
+	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if v := getenv("PASSIVATION_TIMEOUT"); v != "" && *passivation == 0 {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			return c, fmt.Errorf("PASSIVATION_TIMEOUT: %w", err)
+		}
+		*passivation = d
+	}
+	c.Proxy = proxy.Config{
+		Storage:            streams.Config{Service: *service},
+		UserFunction:       net.JoinHostPort(*ufHost, *ufPort),
+		Listen:             ":" + *port,
+		PassivationTimeout: *passivation,
+		CommandTimeout:     *timeout,
+	}
+	if *verbose {
+		c.LogLevel = slog.LevelDebug
+	}
+	if c.NATSURL == "" {
+		c.Provision = true
+	}
+	if c.Provision {
+		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas}
+	}
+	return c, c.Proxy.Validate()
+}
+
+// runProxy runs the sidecar (and the embedded NATS server when no NATS_URL
+// is given) until ctx is done.
+func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+	url := c.NATSURL
+	if url == "" {
+		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+			return err
+		}
+		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir})
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		url = srv.ClientURL()
+		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s)\n", srv.Version(), url, c.DataDir)
+	}
+	opts := []nats.Option{nats.Name("jetstate proxy " + c.Proxy.Storage.Service), nats.MaxReconnects(-1)}
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	if c.NATSNKey != "" {
+		opt, err := nats.NkeyOptionFromSeed(c.NATSNKey)
+		if err != nil {
+			return fmt.Errorf("nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", url, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := streams.CheckServer(ctx, js); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	c.Proxy.Registry = reg
+	c.Proxy.Logger = log
+	p, err := proxy.New(c.Proxy, js)
+	if err != nil {
+		return err
+	}
+	admin := &http.Server{Addr: c.AdminListen, Handler: p.AdminHandler(reg), ReadHeaderTimeout: 5 * time.Second}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := admin.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return admin.Shutdown(sctx)
+	})
+	g.Go(func() error {
+		fmt.Fprintf(out, "sidecar for service %q: user function %s, ingress %s, admin %s\n",
+			c.Proxy.Storage.Service, c.Proxy.UserFunction, c.Proxy.Listen, c.AdminListen)
+		err := p.Run(gctx)
+		if err == nil && ctx.Err() == nil {
+			err = errors.New("sidecar stopped")
+		}
+		return err
+	})
+	return g.Wait()
+}

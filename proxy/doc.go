@@ -1,0 +1,21 @@
+// Package proxy is the jetstate sidecar: it speaks the CloudState
+// user-function protocol (0.2) to a user function over gRPC, serves the
+// function's services to clients, and runs its entities with JetStream as
+// the store (package streams).
+//
+// Start-up: Discover asks the function for its entities (retrying while it
+// is not up), BuildModel validates the answer; only then is the ingress
+// port bound and the sidecar ready.
+//
+// Entities: every event-sourced or value entity that receives a command
+// gets one bidirectional stream to the function, opened with init (and the
+// journal's events after the latest snapshot), one command in flight at a
+// time, a bounded queue, and passivation after an idle timeout. A reply's
+// events (or new value) are stored, fenced by the journal's CAS, before the
+// client is answered; side effects then run in order, and forwards are
+// followed. A protocol error, a timeout or a failed write crashes the
+// entity: its commands fail and the next one re-activates it from storage.
+//
+// The proxy never imports the sdk; it knows the function only through the
+// protocol.
+package proxy

@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
+	"github.com/jetstate/jetstate/streams"
+)
+
+// closeTimeout bounds how long a closing session waits for the user
+// function to end its side of the stream.
+const closeTimeout = 5 * time.Second
+
+// esStore is the storage an event-sourced entity type needs.
+type esStore struct {
+	journal   *streams.Journal
+	snapshots *streams.Snapshots
+}
+
+// openEventSourced returns the opener of an event-sourced service's
+// sessions: recover from the latest snapshot plus the journal after it,
+// then send init and the events.
+func openEventSourced(client eventsourced.EventSourcedClient, svc *Service, store esStore, m *metrics, log *slog.Logger) opener {
+	return func(ctx context.Context, entityID string) (session, error) {
+		ent := streams.Entity{Type: svc.PersistenceID, Key: entityID}
+		if err := ent.Validate(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		init := &eventsourced.EventSourcedInit{ServiceName: string(svc.Desc.FullName()), EntityId: entityID}
+		var version streams.Version
+		snap, found, err := store.snapshots.Load(ctx, ent)
+		if err != nil {
+			return nil, fmt.Errorf("load snapshot: %w", err)
+		}
+		if found {
+			var state anypb.Any
+			if err := proto.Unmarshal(snap.Data, &state); err != nil {
+				// A snapshot we cannot read is not fatal: replay everything.
+				log.Warn("ignoring unreadable snapshot", "entity", ent, "error", err)
+			} else {
+				init.Snapshot = &eventsourced.EventSourcedSnapshot{SnapshotSequence: int64(snap.Seq), Snapshot: &state}
+				version = snap.Version
+			}
+		}
+		var events []*eventsourced.EventSourcedEvent
+		for r, err := range store.journal.Read(ctx, ent, version) {
+			if err != nil {
+				return nil, fmt.Errorf("read journal: %w", err)
+			}
+			events = append(events, &eventsourced.EventSourcedEvent{
+				Sequence: int64(r.Seq),
+				Payload:  &anypb.Any{TypeUrl: r.Type, Value: r.Data},
+			})
+			version = r.Version
+		}
+		if version.StreamSeq == 0 && version.Seq > 0 {
+			// A snapshot with no journal behind it: find the fence.
+			if version, err = store.journal.Head(ctx, ent); err != nil {
+				return nil, fmt.Errorf("journal head: %w", err)
+			}
+		}
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stream, err := client.Handle(sctx)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("open stream: %w", err)
+		}
+		s := &esSession{stream: stream, cancel: cancel, ent: ent, version: version, store: store, log: log, m: m, service: string(svc.Desc.FullName())}
+		if err := stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Init{Init: init}}); err != nil {
+			s.abort()
+			return nil, fmt.Errorf("send init: %w", err)
+		}
+		for _, ev := range events {
+			if err := stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Event{Event: ev}}); err != nil {
+				s.abort()
+				return nil, fmt.Errorf("send event %d: %w", ev.Sequence, err)
+			}
+		}
+		m.recovered(svc.Desc.FullName(), time.Since(start), len(events), found)
+		return s, nil
+	}
+}
+
+// esSession is one event-sourced entity's open stream.
+type esSession struct {
+	stream  eventsourced.EventSourced_HandleClient
+	cancel  context.CancelFunc
+	ent     streams.Entity
+	version streams.Version
+	store   esStore
+	log     *slog.Logger
+	m       *metrics
+	service string
+}
+
+func (s *esSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (commandResult, error) {
+	cmd := &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload}
+	if err := s.stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Command{Command: cmd}}); err != nil {
+		return commandResult{}, fmt.Errorf("send command: %w", err)
+	}
+	out, err := recvWithin(ctx, s.stream.Recv, s.cancel)
+	if err != nil {
+		return commandResult{}, err
+	}
+	var r *eventsourced.EventSourcedReply
+	switch msg := out.GetMessage().(type) {
+	case *eventsourced.EventSourcedStreamOut_Reply:
+		r = msg.Reply
+	case *eventsourced.EventSourcedStreamOut_Failure:
+		return commandResult{}, fmt.Errorf("user function failed: %s", msg.Failure.GetDescription())
+	default:
+		return commandResult{}, errors.New("user function sent an empty message")
+	}
+	if r.GetCommandId() != id {
+		return commandResult{}, fmt.Errorf("reply for command %d while command %d is in flight", r.GetCommandId(), id)
+	}
+	res := commandResult{action: r.GetClientAction(), effects: r.GetSideEffects()}
+	if f := res.action.GetFailure(); f != nil {
+		// A failed command's events and side effects are dropped.
+		res.effects = nil
+		res.restart = f.GetRestart()
+		return res, nil
+	}
+	if len(r.GetEvents()) == 0 {
+		return res, nil // a snapshot without events is ignored
+	}
+	events := make([]streams.Event, len(r.GetEvents()))
+	size := 0
+	for i, ev := range r.GetEvents() {
+		events[i] = streams.Event{Type: ev.GetTypeUrl(), Data: ev.GetValue()}
+		size += len(ev.GetValue())
+	}
+	v, err := s.store.journal.Append(ctx, s.ent, s.version, events)
+	if err != nil {
+		return commandResult{}, fmt.Errorf("persist %d events: %w", len(events), err)
+	}
+	s.version = v
+	s.m.persisted(s.service, len(events), size)
+	if snap := r.GetSnapshot(); snap != nil {
+		data, err := proto.Marshal(snap)
+		if err == nil {
+			err = s.store.snapshots.Save(ctx, s.ent, streams.Snapshot{Version: v, Data: data})
+		}
+		if err != nil {
+			// Snapshots are an optimisation: the events are safe.
+			s.log.Warn("snapshot not saved", "entity", s.ent, "seq", v.Seq, "error", err)
+		}
+	}
+	return res, nil
+}
+
+func (s *esSession) close() { closeStream(s.stream, s.stream.Recv, s.cancel) }
+func (s *esSession) abort() { s.cancel() }
+
+// recvWithin receives one message, cancelling the stream (via cancel) if
+// ctx ends first.
+func recvWithin[T any](ctx context.Context, recv func() (T, error), cancel context.CancelFunc) (T, error) {
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	out, err := recv()
+	if err != nil {
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		if errors.Is(err, io.EOF) {
+			return out, errors.New("user function closed the stream")
+		}
+		return out, fmt.Errorf("receive: %w", err)
+	}
+	return out, nil
+}
+
+// closeStream half-closes a stream and waits (bounded) for the function to
+// complete its side, then releases the stream.
+func closeStream[T any](cs interface{ CloseSend() error }, recv func() (T, error), cancel context.CancelFunc) {
+	defer cancel()
+	if err := cs.CloseSend(); err != nil {
+		return
+	}
+	t := time.AfterFunc(closeTimeout, cancel)
+	defer t.Stop()
+	for {
+		if _, err := recv(); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,192 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"connectrpc.com/vanguard"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// httpHandler serves the whole ingress on one port: gRPC (HTTP/2) straight
+// to the gRPC server, and everything else through a vanguard transcoder
+// that turns HTTP/JSON per the methods' google.api.http rules (and the
+// the reference proxy's default binding `POST /<service>/<method>` with
+// body "*" for methods that have no rule) and gRPC-Web into gRPC calls
+// on the same server, so that routing is identical for all of them.
+//
+// vanguard serves because it reads the rules from the discovered (dynamic)
+// descriptors, supports additional_bindings, response_body, path templates,
+// query parameters and HttpBody. Two things are adjusted to match the
+// reference proxy: JSON is written with default values but without unset
+// message fields, compactly; and errors of HTTP/JSON calls have the plain
+// failure description as their body rather than a JSON status.
+func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
+	types := dynamicpb.NewTypes(p.model.Files)
+	services := make([]*vanguard.Service, 0, len(p.model.Services))
+	// Methods without a rule get the reference proxy's default binding
+	// POST /<service>/<method> with body "*". That is exactly a Connect
+	// unary call with a JSON body, which vanguard serves once the request
+	// says it is one. (vanguard's WithRules matches selectors by prefix, so
+	// a rule for Get would also land on GetAll.)
+	defaults := map[string]bool{}
+	for path, m := range p.model.Methods {
+		if opts := m.Desc.Options(); opts == nil || !proto.HasExtension(opts, annotations.E_Http) {
+			defaults[path] = true
+		}
+	}
+	for _, svc := range p.model.Services {
+		services = append(services, vanguard.NewServiceWithSchema(svc.Desc, gs,
+			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+			vanguard.WithTargetCodecs(vanguard.CodecProto), // our gRPC server takes protobuf only
+			vanguard.WithTypeResolver(types),
+			vanguard.WithMaxMessageBufferBytes(uint32(p.cfg.MaxMessageSize)),
+		))
+	}
+	tc, err := vanguard.NewTranscoder(services,
+		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec { return newJSONCodec(res) }),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("K-Network-Probe") == "queue" { // Knative's queue-proxy probe
+			_, _ = w.Write([]byte("queue"))
+			return
+		}
+		ct := r.Header.Get("Content-Type")
+		if r.ProtoMajor == 2 && strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web") {
+			gs.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && defaults[r.URL.Path] && r.Header.Get("Connect-Protocol-Version") == "" &&
+			strings.HasPrefix(ct, "application/json") {
+			r.Header.Set("Connect-Protocol-Version", "1")
+		}
+		ew := &errorBody{ResponseWriter: w}
+		tc.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), reachedKey{}, &ew.reached)))
+		ew.finish()
+	}), nil
+}
+
+// jsonCodec is vanguard's JSON codec writing like the reference proxy
+// (Java JsonFormat with default values): lowerCamelCase names, default
+// scalars and empty lists emitted, unset message fields omitted, compact.
+type jsonCodec struct{ *vanguard.JSONCodec }
+
+func newJSONCodec(res vanguard.TypeResolver) jsonCodec {
+	c := vanguard.NewJSONCodec(res)
+	c.MarshalOptions.EmitUnpopulated = false
+	c.MarshalOptions.EmitDefaultValues = true
+	return jsonCodec{c}
+}
+
+func (c jsonCodec) MarshalAppend(base []byte, msg proto.Message) ([]byte, error) {
+	b, err := c.JSONCodec.MarshalAppend(nil, msg)
+	if err != nil {
+		return nil, err
+	}
+	return compactAppend(base, b)
+}
+
+func (c jsonCodec) MarshalAppendField(base []byte, msg proto.Message, field protoreflect.FieldDescriptor) ([]byte, error) {
+	b, err := c.JSONCodec.MarshalAppendField(nil, msg, field)
+	if err != nil {
+		return nil, err
+	}
+	return compactAppend(base, b)
+}
+
+// compactAppend removes the insignificant spaces protojson inserts.
+func compactAppend(base, b []byte) ([]byte, error) {
+	buf := bytes.NewBuffer(base)
+	if err := json.Compact(buf, b); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// errorBody rewrites JSON error bodies of HTTP/JSON calls into the plain
+// error message, as the reference proxy answers (HTTP 500 with the failure
+// description). Successful responses pass through untouched.
+type errorBody struct {
+	http.ResponseWriter
+	status  int
+	hold    bool // an error body is being buffered
+	buf     bytes.Buffer
+	reached atomic.Bool // the request got to handleGRPC whole
+}
+
+// reachedKey marks, in a transcoded request's context, the flag that
+// handleGRPC sets once it has the request message: a failure before that
+// is the request's fault (a body that does not decode), which vanguard
+// reports as UNKNOWN.
+type reachedKey struct{}
+
+// markReached records that a transcoded request arrived whole.
+func markReached(ctx context.Context) {
+	if f, ok := ctx.Value(reachedKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
+
+func (e *errorBody) WriteHeader(code int) {
+	if e.status != 0 {
+		return
+	}
+	e.status = code
+	e.hold = code >= 400 && strings.Contains(e.Header().Get("Content-Type"), "json")
+	if !e.hold {
+		e.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (e *errorBody) Write(b []byte) (int, error) {
+	if e.status == 0 {
+		e.WriteHeader(http.StatusOK)
+	}
+	if e.hold {
+		return e.buf.Write(b)
+	}
+	return e.ResponseWriter.Write(b)
+}
+
+// Flush lets streamed (server-sent) responses through.
+func (e *errorBody) Flush() {
+	if f, ok := e.ResponseWriter.(http.Flusher); ok && !e.hold {
+		f.Flush()
+	}
+}
+
+// finish writes a held error. The gRPC handler behind the transcoder may
+// have set its own headers since, so the error's are set afresh.
+func (e *errorBody) finish() {
+	if !e.hold {
+		return
+	}
+	var st struct {
+		Message string `json:"message"`
+	}
+	msg := e.buf.String()
+	if json.Unmarshal(e.buf.Bytes(), &st) == nil && st.Message != "" {
+		msg = st.Message
+	}
+	if e.status == http.StatusInternalServerError && !e.reached.Load() {
+		e.status = http.StatusBadRequest
+	}
+	h := e.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	e.ResponseWriter.WriteHeader(e.status)
+	_, _ = e.ResponseWriter.Write([]byte(msg))
+}

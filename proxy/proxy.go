@@ -1,0 +1,309 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
+	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
+	"github.com/jetstate/jetstate/streams"
+)
+
+// Defaults for Config fields left zero, as the reference proxy's.
+const (
+	DefaultUserFunction       = "127.0.0.1:8080"
+	DefaultListen             = ":9000"
+	DefaultPassivationTimeout = 30 * time.Second
+	DefaultCommandTimeout     = time.Minute
+	DefaultQueueSize          = 100
+	DefaultMaxMessageSize     = 12 << 20
+	DefaultDrainTimeout       = 10 * time.Second
+	ProxyName                 = "jetstate"
+)
+
+// Config configures a sidecar. A zero field means its documented default.
+type Config struct {
+	// Storage names the service's streams and buckets (streams.Config);
+	// Storage.Service is required.
+	Storage streams.Config
+	// Provision, if set, creates or updates the streams and buckets at
+	// start (the operator does this in Kubernetes; the one-machine set-up
+	// lets the sidecar do it).
+	Provision *streams.StoreConfig
+	// UserFunction is the host:port of the user function's gRPC server.
+	UserFunction string
+	// Listen is the ingress address (gRPC and HTTP/JSON). It is bound only
+	// once discovery succeeded.
+	Listen string
+	// Enabled lists the entity types served. Default: event-sourced, value
+	// entities and actions.
+	Enabled []string
+	// PassivationTimeout applies to entity types whose discovery answer
+	// names none. Default 30 s.
+	PassivationTimeout time.Duration
+	// CommandTimeout bounds how long the user function may take to answer
+	// one entity command (and an activation). Default 1 min.
+	CommandTimeout time.Duration
+	// QueueSize bounds the commands waiting for one entity. Default 100.
+	QueueSize int
+	// MaxMessageSize bounds messages to and from the user function and
+	// clients. Default 12 MiB.
+	MaxMessageSize int
+	// DrainTimeout bounds graceful shutdown. Default 10 s.
+	DrainTimeout time.Duration
+	// Version is reported to the user function in ProxyInfo.
+	Version string
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registry receives the Prometheus metrics; nil registers nowhere.
+	Registry prometheus.Registerer
+	// DiscoveryBackoff overrides the 1 s..10 s retry pacing (tests).
+	DiscoveryBackoff time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.UserFunction == "" {
+		c.UserFunction = DefaultUserFunction
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if len(c.Enabled) == 0 {
+		c.Enabled = []string{EventSourced, ValueEntity, Action}
+	}
+	if c.PassivationTimeout <= 0 {
+		c.PassivationTimeout = DefaultPassivationTimeout
+	}
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = DefaultCommandTimeout
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with the config at once.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	errs := []error{c.Storage.Validate()}
+	if c.Provision != nil {
+		errs = append(errs, c.Provision.Validate())
+	}
+	for _, t := range c.Enabled {
+		if t != EventSourced && t != ValueEntity && t != Action {
+			errs = append(errs, fmt.Errorf("entity type %q is not supported", t))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Proxy is the sidecar: it discovers the user function, serves its
+// services to clients and runs its entities on JetStream.
+type Proxy struct {
+	cfg   Config
+	js    jetstream.JetStream
+	log   *slog.Logger
+	ready atomic.Bool
+	addr  atomic.Pointer[net.Addr]
+
+	// Set once by start, read-only afterwards.
+	model     *Model
+	discovery cloudstate.EntityDiscoveryClient
+	actions   actionpb.ActionProtocolClient
+	runtimes  map[protoreflect.FullName]*entities
+	metrics   *metrics
+	async     sync.WaitGroup // fire-and-forget side effects
+}
+
+// New returns a sidecar that stores state through js.
+func New(cfg Config, js jetstream.JetStream) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Proxy{cfg: cfg, js: js, log: cfg.Logger}, nil
+}
+
+// Ready reports whether discovery succeeded and the ingress is serving.
+func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// Addr is the ingress address once it is bound, else nil.
+func (p *Proxy) Addr() net.Addr {
+	if a := p.addr.Load(); a != nil {
+		return *a
+	}
+	return nil
+}
+
+// Model is what discovery found; nil before.
+func (p *Proxy) Model() *Model {
+	if !p.Ready() {
+		return nil
+	}
+	return p.model
+}
+
+// Run discovers the user function (retrying while it is not up), binds the
+// storage, opens the ingress and serves until ctx is done; then it stops
+// taking requests, drains those in flight (DrainTimeout), closes every
+// entity's stream and returns. A discovery answer that does not validate
+// ends Run with a *ValidationError.
+func (p *Proxy) Run(ctx context.Context) error {
+	conn, err := grpc.NewClient(p.cfg.UserFunction,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(p.cfg.MaxMessageSize), grpc.MaxCallSendMsgSize(p.cfg.MaxMessageSize)),
+	)
+	if err != nil {
+		return fmt.Errorf("user function %s: %w", p.cfg.UserFunction, err)
+	}
+	defer conn.Close()
+	if err := p.start(ctx, conn); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before the function was up: a clean stop
+		}
+		return err
+	}
+	defer p.stopRuntimes()
+
+	lis, err := net.Listen("tcp", p.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("ingress: %w", err)
+	}
+	addr := lis.Addr()
+	p.addr.Store(&addr)
+	gs := p.grpcServer()
+	handler, err := p.httpHandler(gs)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("ingress: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC without TLS (h2c)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+	p.ready.Store(true)
+	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
+
+	select {
+	case err := <-serveErr:
+		p.ready.Store(false)
+		return fmt.Errorf("ingress: %w", err)
+	case <-ctx.Done():
+	}
+	p.ready.Store(false)
+	p.log.Info("draining")
+	dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		srv.Close()
+	}
+	gs.Stop()
+	return nil
+}
+
+// start discovers the function and builds the runtimes.
+func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
+	model, err := Discover(ctx, conn, DiscoveryConfig{
+		ProxyName: ProxyName, ProxyVersion: p.cfg.Version, Enabled: p.cfg.Enabled,
+		BackoffMin: p.cfg.DiscoveryBackoff, BackoffMax: p.cfg.DiscoveryBackoff * 10, Logger: p.log,
+	})
+	if err != nil {
+		return err
+	}
+	if p.cfg.Provision != nil {
+		if err := streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
+			return err
+		}
+	}
+	p.model = model
+	p.discovery = cloudstate.NewEntityDiscoveryClient(conn)
+	p.actions = actionpb.NewActionProtocolClient(conn)
+	p.runtimes = map[protoreflect.FullName]*entities{}
+	p.metrics = newMetrics(p.cfg.Registry, p.activeEntities)
+
+	var es esStore
+	var values *streams.Values
+	for _, svc := range model.Services {
+		rc := runtimeConfig{
+			queueSize:      p.cfg.QueueSize,
+			commandTimeout: p.cfg.CommandTimeout,
+			passivation:    p.cfg.PassivationTimeout,
+			log:            p.log,
+		}
+		if svc.Passivation > 0 {
+			rc.passivation = svc.Passivation
+		}
+		var open opener
+		switch svc.EntityType {
+		case EventSourced:
+			if es.journal == nil {
+				if es.journal, err = streams.NewJournal(p.js, p.cfg.Storage); err != nil {
+					return err
+				}
+				if es.snapshots, err = streams.NewSnapshots(ctx, p.js, p.cfg.Storage); err != nil {
+					return err
+				}
+			}
+			open = openEventSourced(eventsourced.NewEventSourcedClient(conn), svc, es, p.metrics, p.log)
+		case ValueEntity:
+			if values == nil {
+				if values, err = streams.NewValues(ctx, p.js, p.cfg.Storage); err != nil {
+					return err
+				}
+			}
+			open = openValueEntity(valueentity.NewValueEntityClient(conn), svc, values, p.metrics, p.log)
+		default:
+			continue
+		}
+		p.runtimes[svc.Desc.FullName()] = newEntities(string(svc.Desc.FullName()), rc, open, p.metrics)
+	}
+	return nil
+}
+
+func (p *Proxy) activeEntities() map[string]int {
+	out := map[string]int{}
+	for name, rt := range p.runtimes {
+		out[string(name)] = rt.count()
+	}
+	return out
+}
+
+// stopRuntimes closes every entity and waits for side effects in flight.
+func (p *Proxy) stopRuntimes() {
+	var wg sync.WaitGroup
+	for _, rt := range p.runtimes {
+		wg.Go(rt.shutdown)
+	}
+	wg.Wait()
+	p.async.Wait()
+}

@@ -1,0 +1,627 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
+	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// harness runs NATS, the test function and a sidecar, all in-process, and
+// a gRPC client of the sidecar's ingress.
+type harness struct {
+	t      *testing.T
+	js     jetstream.JetStream
+	uf     *testFunction
+	ufAddr string
+	types  testTypes
+	p      *proxy.Proxy
+	conn   *grpc.ClientConn
+	stop   func()
+}
+
+func startHarness(t *testing.T, tune func(*proxy.Config)) *harness {
+	t.Helper()
+	srv := streamstest.RunServer(t)
+	h := &harness{t: t, js: srv.JetStream(t), uf: newTestFunction(t), types: newTestTypes(t)}
+	h.ufAddr = serveFunction(t, h.uf, nil)
+	h.startProxy(tune)
+	return h
+}
+
+func (h *harness) config(tune func(*proxy.Config)) proxy.Config {
+	cfg := proxy.Config{
+		Storage:            streams.Config{Service: "test"},
+		Provision:          &streams.StoreConfig{},
+		UserFunction:       h.ufAddr,
+		Listen:             "127.0.0.1:0",
+		PassivationTimeout: time.Minute,
+		CommandTimeout:     5 * time.Second,
+		DiscoveryBackoff:   10 * time.Millisecond,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	return cfg
+}
+
+// startProxy starts a sidecar (again) and waits until it serves.
+func (h *harness) startProxy(tune func(*proxy.Config)) {
+	t := h.t
+	t.Helper()
+	p, err := proxy.New(h.config(tune), h.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	for deadline := time.Now().Add(20 * time.Second); !p.Ready(); time.Sleep(5 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("proxy stopped before serving: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("proxy not ready within 20s")
+		}
+	}
+	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once bool
+	h.p, h.conn = p, conn
+	h.stop = func() {
+		if once {
+			return
+		}
+		once = true
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy Run: %v", err)
+		}
+	}
+	t.Cleanup(h.stop)
+}
+
+func ptr(n int64) *int64 { return &n }
+
+// call invokes /test.<method> and returns the reply's n.
+func (h *harness) call(method, key string, n *int64) (int64, error) {
+	resp := h.types.msg("Value")
+	ctx, cancel := context.WithTimeout(h.t.Context(), 10*time.Second)
+	defer cancel()
+	err := h.conn.Invoke(ctx, "/test."+method, h.types.request(key, n), resp)
+	return resp.Get(resp.Descriptor().Fields().ByName("n")).Int(), err
+}
+
+func (h *harness) mustCall(method, key string, n *int64, want int64) {
+	h.t.Helper()
+	got, err := h.call(method, key, n)
+	if err != nil || got != want {
+		h.t.Fatalf("%s(%q) = %d, %v; want %d", method, key, got, err, want)
+	}
+}
+
+// streamsOf returns the recorded messages of each stream whose init names
+// entity key, in order.
+func (h *harness) streamsOf(key string) [][]record {
+	byStream := map[int][]record{}
+	var order []int
+	for _, r := range h.uf.recorded() {
+		if r.stream == 0 {
+			continue
+		}
+		if _, ok := byStream[r.stream]; !ok {
+			order = append(order, r.stream)
+		}
+		byStream[r.stream] = append(byStream[r.stream], r)
+	}
+	var out [][]record
+	for _, id := range order {
+		rs := byStream[id]
+		if entityOf(rs[0]) == key {
+			out = append(out, rs)
+		}
+	}
+	return out
+}
+
+func entityOf(r record) string {
+	switch m := r.in.(type) {
+	case *eventsourced.EventSourcedStreamIn:
+		return m.GetInit().GetEntityId()
+	case *valueentity.ValueEntityStreamIn:
+		return m.GetInit().GetEntityId()
+	}
+	return ""
+}
+
+func diffProto(want, got proto.Message) string { return cmp.Diff(want, got, protocmp.Transform()) }
+
+func TestDiscoveryProxyInfoAndModel(t *testing.T) {
+	h := startHarness(t, nil)
+	h.uf.mu.Lock()
+	discovers, info := h.uf.discovers, h.uf.info
+	h.uf.mu.Unlock()
+	if discovers != 1 {
+		t.Fatalf("discover called %d times, want 1", discovers)
+	}
+	wantInfo := &cloudstate.ProxyInfo{
+		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "jetstate", ProxyVersion: "dev",
+		SupportedEntityTypes: []string{proxy.EventSourced, proxy.ValueEntity, proxy.Action},
+	}
+	if d := diffProto(wantInfo, info); d != "" {
+		t.Fatalf("ProxyInfo (-want +got):\n%s", d)
+	}
+	m := h.p.Model()
+	for path, typ := range map[string]string{"/test.Counter/Add": proxy.EventSourced, "/test.Register/Set": proxy.ValueEntity, "/test.Echo/Echo": proxy.Action} {
+		if got := m.Methods[path]; got == nil || got.Service.EntityType != typ {
+			t.Errorf("method %s: %+v, want entity type %s", path, got, typ)
+		}
+	}
+	if got := m.Services["test.Counter"].PersistenceID; got != "counter" {
+		t.Errorf("persistence id %q", got)
+	}
+}
+
+func TestEventSourcedEntity(t *testing.T) {
+	h := startHarness(t, nil)
+	h.mustCall("Counter/Get", "a", nil, 0)
+	h.mustCall("Counter/Add", "a", ptr(2), 2)
+	h.mustCall("Counter/Add", "a", ptr(3), 5)
+	h.mustCall("Counter/Add", "b", ptr(7), 7)
+	h.mustCall("Counter/Add", "a", ptr(10), 15) // third event: snapshot
+	h.mustCall("Counter/Get", "a", nil, 15)
+
+	// The exact exchange on a's stream: init without snapshot for a new
+	// entity, commands numbered from 1 without metadata, one stream.
+	streamsA := h.streamsOf("a")
+	if len(streamsA) != 1 {
+		t.Fatalf("entity a used %d streams, want 1", len(streamsA))
+	}
+	rs := streamsA[0]
+	wantInit := &eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Init{Init: &eventsourced.EventSourcedInit{ServiceName: "test.Counter", EntityId: "a"}}}
+	if d := diffProto(wantInit, rs[0].in); d != "" {
+		t.Fatalf("init (-want +got):\n%s", d)
+	}
+	var ids []int64
+	for _, r := range rs {
+		if in, ok := r.in.(*eventsourced.EventSourcedStreamIn); ok && in.GetCommand() != nil {
+			cmd := in.GetCommand()
+			ids = append(ids, cmd.GetId())
+			if cmd.GetMetadata() != nil || cmd.GetStreamed() || cmd.GetEntityId() != "a" {
+				t.Errorf("command %v carries metadata/streamed or a wrong id", cmd)
+			}
+		}
+	}
+	if d := cmp.Diff([]int64{1, 2, 3, 4, 5}, ids); d != "" {
+		t.Fatalf("command ids (-want +got):\n%s", d)
+	}
+
+	// Everything acknowledged is in the journal, with the snapshot at 3.
+	j, err := streams.NewJournal(h.js, streams.Config{Service: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for r, err := range j.Read(t.Context(), streams.Entity{Type: "counter", Key: "a"}, streams.Version{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		if r.Type != "type.googleapis.com/test.Value" {
+			t.Fatalf("event type %q", r.Type)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("journal of a holds %d events, want 3", n)
+	}
+}
+
+func TestEventSourcedRecoveryAfterPassivationAndRestart(t *testing.T) {
+	h := startHarness(t, func(c *proxy.Config) { c.PassivationTimeout = 100 * time.Millisecond })
+	for i, want := range []int64{1, 3, 6, 10} { // four events, snapshot after the third
+		h.mustCall("Counter/Add", "p", ptr(int64(i+1)), want)
+	}
+	// Passivation half-closes the stream.
+	waitFor(t, "passivation", func() bool {
+		s := h.streamsOf("p")
+		return len(s) == 1 && s[0][len(s[0])-1].closed
+	})
+	h.mustCall("Counter/Get", "p", nil, 10)
+	s := h.streamsOf("p")
+	if len(s) != 2 {
+		t.Fatalf("%d streams, want 2", len(s))
+	}
+	// Recovery: the snapshot at 3 (value 6), then event 4 only.
+	init := s[1][0].in.(*eventsourced.EventSourcedStreamIn).GetInit()
+	if init.GetSnapshot().GetSnapshotSequence() != 3 || h.types.intField("Value", "n", init.GetSnapshot().GetSnapshot().GetValue()) != 6 {
+		t.Fatalf("init snapshot %v, want seq 3 value 6", init.GetSnapshot())
+	}
+	ev := s[1][1].in.(*eventsourced.EventSourcedStreamIn).GetEvent()
+	if ev.GetSequence() != 4 || h.types.intField("Value", "n", ev.GetPayload().GetValue()) != 4 {
+		t.Fatalf("replayed event %v, want seq 4", ev)
+	}
+	if cmd := s[1][2].in.(*eventsourced.EventSourcedStreamIn).GetCommand(); cmd.GetId() != 1 {
+		t.Fatalf("first command after recovery has id %d, want 1", cmd.GetId())
+	}
+
+	// A new sidecar over the same storage sees the same state.
+	h.stop()
+	h.startProxy(nil)
+	h.mustCall("Counter/Add", "p", ptr(5), 15)
+}
+
+func TestEventSourcedFailures(t *testing.T) {
+	h := startHarness(t, func(c *proxy.Config) { c.CommandTimeout = 300 * time.Millisecond })
+	h.mustCall("Counter/Add", "f", ptr(1), 1)
+
+	_, err := h.call("Counter/Fail", "f", nil)
+	if s := status.Convert(err); s.Code() != codes.Unknown || s.Message() != "boom" {
+		t.Fatalf("failure = %v, want UNKNOWN boom", err)
+	}
+	h.mustCall("Counter/Get", "f", nil, 1) // same stream, still usable
+	if n := len(h.streamsOf("f")); n != 1 {
+		t.Fatalf("a user failure reopened the stream (%d streams)", n)
+	}
+
+	// Failure with restart: the events are dropped, the stream is closed
+	// and reopened at once with a replay.
+	_, err = h.call("Counter/Restart", "f", ptr(100))
+	if s := status.Convert(err); s.Code() != codes.Unknown || s.Message() != "restarting" {
+		t.Fatalf("restart failure = %v", err)
+	}
+	waitFor(t, "eager re-activation", func() bool { return len(h.streamsOf("f")) == 2 })
+	h.mustCall("Counter/Get", "f", nil, 1)
+
+	// A reply for the wrong command id crashes the entity; the next command
+	// re-activates it from the journal.
+	_, err = h.call("Counter/Crash", "f", nil)
+	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "command") {
+		t.Fatalf("crash = %v, want UNAVAILABLE naming the command id", err)
+	}
+	h.mustCall("Counter/Get", "f", nil, 1)
+
+	// A function that does not answer within the timeout.
+	start := time.Now()
+	_, err = h.call("Counter/Hang", "f", nil)
+	if s := status.Convert(err); s.Code() != codes.Unavailable || !strings.Contains(s.Message(), "did not answer") {
+		t.Fatalf("hang = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("hang took %v", d)
+	}
+	h.mustCall("Counter/Get", "f", nil, 1)
+}
+
+func TestValueEntity(t *testing.T) {
+	h := startHarness(t, nil)
+	h.mustCall("Register/Get", "r", nil, 0)
+	h.mustCall("Register/Set", "r", ptr(4), 4)
+	h.mustCall("Register/Set", "r", ptr(9), 9)
+	h.mustCall("Register/Get", "r", nil, 9)
+	h.mustCall("Register/Delete", "r", nil, 0)
+	h.mustCall("Register/Set", "r", ptr(1), 1)
+
+	// init always carries a state message, empty for a new entity.
+	s := h.streamsOf("r")
+	want := &valueentity.ValueEntityStreamIn{Message: &valueentity.ValueEntityStreamIn_Init{Init: &valueentity.ValueEntityInit{
+		ServiceName: "test.Register", EntityId: "r", State: &valueentity.ValueEntityInitState{}}}}
+	if d := diffProto(want, s[0][0].in); d != "" {
+		t.Fatalf("init (-want +got):\n%s", d)
+	}
+	// A new sidecar reads the stored value back.
+	h.stop()
+	h.startProxy(nil)
+	h.mustCall("Register/Get", "r", nil, 1)
+	s = h.streamsOf("r")
+	init := s[len(s)-1][0].in.(*valueentity.ValueEntityStreamIn).GetInit()
+	if h.types.intField("Value", "n", init.GetState().GetValue().GetValue()) != 1 {
+		t.Fatalf("init state %v, want 1", init.GetState())
+	}
+}
+
+func TestActionForwardAndSideEffect(t *testing.T) {
+	h := startHarness(t, nil)
+	// ToCounter runs Add as a synchronous side effect, then forwards to
+	// Counter/Get: the client gets the counter after the add.
+	h.mustCall("Echo/ToCounter", "c", ptr(6), 6)
+	h.mustCall("Echo/ToCounter", "c", ptr(1), 7)
+}
+
+func TestBadRequests(t *testing.T) {
+	h := startHarness(t, nil)
+	ctx := t.Context()
+	cases := []struct {
+		name   string
+		method string
+		req    proto.Message
+		code   codes.Code
+	}{
+		{"unknown method", "/test.Counter/Nope", h.types.request("k", nil), codes.Unimplemented},
+		{"unknown service", "/nope.Svc/Get", h.types.request("k", nil), codes.Unimplemented},
+		{"key too long", "/test.Counter/Get", h.types.request(strings.Repeat("k", streams.MaxKeyLen+1), nil), codes.InvalidArgument},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := h.conn.Invoke(ctx, c.method, c.req, h.types.msg("Value"))
+			if status.Code(err) != c.code {
+				t.Fatalf("%s = %v, want %v", c.method, err, c.code)
+			}
+		})
+	}
+	t.Run("malformed protobuf", func(t *testing.T) {
+		for _, b := range [][]byte{{0x0a, 0xff, 0xff}, {0xff}, {0x12, 0x05, 'a'}} {
+			err := h.conn.Invoke(ctx, "/test.Counter/Get", b, h.types.msg("Value"), grpc.ForceCodec(bytesCodec{}))
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("malformed %x = %v, want INVALID_ARGUMENT", b, err)
+			}
+		}
+		h.mustCall("Counter/Get", "k", nil, 0) // nothing broke
+	})
+	t.Run("oversized", func(t *testing.T) {
+		big := make([]byte, proxy.DefaultMaxMessageSize+1)
+		err := h.conn.Invoke(ctx, "/test.Counter/Get", big, h.types.msg("Value"), grpc.ForceCodec(bytesCodec{}))
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("oversized = %v, want RESOURCE_EXHAUSTED", err)
+		}
+	})
+}
+
+// bytesCodec sends a []byte request as it is and decodes replies as protobuf.
+type bytesCodec struct{}
+
+func (bytesCodec) Marshal(v any) ([]byte, error)   { return v.([]byte), nil }
+func (bytesCodec) Unmarshal(b []byte, v any) error { return proto.Unmarshal(b, v.(proto.Message)) }
+func (bytesCodec) Name() string                    { return "proto" }
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within 10s", what)
+		}
+	}
+}
+
+func TestDiscoveryRetriesUntilFunctionIsUp(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	h := &harness{t: t, js: srv.JetStream(t), uf: newTestFunction(t), types: newTestTypes(t)}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ufAddr = lis.Addr().String()
+	lis.Close() // nothing listens yet
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", h.ufAddr)
+		if err != nil {
+			t.Errorf("relisten: %v", err)
+			return
+		}
+		serveFunction(t, h.uf, l)
+	}()
+	h.startProxy(nil)
+	h.mustCall("Counter/Add", "late", ptr(1), 1)
+}
+
+func TestDiscoveryRefusesIncompatibleFunction(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	uf := newTestFunction(t)
+	uf.version = [2]int32{0, 1}
+	addr := serveFunction(t, uf, nil)
+	p, err := proxy.New(proxy.Config{Storage: streams.Config{Service: "test"}, UserFunction: addr, Listen: "127.0.0.1:0"}, srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	var verr *proxy.ValidationError
+	if !errors.As(err, &verr) || !strings.Contains(err.Error(), "incompatible protocol version 0.1") {
+		t.Fatalf("Run = %v, want a validation error", err)
+	}
+	if p.Ready() || p.Addr() != nil {
+		t.Fatal("the ingress was opened for an invalid function")
+	}
+	uf.mu.Lock()
+	defer uf.mu.Unlock()
+	if len(uf.errors) != 1 || !strings.Contains(uf.errors[0], "0.1") {
+		t.Fatalf("reportError got %q", uf.errors)
+	}
+}
+
+// TestReflection checks TCK item 2: the service list, whatever the filter,
+// and an empty answer for an unknown symbol; and that a known symbol comes
+// with its file and dependencies (what grpcurl needs).
+func TestReflection(t *testing.T) {
+	h := startHarness(t, nil)
+	stream, err := rpb.NewServerReflectionClient(h.conn).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(req *rpb.ServerReflectionRequest) *rpb.ServerReflectionResponse {
+		t.Helper()
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	wantList := []string{"grpc.reflection.v1alpha.ServerReflection", "test.Counter", "test.Echo", "test.Register"}
+	for _, filter := range []string{"", "nonsense.blabla."} {
+		resp := ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{ListServices: filter}})
+		var got []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			got = append(got, s.GetName())
+		}
+		if d := cmp.Diff(wantList, got); d != "" {
+			t.Fatalf("ListServices(%q) (-want +got):\n%s", filter, d)
+		}
+	}
+	resp := ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "nonsense.blabla.Void"}})
+	if fdr := resp.GetFileDescriptorResponse(); fdr == nil || len(fdr.GetFileDescriptorProto()) != 0 {
+		t.Fatalf("unknown symbol: %v, want an empty file list", resp)
+	}
+	resp = ask(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "test.Counter"}})
+	var names []string
+	for _, b := range resp.GetFileDescriptorResponse().GetFileDescriptorProto() {
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(b, &fd); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, fd.GetName())
+	}
+	if d := cmp.Diff([]string{"test/test.proto", "cloudstate/entity_key.proto", "google/protobuf/descriptor.proto",
+		"google/api/annotations.proto", "google/api/http.proto"}, names); d != "" {
+		t.Fatalf("files for test.Counter (-want +got):\n%s", d)
+	}
+}
+
+// TestHealth checks the standard gRPC health service on the ingress.
+func TestHealth(t *testing.T) {
+	h := startHarness(t, nil)
+	for _, svc := range []string{"", "test.Counter"} {
+		resp, err := healthpb.NewHealthClient(h.conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health %q = %v, %v", svc, resp, err)
+		}
+	}
+}
+
+// TestAdminEndpoints checks readiness and metrics after some commands.
+func TestAdminEndpoints(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := startHarness(t, func(c *proxy.Config) { c.Registry = reg })
+	h.mustCall("Counter/Add", "m", ptr(1), 1)
+	srv := httptest.NewServer(h.p.AdminHandler(reg))
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/ready"); code != http.StatusOK {
+		t.Fatalf("/ready = %d", code)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{
+		`jetstate_proxy_commands_total{outcome="ok",service="test.Counter"} 1`,
+		`jetstate_proxy_persisted_events_total{service="test.Counter"} 1`,
+		`jetstate_proxy_active_entities{service="test.Counter"} 1`,
+	} {
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %q:\n%s", want, body)
+		}
+	}
+	h.stop()
+	if code, _ := get("/ready"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/ready after stop = %d", code)
+	}
+}
+
+// TestHTTPJSON checks the HTTP/JSON ingress (TCK items 45, 68, 94 in
+// shape): google.api.http rules with path variables, additional bindings,
+// response_body and query parameters, the default POST /<service>/<method>
+// binding, JSON like the reference proxy, and errors as plain text.
+func TestHTTPJSON(t *testing.T) {
+	h := startHarness(t, nil)
+	base := "http://" + h.p.Addr().String()
+	do := func(method, path, body string) (int, string, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), method, base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	steps := []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"GET", "/counters/h", "", 200, `{"n":"0"}`}, // defaults are emitted
+		{"POST", "/counters/h/add", `{"n":"2"}`, 200, `{"n":"2"}`},
+		{"POST", "/counters/h/add", `{"n":3}`, 200, `{"n":"5"}`},
+		{"POST", "/test.Counter/Add", `{"key":"h","n":3}`, 404, ""}, // has a rule: no default binding
+		{"GET", "/counters/h/n", "", 200, `"5"`},                    // response_body
+		{"GET", "/counters?key=h", "", 200, `{"n":"5"}`},            // query parameter
+		{"POST", "/test.Counter/Fail", `{"key":"h"}`, 500, "boom"},
+		{"POST", "/test.Echo/Echo", `{"n":"7"}`, 200, `{"n":"7"}`}, // default binding
+		{"POST", "/test.Echo/Echo", `{"n":`, 400, ""},
+		{"POST", "/counters/h/add", `{"n":"many"}`, 400, ""},
+		{"GET", "/nowhere", "", 404, ""},
+	}
+	for _, s := range steps {
+		code, ct, body := do(s.method, s.path, s.body)
+		if code != s.code || (s.want != "" && body != s.want) {
+			t.Fatalf("%s %s %s = %d %q, want %d %q", s.method, s.path, s.body, code, body, s.code, s.want)
+		}
+		if code == 200 && !strings.HasPrefix(ct, "application/json") {
+			t.Fatalf("%s %s: content type %q", s.method, s.path, ct)
+		}
+		if code == 500 && !strings.HasPrefix(ct, "text/plain") {
+			t.Fatalf("%s %s: error content type %q", s.method, s.path, ct)
+		}
+	}
+	if code, _, body := do("GET", "/", ""); code != 404 {
+		t.Fatalf("GET / = %d %q", code, body)
+	}
+	req, _ := http.NewRequest("GET", base+"/anything", nil)
+	req.Header.Set("K-Network-Probe", "queue")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "queue" {
+		t.Fatalf("knative probe = %d %q", resp.StatusCode, b)
+	}
+}
