@@ -67,7 +67,10 @@ func (p *Proxy) handleGRPC(_ any, stream grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", path)
 	}
 	if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
-		return status.Errorf(codes.Unimplemented, "streaming method %s is not served yet", path)
+		if m.Service.EntityType != Action {
+			return status.Errorf(codes.Unimplemented, "streaming method %s is not served", path)
+		}
+		return p.streamAction(stream, m)
 	}
 	var in frame
 	if err := stream.RecvMsg(&in); err != nil {

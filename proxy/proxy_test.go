@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,12 +21,14 @@ import (
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
@@ -623,5 +626,93 @@ func TestHTTPJSON(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || string(b) != "queue" {
 		t.Fatalf("knative probe = %d %q", resp.StatusCode, b)
+	}
+}
+
+// TestStreamedActions covers the three streaming shapes of actions (TCK
+// items 38-40, 44 in shape).
+func TestStreamedActions(t *testing.T) {
+	h := startHarness(t, nil)
+	ctx := t.Context()
+	value := func(n int64) proto.Message {
+		m := h.types.msg("Value")
+		m.Set(m.Descriptor().Fields().ByName("n"), protoreflect.ValueOfInt64(n))
+		return m
+	}
+	nOf := func(m proto.Message) int64 {
+		return m.ProtoReflect().Get(m.ProtoReflect().Descriptor().Fields().ByName("n")).Int()
+	}
+	open := func(method string, client, server bool) grpc.ClientStream {
+		s, err := h.conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: client, ServerStreams: server}, "/test.Echo/"+method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	recvAll := func(s grpc.ClientStream) ([]int64, error) {
+		var got []int64
+		for {
+			m := h.types.msg("Value")
+			if err := s.RecvMsg(m); err != nil {
+				if errors.Is(err, io.EOF) {
+					return got, nil
+				}
+				return got, err
+			}
+			got = append(got, nOf(m))
+		}
+	}
+
+	// Server streaming: one request, n replies, then the end.
+	s := open("Count", false, true)
+	if err := s.SendMsg(value(3)); err != nil {
+		t.Fatal(err)
+	}
+	s.CloseSend()
+	if got, err := recvAll(s); err != nil || !slices.Equal(got, []int64{1, 2, 3}) {
+		t.Fatalf("Count(3) = %v, %v", got, err)
+	}
+
+	// Client streaming: the function sees a header, then each payload.
+	s = open("Sum", true, false)
+	for _, n := range []int64{4, 5, 6} {
+		if err := s.SendMsg(value(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.CloseSend()
+	if got, err := recvAll(s); err != nil || !slices.Equal(got, []int64{15}) {
+		t.Fatalf("Sum = %v, %v", got, err)
+	}
+
+	// Bidi: replies interleave with requests; a failure ends the stream.
+	s = open("Chat", true, true)
+	for _, n := range []int64{7, 8} {
+		if err := s.SendMsg(value(n)); err != nil {
+			t.Fatal(err)
+		}
+		m := h.types.msg("Value")
+		if err := s.RecvMsg(m); err != nil || nOf(m) != n {
+			t.Fatalf("Chat echo of %d = %v, %v", n, m, err)
+		}
+	}
+	if err := s.SendMsg(value(-1)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := recvAll(s)
+	if st := status.Convert(err); st.Code() != codes.Unknown || st.Message() != "negative" {
+		t.Fatalf("Chat failure = %v", err)
+	}
+
+	// The header the function got for Sum names the command, without payload.
+	var header *actionpb.ActionCommand
+	for _, r := range h.uf.recorded() {
+		if c, ok := r.in.(*actionpb.ActionCommand); ok && c.GetName() == "Sum" {
+			header = c
+			break
+		}
+	}
+	if header == nil || header.GetServiceName() != "test.Echo" || header.GetPayload() != nil {
+		t.Fatalf("Sum header = %v", header)
 	}
 }

@@ -82,6 +82,15 @@ func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *clo
 		return Response{}, fmt.Errorf("%w: %s (%s is not served yet)", ErrUnknownMethod, m.Path, m.Service.EntityType)
 	}
 
+	return p.complete(ctx, m, action, effects, depth, trace)
+}
+
+// complete runs a reply's side effects in order (synchronous ones awaited,
+// the others started in the background) and then follows its client
+// action: a reply is returned, a forward is called and its reply returned,
+// a failure is returned as *UserFailure. No client action gives a Response
+// with a nil Payload.
+func (p *Proxy) complete(ctx context.Context, m *Method, action *cloudstate.ClientAction, effects []*cloudstate.SideEffect, depth int, trace string) (Response, error) {
 	for _, se := range effects {
 		target, err := p.target(ctx, se.GetServiceName(), se.GetCommandName(), "side effect of "+trace)
 		if err != nil {
@@ -108,7 +117,11 @@ func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *clo
 		if got := a.Reply.GetPayload().GetTypeUrl(); got != m.OutputURL && got != "" {
 			p.reportError(ctx, fmt.Sprintf("%s replied with %s, expected %s", trace, got, m.OutputURL))
 		}
-		return Response{Payload: a.Reply.GetPayload(), Metadata: a.Reply.GetMetadata()}, nil
+		payload := a.Reply.GetPayload()
+		if payload == nil {
+			payload = &anypb.Any{TypeUrl: m.OutputURL}
+		}
+		return Response{Payload: payload, Metadata: a.Reply.GetMetadata()}, nil
 	case *cloudstate.ClientAction_Forward:
 		target, err := p.target(ctx, a.Forward.GetServiceName(), a.Forward.GetCommandName(), "forward from "+trace)
 		if err != nil {
@@ -119,8 +132,7 @@ func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *clo
 	case *cloudstate.ClientAction_Failure:
 		return Response{}, &UserFailure{Description: a.Failure.GetDescription()}
 	}
-	// No client action: the client gets the output type's default message.
-	return Response{Payload: &anypb.Any{TypeUrl: m.OutputURL}}, nil
+	return Response{}, nil
 }
 
 // target finds the method a forward or side effect names; an unknown one is

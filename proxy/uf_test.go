@@ -55,6 +55,11 @@ func method(name, in, out string) *descriptorpb.MethodDescriptorProto {
 	return &descriptorpb.MethodDescriptorProto{Name: proto.String(name), InputType: proto.String(".test." + in), OutputType: proto.String(".test." + out)}
 }
 
+func streaming(m *descriptorpb.MethodDescriptorProto, client, server bool) *descriptorpb.MethodDescriptorProto {
+	m.ClientStreaming, m.ServerStreaming = proto.Bool(client), proto.Bool(server)
+	return m
+}
+
 // withHTTP adds a google.api.http rule to a method.
 func withHTTP(m *descriptorpb.MethodDescriptorProto, rule *annotations.HttpRule) *descriptorpb.MethodDescriptorProto {
 	m.Options = &descriptorpb.MethodOptions{}
@@ -92,6 +97,9 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 			}},
 			{Name: proto.String("Echo"), Method: []*descriptorpb.MethodDescriptorProto{
 				method("Echo", "Value", "Value"), method("ToCounter", "AddRequest", "Value"),
+				streaming(method("Count", "Value", "Value"), false, true), // replies 1..n
+				streaming(method("Sum", "Value", "Value"), true, false),   // sums the stream
+				streaming(method("Chat", "Value", "Value"), true, true),   // echoes; n < 0 fails
 			}},
 		},
 	}
@@ -352,6 +360,57 @@ func (f *testFunction) HandleUnary(_ context.Context, cmd *actionpb.ActionComman
 		}, nil
 	}
 	return nil, fmt.Errorf("unknown action %s", cmd.GetName())
+}
+
+func (f *testFunction) HandleStreamedOut(cmd *actionpb.ActionCommand, stream grpc.ServerStreamingServer[actionpb.ActionResponse]) error {
+	f.log(record{in: cmd})
+	n := f.types.intField("Value", "n", cmd.GetPayload().GetValue())
+	for i := int64(1); i <= n; i++ {
+		if err := stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: f.types.value(i)}}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f *testFunction) HandleStreamedIn(stream grpc.ClientStreamingServer[actionpb.ActionCommand, actionpb.ActionResponse]) error {
+	var sum int64
+	for {
+		cmd, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return stream.SendAndClose(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: f.types.value(sum)}}})
+		}
+		if err != nil {
+			return err
+		}
+		f.log(record{in: cmd})
+		if cmd.GetPayload() != nil {
+			sum += f.types.intField("Value", "n", cmd.GetPayload().GetValue())
+		}
+	}
+}
+
+func (f *testFunction) HandleStreamed(stream grpc.BidiStreamingServer[actionpb.ActionCommand, actionpb.ActionResponse]) error {
+	for {
+		cmd, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		f.log(record{in: cmd})
+		if cmd.GetPayload() == nil {
+			continue // the header
+		}
+		resp := &actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: cmd.GetPayload()}}}
+		if f.types.intField("Value", "n", cmd.GetPayload().GetValue()) < 0 {
+			resp.Response = &actionpb.ActionResponse_Failure{Failure: &cloudstate.Failure{Description: "negative"}}
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
 }
 
 func replyAction(payload *anypb.Any) *cloudstate.ClientAction {
