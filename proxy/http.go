@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
-// httpHandler serves the whole ingress on one port: gRPC (HTTP/2) straight
-// to the gRPC server, and everything else through a vanguard transcoder
-// that turns HTTP/JSON per the methods' google.api.http rules (and the
+// httpHandler serves what is not native gRPC (see splitListener) through a
+// vanguard transcoder that turns HTTP/JSON per the methods' google.api.http
+// rules (and the
 // the reference proxy's default binding `POST /<service>/<method>` with
 // body "*" for methods that have no rule) and gRPC-Web into gRPC calls
 // on the same server, so that routing is identical for all of them.
@@ -63,10 +63,6 @@ func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
 			return
 		}
 		ct := r.Header.Get("Content-Type")
-		if r.ProtoMajor == 2 && strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web") {
-			gs.ServeHTTP(w, r)
-			return
-		}
 		if r.Method == http.MethodPost && defaults[r.URL.Path] && r.Header.Get("Connect-Protocol-Version") == "" &&
 			strings.HasPrefix(ct, "application/json") {
 			r.Header.Set("Connect-Protocol-Version", "1")

@@ -206,28 +206,45 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return fmt.Errorf("ingress: %w", err)
 	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true) // gRPC without TLS (h2c)
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(lis) }()
+	split := newSplitListener(lis)
+	serveErr := make(chan error, 3)
+	go func() { serveErr <- split.run() }()
+	go func() { serveErr <- gs.Serve(split.grpc) }()
+	go func() { serveErr <- srv.Serve(split.http) }()
 	p.ready.Store(true)
 	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
 
 	select {
 	case err := <-serveErr:
 		p.ready.Store(false)
+		split.close()
+		gs.Stop()
+		srv.Close()
+		if isClosed(err) || errors.Is(err, http.ErrServerClosed) {
+			err = errors.New("listener closed")
+		}
 		return fmt.Errorf("ingress: %w", err)
 	case <-ctx.Done():
 	}
 	p.ready.Store(false)
 	p.log.Info("draining")
+	// Stop accepting, let calls in flight finish (bounded), then close.
+	split.close()
 	dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
+	drained := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		_ = srv.Shutdown(dctx)
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-dctx.Done():
+		gs.Stop()
 		srv.Close()
 	}
-	gs.Stop()
+	split.wg.Wait()
 	return nil
 }
 

@@ -39,7 +39,7 @@ import (
 // harness runs NATS, the test function and a sidecar, all in-process, and
 // a gRPC client of the sidecar's ingress.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	js     jetstream.JetStream
 	uf     *testFunction
 	ufAddr string
@@ -50,6 +50,11 @@ type harness struct {
 }
 
 func startHarness(t *testing.T, tune func(*proxy.Config)) *harness {
+	t.Helper()
+	return startHarnessTB(t, tune)
+}
+
+func startHarnessTB(t testing.TB, tune func(*proxy.Config)) *harness {
 	t.Helper()
 	srv := streamstest.RunServer(t)
 	h := &harness{t: t, js: srv.JetStream(t), uf: newTestFunction(t), types: newTestTypes(t)}
