@@ -87,7 +87,9 @@ func TestNewChecksEntities(t *testing.T) {
 			name: "any input and output types",
 			entities: func() []sdk.Entity {
 				e := newES(unhandled)
-				h := func(*esState, *sdk.EventSourcedContext, proto.Message) (proto.Message, error) { return &tm.Response{}, nil }
+				h := func(*esState, *sdk.EventSourcedContext, proto.Message) (proto.Message, error) {
+					return &tm.Response{}, nil
+				}
 				sdk.HandleCommand(e, "Process", h)
 				sdk.HandleCommand(e, "Mistyped", h)
 				return []sdk.Entity{e}
