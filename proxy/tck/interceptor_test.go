@@ -44,9 +44,12 @@ type rawFrame struct{ b []byte }
 
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) ([]byte, error)   { return v.(*rawFrame).b, nil }
-func (rawCodec) Unmarshal(b []byte, v any) error { v.(*rawFrame).b = append([]byte(nil), b...); return nil }
-func (rawCodec) Name() string                    { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) { return v.(*rawFrame).b, nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	v.(*rawFrame).b = append([]byte(nil), b...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
 
 // decoders name the message types of each direction of each method.
 var decoders = map[string][2]func() proto.Message{
