@@ -91,6 +91,7 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 				}),
 				method("Fail", "GetRequest", "Value"),
 				method("Crash", "GetRequest", "Value"), method("Hang", "GetRequest", "Value"), method("Restart", "AddRequest", "Value"),
+				method("Die", "GetRequest", "Value"),
 			}},
 			{Name: proto.String("Register"), Method: []*descriptorpb.MethodDescriptorProto{
 				method("Set", "AddRequest", "Value"), method("Get", "GetRequest", "Value"), method("Delete", "GetRequest", "Value"),
@@ -285,6 +286,8 @@ func (f *testFunction) Handle(stream grpc.BidiStreamingServer[eventsourced.Event
 			case "Hang":
 				<-f.hang
 				return errors.New("hung up")
+			case "Die": // the function's handler crashes: its stream fails
+				return errors.New("function crashed")
 			}
 		}
 		if out != nil {
