@@ -18,7 +18,14 @@ build: ## build the jetstate binary into bin/
 	$(GO) build -o bin/jetstate ./cmd/jetstate
 
 .PHONY: run
-run: ## start embedded NATS with JetStream and the journal demo (Ctrl-C stops)
+run: build ## the shopping cart behind the sidecar, on an embedded JetStream (Ctrl-C stops all)
+	$(GO) build -o bin/shoppingcart ./examples/shoppingcart/cmd/shoppingcart
+	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
+	  HOST=127.0.0.1 PORT=8080 bin/shoppingcart & \
+	  bin/jetstate proxy -service shoppingcart -port 9000 -user-function-port 8080 -admin 127.0.0.1:9090 $(ARGS)
+
+.PHONY: demo
+demo: ## embedded JetStream and a walk through the journal's contract (Ctrl-C stops)
 	$(GO) run ./cmd/jetstate run $(ARGS)
 
 .PHONY: test
@@ -32,6 +39,8 @@ test-short: ## run the tests without the 3-node cluster ones
 .PHONY: bench
 bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
+	$(GO) test -run '^$$' -bench Command -benchtime $(BENCHTIME) -count 1 ./proxy/
+	$(GO) test -run '^$$' -bench ActiveEntities -benchtime 1x -count 1 ./proxy/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each

@@ -257,19 +257,16 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 	if err != nil {
 		return err
 	}
-	if p.cfg.Provision != nil {
-		if err := streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
-			return err
-		}
-	}
 	p.model = model
 	p.discovery = cloudstate.NewEntityDiscoveryClient(conn)
 	p.actions = actionpb.NewActionProtocolClient(conn)
 	p.runtimes = map[protoreflect.FullName]*entities{}
 	p.metrics = newMetrics(p.cfg.Registry, p.activeEntities)
 
-	var es esStore
-	var values *streams.Values
+	es, values, err := p.bindStorage(ctx, model)
+	if err != nil {
+		return err
+	}
 	for _, svc := range model.Services {
 		rc := runtimeConfig{
 			queueSize:      p.cfg.QueueSize,
@@ -283,21 +280,8 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		var open opener
 		switch svc.EntityType {
 		case EventSourced:
-			if es.journal == nil {
-				if es.journal, err = streams.NewJournal(p.js, p.cfg.Storage); err != nil {
-					return err
-				}
-				if es.snapshots, err = streams.NewSnapshots(ctx, p.js, p.cfg.Storage); err != nil {
-					return err
-				}
-			}
 			open = openEventSourced(eventsourced.NewEventSourcedClient(conn), svc, es, p.metrics, p.log)
 		case ValueEntity:
-			if values == nil {
-				if values, err = streams.NewValues(ctx, p.js, p.cfg.Storage); err != nil {
-					return err
-				}
-			}
 			open = openValueEntity(valueentity.NewValueEntityClient(conn), svc, values, p.metrics, p.log)
 		default:
 			continue
@@ -305,6 +289,50 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		p.runtimes[svc.Desc.FullName()] = newEntities(string(svc.Desc.FullName()), rc, open, p.metrics)
 	}
 	return nil
+}
+
+// bindStorage provisions the service's streams if configured and binds the
+// stores the model's entity types need. NATS may be restarting or electing
+// leaders while a sidecar starts, so failures are retried (logged) until
+// ctx is done, except a server that is too old.
+func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *streams.Values, error) {
+	var needES, needValues bool
+	for _, svc := range model.Services {
+		needES = needES || svc.EntityType == EventSourced
+		needValues = needValues || svc.EntityType == ValueEntity
+	}
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		es, values, err := func() (es esStore, values *streams.Values, err error) {
+			if p.cfg.Provision != nil {
+				if err = streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
+					return
+				}
+			}
+			if needES {
+				if es.journal, err = streams.NewJournal(p.js, p.cfg.Storage); err != nil {
+					return
+				}
+				if es.snapshots, err = streams.NewSnapshots(ctx, p.js, p.cfg.Storage); err != nil {
+					return
+				}
+			}
+			if needValues {
+				values, err = streams.NewValues(ctx, p.js, p.cfg.Storage)
+			}
+			return
+		}()
+		if err == nil || errors.Is(err, streams.ErrUnsupportedServer) || errors.Is(err, streams.ErrInvalidName) {
+			return es, values, err
+		}
+		p.log.WarnContext(ctx, "storage not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return esStore{}, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 func (p *Proxy) activeEntities() map[string]int {
