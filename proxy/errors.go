@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net/http"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,6 +28,8 @@ func (f *UserFailure) Error() string { return f.Description }
 
 // grpcStatus maps an error of a call to the status the client gets: user
 // failures are UNKNOWN with their description, as in the reference proxy.
+// HTTP/JSON clients get the HTTP status vanguard derives from it (UNKNOWN
+// 500, INVALID_ARGUMENT 400, UNIMPLEMENTED 404 or 501, UNAVAILABLE 503).
 func grpcStatus(err error) *status.Status {
 	var uf *UserFailure
 	switch {
@@ -51,22 +52,4 @@ func grpcStatus(err error) *status.Status {
 		return s
 	}
 	return status.New(codes.Internal, err.Error())
-}
-
-// httpStatus maps an error to the HTTP status of a transcoded call: user
-// failures are 500 with their description as the body.
-func httpStatus(err error) int {
-	switch grpcStatus(err).Code() {
-	case codes.InvalidArgument:
-		return http.StatusBadRequest
-	case codes.Unimplemented, codes.NotFound:
-		return http.StatusNotFound
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	case codes.Unavailable:
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }

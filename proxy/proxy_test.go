@@ -1,5 +1,7 @@
 package proxy_test
 
+//lint:file-ignore SA1019 the sidecar serves v1alpha reflection, which the CloudState TCK requires.
+
 import (
 	"context"
 	"errors"

@@ -1,5 +1,7 @@
 package proxy
 
+//lint:file-ignore SA1019 the CloudState TCK requires the v1alpha reflection service.
+
 import (
 	"errors"
 	"io"

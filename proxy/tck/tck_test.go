@@ -1,5 +1,7 @@
 package tck_test
 
+//lint:file-ignore SA1019 the CloudState TCK requires the v1alpha reflection service.
+
 import (
 	"io"
 	"net/http"
