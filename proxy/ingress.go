@@ -82,7 +82,11 @@ func (p *Proxy) handleGRPC(_ any, stream grpc.ServerStream) error {
 		return status.Errorf(codes.InvalidArgument, "read request: %v", err)
 	}
 	markReached(stream.Context())
-	resp, err := p.Call(stream.Context(), path, in.data, incomingMetadata(stream))
+	var md *cloudstate.Metadata
+	if m.Service.EntityType == Action { // entity commands carry no metadata (as the reference proxy)
+		md = incomingMetadata(stream)
+	}
+	resp, err := p.Call(stream.Context(), path, in.data, md)
 	if err != nil {
 		return grpcStatus(err).Err()
 	}

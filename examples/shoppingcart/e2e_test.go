@@ -29,7 +29,7 @@ import (
 // system is the whole thing: NATS, the cart function and the sidecar, all
 // real, on loopback.
 type system struct {
-	t      *testing.T
+	t      testing.TB
 	nats   *streamstest.Server
 	js     jetstream.JetStream
 	ufAddr string
@@ -39,6 +39,11 @@ type system struct {
 }
 
 func startSystem(t *testing.T) *system {
+	t.Helper()
+	return startSystemTB(t)
+}
+
+func startSystemTB(t testing.TB) *system {
 	t.Helper()
 	s := &system{t: t, nats: streamstest.RunServer(t)}
 	s.js = s.nats.JetStream(t)
