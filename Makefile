@@ -39,7 +39,6 @@ test-short: ## run the tests without the 3-node cluster ones
 .PHONY: bench
 bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
-	$(GO) test -run '^$$' -bench Command -benchtime $(BENCHTIME) -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench AddItem -benchtime $(BENCHTIME) -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench ActiveEntities -benchtime 1x -count 1 ./proxy/
 
