@@ -790,3 +790,41 @@ func TestNATSRestart(t *testing.T) {
 	h.mustCall("Register/Set", "n", ptr(3), 3)
 	h.mustCall("Counter/Get", "fresh", nil, 0) // a new one recovers from the restarted server
 }
+
+// TestBoundedQueue fills one entity's queue behind a command the function
+// never answers: the next command is refused at once, the queued ones fail
+// when the stuck one times out, and the entity then recovers.
+func TestBoundedQueue(t *testing.T) {
+	h := startHarness(t, func(c *proxy.Config) {
+		c.QueueSize = 2
+		c.CommandTimeout = time.Second
+	})
+	h.mustCall("Counter/Add", "q", ptr(3), 3)
+	results := make(chan error, 1)
+	go func() { _, err := h.call("Counter/Hang", "q", nil); results <- err }()
+	waitFor(t, "the stuck command", func() bool {
+		for _, r := range h.uf.recorded() {
+			if in, ok := r.in.(*eventsourced.EventSourcedStreamIn); ok && in.GetCommand().GetName() == "Hang" {
+				return true
+			}
+		}
+		return false
+	})
+	// Five more while it is stuck: two fit the queue, three are refused.
+	const more = 5
+	gets := make(chan error, more)
+	for range more {
+		go func() { _, err := h.call("Counter/Get", "q", nil); gets <- err }()
+	}
+	codesSeen := map[codes.Code]int{}
+	for range more {
+		codesSeen[status.Code(<-gets)]++
+	}
+	if codesSeen[codes.ResourceExhausted] != 3 || codesSeen[codes.Unavailable] != 2 {
+		t.Fatalf("outcomes %v, want 3 RESOURCE_EXHAUSTED and 2 UNAVAILABLE", codesSeen)
+	}
+	if err := <-results; status.Code(err) != codes.Unavailable {
+		t.Fatalf("stuck command = %v, want UNAVAILABLE", err)
+	}
+	h.mustCall("Counter/Get", "q", nil, 3)
+}
