@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/genproto/googleapis/api/httpbody"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -73,7 +74,7 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 		Name:       proto.String("test/test.proto"),
 		Package:    proto.String("test"),
 		Syntax:     proto.String("proto3"),
-		Dependency: []string{"cloudstate/entity_key.proto", "google/api/annotations.proto"},
+		Dependency: []string{"cloudstate/entity_key.proto", "google/api/annotations.proto", "google/api/httpbody.proto"},
 		MessageType: []*descriptorpb.DescriptorProto{
 			{Name: proto.String("AddRequest"), Field: []*descriptorpb.FieldDescriptorProto{field("key", 1, str, true), field("n", 2, i64, false)}},
 			{Name: proto.String("GetRequest"), Field: []*descriptorpb.FieldDescriptorProto{field("key", 1, str, true)}},
@@ -98,6 +99,8 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 			}},
 			{Name: proto.String("Echo"), Method: []*descriptorpb.MethodDescriptorProto{
 				method("Echo", "Value", "Value"), method("ToCounter", "AddRequest", "Value"),
+				withHTTP(&descriptorpb.MethodDescriptorProto{Name: proto.String("Page"), InputType: proto.String(".test.Value"),
+					OutputType: proto.String(".google.api.HttpBody")}, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/pages/{n}"}}),
 				streaming(method("Count", "Value", "Value"), false, true), // replies 1..n
 				streaming(method("Sum", "Value", "Value"), true, false),   // sums the stream
 				streaming(method("Chat", "Value", "Value"), true, true),   // echoes; n < 0 fails
@@ -109,6 +112,8 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 		protodesc.ToFileDescriptorProto(cloudstate.File_cloudstate_entity_key_proto),
 		protodesc.ToFileDescriptorProto(annotations.File_google_api_http_proto),
 		protodesc.ToFileDescriptorProto(annotations.File_google_api_annotations_proto),
+		protodesc.ToFileDescriptorProto(anypb.File_google_protobuf_any_proto),
+		protodesc.ToFileDescriptorProto(httpbody.File_google_api_httpbody_proto),
 		file,
 	}}
 }
@@ -351,6 +356,13 @@ func (f *testFunction) HandleUnary(_ context.Context, cmd *actionpb.ActionComman
 	switch cmd.GetName() {
 	case "Echo":
 		return &actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: cmd.GetPayload()}}}, nil
+	case "Page":
+		n := f.types.intField("Value", "n", cmd.GetPayload().GetValue())
+		page, err := anypb.New(&httpbody.HttpBody{ContentType: "text/html", Data: fmt.Appendf(nil, "<h1>page %d</h1>", n)})
+		if err != nil {
+			return nil, err
+		}
+		return &actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: page}}}, nil
 	case "ToCounter":
 		get := &anypb.Any{TypeUrl: "type.googleapis.com/test.GetRequest"}
 		key := f.types.msg("AddRequest")
