@@ -104,25 +104,16 @@ type esSession struct {
 }
 
 func (s *esSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (commandResult, error) {
-	cmd := &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload}
-	if err := s.stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Command{Command: cmd}}); err != nil {
-		return commandResult{}, fmt.Errorf("send command: %w", err)
-	}
-	out, err := recvWithin(ctx, s.stream.Recv, s.cancel)
+	r, err := exchange(ctx, &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload},
+		func(cmd *cloudstate.Command) error {
+			return s.stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Command{Command: cmd}})
+		},
+		s.stream.Recv, s.cancel,
+		func(out *eventsourced.EventSourcedStreamOut) (*eventsourced.EventSourcedReply, *cloudstate.Failure) {
+			return out.GetReply(), out.GetFailure()
+		})
 	if err != nil {
 		return commandResult{}, err
-	}
-	var r *eventsourced.EventSourcedReply
-	switch msg := out.GetMessage().(type) {
-	case *eventsourced.EventSourcedStreamOut_Reply:
-		r = msg.Reply
-	case *eventsourced.EventSourcedStreamOut_Failure:
-		return commandResult{}, fmt.Errorf("user function failed: %s", msg.Failure.GetDescription())
-	default:
-		return commandResult{}, errors.New("user function sent an empty message")
-	}
-	if r.GetCommandId() != id {
-		return commandResult{}, fmt.Errorf("reply for command %d while command %d is in flight", r.GetCommandId(), id)
 	}
 	res := commandResult{action: r.GetClientAction(), effects: r.GetSideEffects()}
 	if f := res.action.GetFailure(); f != nil {
@@ -161,6 +152,39 @@ func (s *esSession) command(ctx context.Context, id int64, name string, payload 
 
 func (s *esSession) close() { closeStream(s.stream, s.stream.Recv, s.cancel) }
 func (s *esSession) abort() { s.cancel() }
+
+// protocolReply is what the replies of all entity protocols have in common.
+type protocolReply interface {
+	comparable
+	GetCommandId() int64
+	GetClientAction() *cloudstate.ClientAction
+	GetSideEffects() []*cloudstate.SideEffect
+}
+
+// exchange sends command cmd on an entity stream and receives the
+// function's answer: its reply to exactly that command, or an error for a
+// protocol-level failure, an empty message or a reply to another command.
+func exchange[Out any, R protocolReply](ctx context.Context, cmd *cloudstate.Command, send func(*cloudstate.Command) error,
+	recv func() (Out, error), cancel context.CancelFunc, split func(Out) (R, *cloudstate.Failure)) (R, error) {
+	var none R
+	if err := send(cmd); err != nil {
+		return none, fmt.Errorf("send command: %w", err)
+	}
+	out, err := recvWithin(ctx, recv, cancel)
+	if err != nil {
+		return none, err
+	}
+	r, failure := split(out)
+	switch {
+	case failure != nil:
+		return none, fmt.Errorf("user function failed: %s", failure.GetDescription())
+	case r == none:
+		return none, errors.New("user function sent an empty message")
+	case r.GetCommandId() != cmd.GetId():
+		return none, fmt.Errorf("reply for command %d while command %d is in flight", r.GetCommandId(), cmd.GetId())
+	}
+	return r, nil
+}
 
 // recvWithin receives one message, cancelling the stream (via cancel) if
 // ctx ends first.

@@ -613,7 +613,7 @@ func TestHTTPJSON(t *testing.T) {
 		{"GET", "/counters?key=h", "", 200, `{"n":"5"}`},            // query parameter
 		{"POST", "/test.Counter/Fail", `{"key":"h"}`, 500, "boom"},
 		{"POST", "/test.Echo/Echo", `{"n":"7"}`, 200, `{"n":"7"}`}, // default binding
-		{"GET", "/pages/3", "", 200, "<h1>page 3</h1>"},              // google.api.HttpBody
+		{"GET", "/pages/3", "", 200, "<h1>page 3</h1>"},            // google.api.HttpBody
 		{"POST", "/test.Echo/Echo", `{"n":`, 400, ""},
 		{"POST", "/counters/h/add", `{"n":"many"}`, 400, ""},
 		{"GET", "/nowhere", "", 404, ""},

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -63,25 +62,16 @@ type veSession struct {
 }
 
 func (s *veSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (commandResult, error) {
-	cmd := &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload}
-	if err := s.stream.Send(&valueentity.ValueEntityStreamIn{Message: &valueentity.ValueEntityStreamIn_Command{Command: cmd}}); err != nil {
-		return commandResult{}, fmt.Errorf("send command: %w", err)
-	}
-	out, err := recvWithin(ctx, s.stream.Recv, s.cancel)
+	r, err := exchange(ctx, &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload},
+		func(cmd *cloudstate.Command) error {
+			return s.stream.Send(&valueentity.ValueEntityStreamIn{Message: &valueentity.ValueEntityStreamIn_Command{Command: cmd}})
+		},
+		s.stream.Recv, s.cancel,
+		func(out *valueentity.ValueEntityStreamOut) (*valueentity.ValueEntityReply, *cloudstate.Failure) {
+			return out.GetReply(), out.GetFailure()
+		})
 	if err != nil {
 		return commandResult{}, err
-	}
-	var r *valueentity.ValueEntityReply
-	switch msg := out.GetMessage().(type) {
-	case *valueentity.ValueEntityStreamOut_Reply:
-		r = msg.Reply
-	case *valueentity.ValueEntityStreamOut_Failure:
-		return commandResult{}, fmt.Errorf("user function failed: %s", msg.Failure.GetDescription())
-	default:
-		return commandResult{}, errors.New("user function sent an empty message")
-	}
-	if r.GetCommandId() != id {
-		return commandResult{}, fmt.Errorf("reply for command %d while command %d is in flight", r.GetCommandId(), id)
 	}
 	res := commandResult{action: r.GetClientAction(), effects: r.GetSideEffects()}
 	if res.action.GetFailure() != nil {
