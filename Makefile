@@ -40,7 +40,7 @@ test-short: ## run the tests without the 3-node cluster ones
 bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
 	$(GO) test -run '^$$' -bench AddItem -benchtime $(BENCHTIME) -count 1 ./examples/shoppingcart/
-	$(GO) test -run '^$$' -bench ActiveEntities -benchtime 1x -count 1 ./proxy/
+	$(GO) test -run '^$$' -bench SidecarMemory -benchtime 1x -count 1 ./examples/shoppingcart/
 
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each

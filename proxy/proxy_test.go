@@ -52,12 +52,7 @@ type harness struct {
 	stop   func()
 }
 
-func startHarness(t *testing.T, tune func(*proxy.Config)) *harness {
-	t.Helper()
-	return startHarnessTB(t, tune)
-}
-
-func startHarnessTB(t testing.TB, tune func(*proxy.Config)) *harness {
+func startHarness(t testing.TB, tune func(*proxy.Config)) *harness {
 	t.Helper()
 	srv := streamstest.RunServer(t)
 	h := &harness{t: t, js: srv.JetStream(t), uf: newTestFunction(t), types: newTestTypes(t)}

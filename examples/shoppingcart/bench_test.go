@@ -3,15 +3,24 @@ package shoppingcart_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/jetstate/jetstate/examples/shoppingcart"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -110,4 +119,89 @@ func quantileUS(l []time.Duration, q float64) float64 {
 	s := slices.Clone(l)
 	slices.Sort(s)
 	return float64(s[min(len(s)-1, int(q*float64(len(s))))].Microseconds())
+}
+
+// BenchmarkSidecarMemory runs `jetstate proxy` as its own process (NATS and
+// the cart function stay in the test process) and reports the sidecar's
+// resident memory idle and with 10,000 active carts, each holding an open
+// stream to the function.
+func BenchmarkSidecarMemory(b *testing.B) {
+	const carts = 10_000
+	bin := filepath.Join(b.TempDir(), "jetstate")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/jetstate/jetstate/cmd/jetstate").CombinedOutput(); err != nil {
+		b.Fatalf("build jetstate: %v\n%s", err, out)
+	}
+	for b.Loop() {
+		s := startSystemTB(b)
+		s.stop() // the in-process sidecar; the process below replaces it
+		port, admin := freePort(b), freePort(b)
+		cmd := exec.Command(bin, "proxy", "-service", "shoppingcart", "-port", strconv.Itoa(port),
+			"-admin", "127.0.0.1:"+strconv.Itoa(admin), "-user-function-host", "127.0.0.1",
+			"-user-function-port", s.ufAddr[strings.LastIndexByte(s.ufAddr, ':')+1:],
+			"-nats-url", s.nats.ClientURL(), "-passivation-timeout", "10m")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/ready", admin)); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("sidecar process not ready")
+			}
+		}
+		idle := processRSS(b, cmd.Process.Pid)
+		conn, err := grpc.NewClient(fmt.Sprintf("127.0.0.1:%d", port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 64)
+		for i := range carts {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				var c shoppingcart.Cart
+				if err := conn.Invoke(b.Context(), svc+"GetCart", &shoppingcart.GetShoppingCart{UserId: fmt.Sprint("mem-", i)}, &c); err != nil {
+					b.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		active := processRSS(b, cmd.Process.Pid)
+		conn.Close()
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		b.ReportMetric(float64(idle)/(1<<20), "idle-rss-MiB")
+		b.ReportMetric(float64(active)/(1<<20), "10k-active-rss-MiB")
+		b.ReportMetric(float64(active-idle)/carts, "bytes/active-entity")
+	}
+}
+
+// processRSS reads VmRSS of a process, in bytes.
+func processRSS(b *testing.B, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
