@@ -238,8 +238,8 @@ func (e *entity) run() {
 	}
 }
 
-// activate opens a session, retried never: a failure fails what is queued
-// and the next command tries again.
+// activate opens a session. It is not retried: a failure fails what is
+// queued, and the next command activates the entity afresh.
 func (e *entity) activate() (session, error) {
 	ctx, cancel := context.WithTimeout(e.es.ctx, e.es.cfg.commandTimeout)
 	defer cancel()

@@ -110,7 +110,7 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// errListenerClosed tells a clean stop from a failure of the listener.
+// isClosed tells a clean stop from a failure of the listener.
 func isClosed(err error) bool {
 	return err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled)
 }
