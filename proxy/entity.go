@@ -243,10 +243,9 @@ func (e *entity) run() {
 func (e *entity) activate() (session, error) {
 	ctx, cancel := context.WithTimeout(e.es.ctx, e.es.cfg.commandTimeout)
 	defer cancel()
-	start := time.Now()
 	sess, err := e.es.open(ctx, e.id)
 	if err == nil {
-		e.es.metrics.activated(e.es.name, time.Since(start))
+		e.es.metrics.activated(e.es.name)
 	}
 	return sess, err
 }

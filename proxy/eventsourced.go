@@ -86,7 +86,7 @@ func openEventSourced(client eventsourced.EventSourcedClient, svc *Service, stor
 				return nil, fmt.Errorf("send event %d: %w", ev.Sequence, err)
 			}
 		}
-		m.recovered(svc.Desc.FullName(), time.Since(start), len(events), found)
+		m.recovered(string(svc.Desc.FullName()), time.Since(start), len(events))
 		return s, nil
 	}
 }

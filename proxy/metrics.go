@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // metrics are the sidecar's Prometheus metrics, all labelled by the user
@@ -71,15 +70,15 @@ func (m *metrics) commandDone(service string, d time.Duration, err error) {
 	m.commandSeconds.WithLabelValues(service).Observe(d.Seconds())
 }
 
-func (m *metrics) activated(service string, _ time.Duration) {
+func (m *metrics) activated(service string) {
 	m.activations.WithLabelValues(service).Inc()
 }
 
 func (m *metrics) passivated(service string) { m.passivations.WithLabelValues(service).Inc() }
 
-func (m *metrics) recovered(service protoreflect.FullName, d time.Duration, events int, _ bool) {
-	m.recoverySeconds.WithLabelValues(string(service)).Observe(d.Seconds())
-	m.recoveredEvents.WithLabelValues(string(service)).Add(float64(events))
+func (m *metrics) recovered(service string, d time.Duration, events int) {
+	m.recoverySeconds.WithLabelValues(service).Observe(d.Seconds())
+	m.recoveredEvents.WithLabelValues(service).Add(float64(events))
 }
 
 func (m *metrics) persisted(service string, events, bytes int) {

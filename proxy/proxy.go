@@ -128,11 +128,12 @@ func (c Config) Validate() error {
 // Proxy is the sidecar: it discovers the user function, serves its
 // services to clients and runs its entities on JetStream.
 type Proxy struct {
-	cfg   Config
-	js    jetstream.JetStream
-	log   *slog.Logger
-	ready atomic.Bool
-	addr  atomic.Pointer[net.Addr]
+	cfg     Config
+	js      jetstream.JetStream
+	log     *slog.Logger
+	ready   atomic.Bool
+	addr    atomic.Pointer[net.Addr]
+	serving chan struct{} // closed once the ingress serves
 
 	// Set once by start, read-only afterwards.
 	model     *Model
@@ -149,11 +150,15 @@ func New(cfg Config, js jetstream.JetStream) (*Proxy, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Proxy{cfg: cfg, js: js, log: cfg.Logger}, nil
+	return &Proxy{cfg: cfg, js: js, log: cfg.Logger, serving: make(chan struct{})}, nil
 }
 
 // Ready reports whether discovery succeeded and the ingress is serving.
 func (p *Proxy) Ready() bool { return p.ready.Load() }
+
+// Serving is closed once discovery succeeded and the ingress serves (Addr is
+// then set). It is never closed if Run ends before that.
+func (p *Proxy) Serving() <-chan struct{} { return p.serving }
 
 // Addr is the ingress address once it is bound, else nil.
 func (p *Proxy) Addr() net.Addr {
@@ -212,6 +217,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go func() { serveErr <- gs.Serve(split.grpc) }()
 	go func() { serveErr <- srv.Serve(split.http) }()
 	p.ready.Store(true)
+	close(p.serving)
 	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
 
 	select {

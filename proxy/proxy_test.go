@@ -88,15 +88,12 @@ func (h *harness) startProxy(tune func(*proxy.Config)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	for deadline := time.Now().Add(20 * time.Second); !p.Ready(); time.Sleep(5 * time.Millisecond) {
-		select {
-		case err := <-done:
-			t.Fatalf("proxy stopped before serving: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("proxy not ready within 20s")
-		}
+	select {
+	case <-p.Serving():
+	case err := <-done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("sidecar not serving within 20s")
 	}
 	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

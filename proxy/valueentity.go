@@ -46,7 +46,7 @@ func openValueEntity(client valueentity.ValueEntityClient, svc *Service, values 
 			cancel()
 			return nil, fmt.Errorf("send init: %w", err)
 		}
-		m.recovered(svc.Desc.FullName(), time.Since(start), 0, rev != 0)
+		m.recovered(string(svc.Desc.FullName()), time.Since(start), 0)
 		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, log: log}, nil
 	}
 }

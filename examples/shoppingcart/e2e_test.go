@@ -78,15 +78,12 @@ func (s *system) startSidecar() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	for deadline := time.Now().Add(20 * time.Second); !p.Ready(); time.Sleep(5 * time.Millisecond) {
-		select {
-		case err := <-done:
-			t.Fatalf("sidecar stopped: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("sidecar not ready")
-		}
+	select {
+	case <-p.Serving():
+	case err := <-done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("sidecar not serving within 20s")
 	}
 	s.addr = p.Addr().String()
 	if s.conn, err = grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {

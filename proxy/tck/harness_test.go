@@ -68,10 +68,12 @@ func startTCK(t *testing.T) *tck {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	for deadline := time.Now().Add(20 * time.Second); !p.Ready(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("sidecar not ready")
-		}
+	select {
+	case <-p.Serving():
+	case err := <-done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("sidecar not serving within 20s")
 	}
 	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -87,25 +89,23 @@ func startTCK(t *testing.T) *tck {
 	return x
 }
 
-// callOf waits for the call of method whose first message names entity id
-// (for entity streams: the init) and returns its number.
+// callOf waits for the first call of method whose init names entityID.
 func (x *tck) callOf(method, entityID string) int {
+	x.t.Helper()
+	return x.nthCall(method, entityID, 1)
+}
+
+// nthCall waits for the n-th call (from 1) of method whose init names
+// entityID and returns its number.
+func (x *tck) nthCall(method, entityID string, n int) int {
 	x.t.Helper()
 	deadline := time.Now().Add(expectTimeout)
 	for {
-		x.ic.mu.Lock()
-		for _, e := range x.ic.events {
-			if e.method != method || !e.in || e.msg == nil {
-				continue
-			}
-			if initEntity(e.msg) == entityID {
-				x.ic.mu.Unlock()
-				return e.call
-			}
+		if calls := x.calls(method, entityID); len(calls) >= n {
+			return calls[n-1]
 		}
-		x.ic.mu.Unlock()
 		if time.Now().After(deadline) {
-			x.t.Fatalf("no %s call for entity %q", method, entityID)
+			x.t.Fatalf("no call %d of %s for entity %q", n, method, entityID)
 		}
 		x.waitEvent(deadline)
 	}
@@ -244,5 +244,3 @@ func describe(e event) string {
 	}
 	return fmt.Sprintf("%s %v", direction(e.in), e.msg)
 }
-
-func timeNow() time.Time { return time.Now() }

@@ -434,17 +434,7 @@ func TestTCK93EventSourcedFailures(t *testing.T) {
 	// restart=true: the stream is closed and a new one replays at once,
 	// before any further request.
 	x.closed(conn)
-	var again int
-	for deadline := 0; ; deadline++ {
-		if calls := x.calls(esHandle, id); len(calls) == 2 {
-			again = calls[1]
-			break
-		}
-		x.waitEvent(timeNow().Add(expectTimeout))
-		if deadline > 100 {
-			t.Fatal("no eager re-activation after the restart")
-		}
-	}
+	again := x.nthCall(esHandle, id, 2)
 	x.in(again, esInit(esModel, id))
 	x.in(again, esEvent(1, "1"))
 	x.in(again, esEvent(2, "2"))
