@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/jetstate/jetstate/examples/shoppingcart"
 	"github.com/jetstate/jetstate/streams"
@@ -43,8 +44,9 @@ func BenchmarkAddItem(b *testing.B) {
 			}
 			raw := rawCAS(s.js, carts)
 			cmd := func(_ context.Context, i int) error { return s.add(users[i], "apple", 1) }
-			var rawT, cmdT time.Duration
-			var rawL, cmdL []time.Duration
+			echo := grpcEcho(s.conn)
+			var rawT, cmdT, echoT time.Duration
+			var rawL, cmdL, echoL []time.Duration
 			for b.Loop() {
 				t, l, err := round(b.Context(), raw, carts, perRound)
 				if err != nil {
@@ -55,8 +57,13 @@ func BenchmarkAddItem(b *testing.B) {
 					b.Fatal(err)
 				}
 				cmdT, cmdL = cmdT+t, append(cmdL, l...)
+				if t, l, err = round(b.Context(), echo, carts, perRound); err != nil {
+					b.Fatal(err)
+				}
+				echoT, echoL = echoT+t, append(echoL, l...)
 			}
 			rawRate, cmdRate := float64(len(rawL))/rawT.Seconds(), float64(len(cmdL))/cmdT.Seconds()
+			echoRate := float64(len(echoL)) / echoT.Seconds()
 			b.ReportMetric(rawRate, "raw-appends/s")
 			b.ReportMetric(cmdRate, "commands/s")
 			b.ReportMetric(cmdRate/rawRate, "commands/raw")
@@ -64,6 +71,12 @@ func BenchmarkAddItem(b *testing.B) {
 			b.ReportMetric(quantileUS(rawL, 0.99), "raw-p99-us")
 			b.ReportMetric(quantileUS(cmdL, 0.5), "cmd-p50-us")
 			b.ReportMetric(quantileUS(cmdL, 0.99), "cmd-p99-us")
+			// The floor of any design with the protocol's shape: a command
+			// crosses two gRPC round trips (client-sidecar, sidecar-function)
+			// besides the append, each at least a bare gRPC call.
+			b.ReportMetric(echoRate/rawRate, "grpc-echo/raw")
+			b.ReportMetric(quantileUS(echoL, 0.5), "grpc-echo-p50-us")
+			b.ReportMetric(1/(1+2*rawRate/echoRate), "floor/raw")
 		})
 	}
 }
@@ -83,6 +96,15 @@ func rawCAS(js jetstream.JetStream, entities int) func(context.Context, int) err
 		}
 		last[i] = ack.Sequence
 		return nil
+	}
+}
+
+// grpcEcho is a bare gRPC round trip to the sidecar (its health check):
+// what one hop of the command path costs at the least.
+func grpcEcho(conn *grpc.ClientConn) func(context.Context, int) error {
+	return func(ctx context.Context, _ int) error {
+		var resp healthpb.HealthCheckResponse
+		return conn.Invoke(ctx, "/grpc.health.v1.Health/Check", &healthpb.HealthCheckRequest{}, &resp)
 	}
 }
 
