@@ -3,6 +3,7 @@ package streams
 import (
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 )
 
@@ -71,6 +72,27 @@ func (c Config) SnapshotBucket() string {
 func (c Config) ValueBucket() string {
 	c = c.withDefaults()
 	return c.Prefix + "_" + c.Service + "_values"
+}
+
+// MemberBucket is the KV bucket where the service's live sidecars
+// heartbeat (one key per sidecar, expiring after the member TTL).
+func (c Config) MemberBucket() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_members"
+}
+
+// ShardBucket is the KV bucket holding the owner of each shard.
+func (c Config) ShardBucket() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_shards"
+}
+
+// RouteSubject is the subject on which the owner of shard n takes the
+// commands of the entities in it: <prefix>_rpc.<service>.<n>. It is outside
+// the journal's subjects, so no stream captures it.
+func (c Config) RouteSubject(shard int) string {
+	c = c.withDefaults()
+	return c.Prefix + "_rpc." + c.Service + "." + strconv.Itoa(shard)
 }
 
 // JournalSubjects is the wildcard subject covering every journal of the

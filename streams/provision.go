@@ -47,7 +47,13 @@ const (
 const (
 	DefaultReplicas   = 1
 	DefaultMaxMsgSize = 1 << 20
+	DefaultShards     = 100
+	DefaultMemberTTL  = 6 * time.Second
 )
+
+// MinMemberTTL is the shortest member TTL: the server expires keys at a
+// granularity of about a second.
+const MinMemberTTL = time.Second
 
 // StoreConfig is how a service's streams and buckets are provisioned. A
 // zero field means its documented default.
@@ -67,6 +73,14 @@ type StoreConfig struct {
 	// MaxBytes bounds the journal stream's size; 0 is unbounded. When full,
 	// appends fail instead of old events being dropped.
 	MaxBytes int64
+	// Shards is the number of shards the service's entities are hashed to.
+	// It is fixed when the service is first provisioned: provisioning with
+	// another number fails. Default 100.
+	Shards int
+	// MemberTTL is how long a sidecar stays a member after its last
+	// heartbeat: a sidecar that stops heartbeating loses its shards after
+	// this long. Sidecars read it from the bucket. Default 6 s.
+	MemberTTL time.Duration
 }
 
 func (s StoreConfig) withDefaults() StoreConfig {
@@ -81,6 +95,12 @@ func (s StoreConfig) withDefaults() StoreConfig {
 	}
 	if s.MaxMsgSize == 0 {
 		s.MaxMsgSize = DefaultMaxMsgSize
+	}
+	if s.Shards == 0 {
+		s.Shards = DefaultShards
+	}
+	if s.MemberTTL == 0 {
+		s.MemberTTL = DefaultMemberTTL
 	}
 	return s
 }
@@ -100,6 +120,12 @@ func (s StoreConfig) Validate() error {
 	}
 	if s.MaxMsgSize < 0 || s.MaxAge < 0 || s.MaxBytes < 0 {
 		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	if s.Shards < 1 || s.Shards > MaxShards {
+		errs = append(errs, fmt.Errorf("shards must be between 1 and %d, not %d", MaxShards, s.Shards))
+	}
+	if s.MemberTTL < MinMemberTTL {
+		errs = append(errs, fmt.Errorf("member TTL must be at least %v, not %v", MinMemberTTL, s.MemberTTL))
 	}
 	return errors.Join(errs...)
 }
@@ -183,7 +209,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc Store
 			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
 		}
 	}
-	return nil
+	return provisionOwnership(ctx, js, cfg, sc, meta)
 }
 
 func orUnlimited(n int64) int64 {
