@@ -112,9 +112,13 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		if err := bidi.Send(header); err != nil {
 			return actionErr(err)
 		}
+		// upstream passes the client's requests on. When they fail (a request
+		// that does not decode, a cancelled client), it ends the function's
+		// stream as well, so that the Recv below returns and reports the
+		// client's error; the function alone would wait for more input.
 		upstream := make(chan error, 1)
 		go func() {
-			upstream <- func() error {
+			err := func() error {
 				for {
 					cmd, err := next()
 					if errors.Is(err, io.EOF) {
@@ -128,6 +132,10 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 					}
 				}
 			}()
+			upstream <- err // before cancel: Recv's error finds it
+			if err != nil {
+				cancel()
+			}
 		}()
 		for {
 			r, err := bidi.Recv()

@@ -3,7 +3,10 @@ package tck_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
@@ -35,8 +39,11 @@ type tck struct {
 	ic   *interceptor
 	p    *proxy.Proxy
 	conn *grpc.ClientConn // client of the sidecar
-	seen map[int]int      // per call: events already checked
-	stop func()
+	// checked holds the indexes (into ic.events) of the events a test has
+	// checked; claimed, the calls nextCall has handed out.
+	checked map[int]bool
+	claimed map[int]bool
+	stop    func()
 }
 
 func startTCK(t *testing.T) *tck {
@@ -51,6 +58,7 @@ func startTCK(t *testing.T) *tck {
 	cloudstate.RegisterEntityDiscoveryServer(srv, m)
 	eventsourced.RegisterEventSourcedServer(srv, m)
 	valueentity.RegisterValueEntityServer(srv, valueModel{})
+	action.RegisterActionProtocolServer(srv, actionModel{})
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	ic, icAddr := startInterceptor(t, lis.Addr().String())
@@ -79,7 +87,7 @@ func startTCK(t *testing.T) *tck {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x := &tck{t: t, ic: ic, p: p, conn: conn, seen: map[int]int{}}
+	x := &tck{t: t, ic: ic, p: p, conn: conn, checked: map[int]bool{}, claimed: map[int]bool{}}
 	x.stop = func() {
 		conn.Close()
 		cancel()
@@ -124,6 +132,37 @@ func (x *tck) calls(method, entityID string) []int {
 	return out
 }
 
+// nextCall waits for the first call of method, in the order the calls were
+// opened, that no earlier nextCall returned (the TCK's
+// interceptor.expectAction...Connection()).
+func (x *tck) nextCall(method string) int {
+	x.t.Helper()
+	deadline := time.Now().Add(expectTimeout)
+	for {
+		x.ic.mu.Lock()
+		for i, m := range x.ic.methods {
+			if call := i + 1; m == method && !x.claimed[call] {
+				x.claimed[call] = true
+				x.ic.mu.Unlock()
+				return call
+			}
+		}
+		x.ic.mu.Unlock()
+		if time.Now().After(deadline) {
+			x.t.Fatalf("no further call of %s within %v", method, expectTimeout)
+		}
+		x.waitEvent(deadline)
+	}
+}
+
+// mark is the number of events recorded so far: an event whose index (as
+// returned by in and out) is below it happened before the mark was taken.
+func (x *tck) mark() int {
+	x.ic.mu.Lock()
+	defer x.ic.mu.Unlock()
+	return len(x.ic.events)
+}
+
 func initEntity(m proto.Message) string {
 	switch v := m.(type) {
 	case *eventsourced.EventSourcedStreamIn:
@@ -144,49 +183,84 @@ func (x *tck) waitEvent(deadline time.Time) {
 // next returns the next unchecked event of call, waiting for it.
 func (x *tck) next(call int) event {
 	x.t.Helper()
+	_, e := x.nextOf(call, false)
+	return e
+}
+
+// nextOf returns the index and the next unchecked event of call, waiting
+// for it, and marks it checked. With pastInEnd, an unchecked end of the
+// request direction is passed over (and left for closed): the interceptor
+// records each direction from its own goroutine, so when the sidecar ends
+// its requests without waiting for answers (unary and server-streaming
+// calls), that end may be recorded before or after the answers.
+func (x *tck) nextOf(call int, pastInEnd bool) (int, event) {
+	x.t.Helper()
 	deadline := time.Now().Add(expectTimeout)
 	for {
 		x.ic.mu.Lock()
-		n := 0
-		for _, e := range x.ic.events {
-			if e.call != call {
+		for i, e := range x.ic.events {
+			if e.call != call || x.checked[i] || pastInEnd && e.in && e.closed {
 				continue
 			}
-			if n == x.seen[call] {
-				x.seen[call]++
-				x.ic.mu.Unlock()
-				return e
-			}
-			n++
+			x.checked[i] = true
+			x.ic.mu.Unlock()
+			return i, e
 		}
 		x.ic.mu.Unlock()
 		if time.Now().After(deadline) {
-			x.t.Fatalf("call %d: no message %d within %v", call, x.seen[call]+1, expectTimeout)
+			x.t.Fatalf("call %d: no further message within %v", call, expectTimeout)
 		}
 		x.waitEvent(deadline)
 	}
 }
 
-// in expects the next message of call to go sidecar -> function and equal want.
-func (x *tck) in(call int, want proto.Message) {
+// in expects the next message of call to go sidecar -> function and equal
+// want; it returns the event's index.
+func (x *tck) in(call int, want proto.Message) int {
 	x.t.Helper()
-	x.expect(call, true, want)
+	return x.expect(call, true, want)
 }
 
-// out expects the next message of call to go function -> sidecar and equal want.
-func (x *tck) out(call int, want proto.Message) {
+// out expects the next message of call to go function -> sidecar and equal
+// want (a pending end of the requests aside); it returns the event's index.
+func (x *tck) out(call int, want proto.Message) int {
 	x.t.Helper()
-	x.expect(call, false, want)
+	return x.expect(call, false, want)
 }
 
-func (x *tck) expect(call int, in bool, want proto.Message) {
+// actionMessage strips the metadata of the action protocol's messages
+// before they are compared, as the TCK does: the sidecar passes the
+// client's headers on, and they vary with the client. Entity protocols are
+// compared whole.
+var actionMessage = cmp.Options{
+	protocmp.IgnoreFields(&action.ActionCommand{}, "metadata"),
+	protocmp.IgnoreFields(&cloudstate.Reply{}, "metadata"),
+	protocmp.IgnoreFields(&cloudstate.Forward{}, "metadata"),
+	protocmp.IgnoreFields(&cloudstate.SideEffect{}, "metadata"),
+}
+
+func (x *tck) expect(call int, in bool, want proto.Message) int {
 	x.t.Helper()
-	e := x.next(call)
+	i, e := x.nextOf(call, !in)
 	if e.in != in || e.closed {
 		x.t.Fatalf("call %d: got %s, want %s %v", call, describe(e), direction(in), want)
 	}
-	if d := cmp.Diff(want, e.msg, protocmp.Transform()); d != "" {
+	opts := cmp.Options{protocmp.Transform()}
+	if strings.HasPrefix(e.method, "/"+action.ActionProtocol_ServiceDesc.ServiceName+"/") {
+		opts = append(opts, actionMessage)
+	}
+	if d := cmp.Diff(want, e.msg, opts); d != "" {
 		x.t.Fatalf("call %d %s (-want +got):\n%s", call, direction(in), d)
+	}
+	return i
+}
+
+// ended expects the next event of call to be the end of one direction
+// (in: the sidecar's requests, else the function's answers).
+func (x *tck) ended(call int, in bool) {
+	x.t.Helper()
+	if e := x.next(call); !e.closed || e.in != in {
+		x.t.Fatalf("call %d: got %s, want %s closed", call, describe(e), direction(in))
 	}
 }
 
@@ -207,28 +281,30 @@ func (x *tck) noMore() {
 	time.Sleep(10 * time.Millisecond)
 	x.ic.mu.Lock()
 	defer x.ic.mu.Unlock()
-	counts := map[int]int{}
-	for _, e := range x.ic.events {
-		counts[e.call]++
-	}
-	for call, n := range counts {
-		if call == 1 { // discovery, checked by its own test
-			continue
-		}
-		if x.seen[call] < n {
-			var extra []string
-			i := 0
-			for _, e := range x.ic.events {
-				if e.call == call {
-					if i >= x.seen[call] {
-						extra = append(extra, describe(e))
-					}
-					i++
-				}
-			}
-			x.t.Fatalf("call %d has unexpected messages: %v", call, extra)
+	extra := map[int][]string{}
+	for i, e := range x.ic.events {
+		if e.call != 1 && !x.checked[i] { // call 1 is discovery, checked by its own test
+			extra[e.call] = append(extra[e.call], describe(e))
 		}
 	}
+	for i, m := range x.ic.methods {
+		if call := i + 1; call != 1 && len(extra[call]) == 0 && !x.claimed[call] && !x.anyChecked(call) {
+			extra[call] = []string{m + " opened"}
+		}
+	}
+	for _, call := range slices.Sorted(maps.Keys(extra)) {
+		x.t.Fatalf("call %d has unexpected messages: %v", call, extra[call])
+	}
+}
+
+// anyChecked tells whether a test looked at call; the caller holds ic.mu.
+func (x *tck) anyChecked(call int) bool {
+	for i, e := range x.ic.events {
+		if e.call == call && x.checked[i] {
+			return true
+		}
+	}
+	return false
 }
 
 func direction(in bool) string {

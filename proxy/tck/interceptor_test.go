@@ -34,10 +34,11 @@ type event struct {
 type interceptor struct {
 	uf *grpc.ClientConn
 
-	mu     sync.Mutex
-	calls  int
-	events []event
-	wake   chan struct{}
+	mu      sync.Mutex
+	calls   int
+	methods []string // per call (from 1 at index 0): its method
+	events  []event
+	wake    chan struct{}
 }
 
 type rawFrame struct{ b []byte }
@@ -59,8 +60,16 @@ var decoders = map[string][2]func() proto.Message{
 		func() proto.Message { return &eventsourced.EventSourcedStreamOut{} }},
 	"/cloudstate.valueentity.ValueEntity/handle": {func() proto.Message { return &valueentity.ValueEntityStreamIn{} },
 		func() proto.Message { return &valueentity.ValueEntityStreamOut{} }},
-	"/cloudstate.action.ActionProtocol/handleUnary": {func() proto.Message { return &action.ActionCommand{} }, func() proto.Message { return &action.ActionResponse{} }},
+	action.ActionProtocol_HandleUnary_FullMethodName:       actionDecoders,
+	action.ActionProtocol_HandleStreamedIn_FullMethodName:  actionDecoders,
+	action.ActionProtocol_HandleStreamedOut_FullMethodName: actionDecoders,
+	action.ActionProtocol_HandleStreamed_FullMethodName:    actionDecoders,
 }
+
+// actionDecoders serve all four action shapes: the interceptor forwards
+// every call as a bidi stream, so the shapes differ only in how many
+// messages pass each way.
+var actionDecoders = [2]func() proto.Message{func() proto.Message { return &action.ActionCommand{} }, func() proto.Message { return &action.ActionResponse{} }}
 
 // startInterceptor listens on loopback and forwards to the function at ufAddr.
 func startInterceptor(t *testing.T, ufAddr string) (*interceptor, string) {
@@ -95,7 +104,12 @@ func (ic *interceptor) forward(_ any, ss grpc.ServerStream) error {
 	ic.mu.Lock()
 	ic.calls++
 	call := ic.calls
+	ic.methods = append(ic.methods, method)
 	ic.mu.Unlock()
+	select { // a test may wait for a call before its first message
+	case ic.wake <- struct{}{}:
+	default:
+	}
 	dec := decoders[method]
 	decode := func(in bool, b []byte) proto.Message {
 		i := 1

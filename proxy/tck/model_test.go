@@ -64,7 +64,7 @@ func fileSet() []byte {
 		}
 		files = append(files, protodesc.ToFileDescriptorProto(fd))
 	}
-	for _, path := range []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto"} {
+	for _, path := range []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto", "cloudstate/tck/model/action.proto"} {
 		fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
 		if err != nil {
 			panic(err)
@@ -90,6 +90,8 @@ func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.En
 			{EntityType: proxy.ValueEntity, ServiceName: veModel, PersistenceId: "value-entity-tck-model"},
 			{EntityType: proxy.ValueEntity, ServiceName: veTwo, PersistenceId: "value-entity-tck-model-two"},
 			{EntityType: proxy.ValueEntity, ServiceName: veConfigured, PersistenceId: "value-entity-configured", PassivationStrategy: passivate},
+			{EntityType: proxy.Action, ServiceName: acModel},
+			{EntityType: proxy.Action, ServiceName: acTwo},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "tck-model", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil

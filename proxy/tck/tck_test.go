@@ -515,7 +515,7 @@ func TestTCK02Reflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"grpc.reflection.v1alpha.ServerReflection", esConfigured, esModel, esTwo, veConfigured, veModel, veTwo}
+	want := []string{"grpc.reflection.v1alpha.ServerReflection", esConfigured, esModel, esTwo, acModel, acTwo, veConfigured, veModel, veTwo}
 	for _, filter := range []string{"", "nonsense.blabla."} {
 		if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{ListServices: filter}}); err != nil {
 			t.Fatal(err)
