@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/streams"
 )
 
 var (
@@ -89,11 +90,23 @@ type entities struct {
 	ctx     context.Context // the runtime's lifetime; cancelled by shutdown
 	cancel  context.CancelFunc
 	metrics *metrics
+
+	// shardOf maps an entity id to its shard; serves tells whether this
+	// sidecar serves a shard now. Nil: one shard, always served.
+	shardOf func(id string) int
+	serves  func(shard int) bool
 }
 
 func newEntities(name string, cfg runtimeConfig, open opener, m *metrics) *entities {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &entities{cfg: cfg, open: open, name: name, active: map[string]*entity{}, ctx: ctx, cancel: cancel, metrics: m}
+}
+
+func (es *entities) shard(id string) int {
+	if es.shardOf == nil {
+		return 0
+	}
+	return es.shardOf(id)
 }
 
 // handle runs one command on entity id and waits for the result.
@@ -118,8 +131,17 @@ func (es *entities) enqueue(id string, req request) error {
 		return ErrStopping
 	}
 	e, ok := es.active[id]
+	shard := es.shard(id)
+	if ok {
+		shard = e.shard
+	}
+	// Checked under the lock, so that passivateShard, which runs after the
+	// shard stopped being served, sees every entity admitted before.
+	if es.serves != nil && !es.serves(shard) {
+		return fmt.Errorf("%w: shard %d", errMoved, shard)
+	}
 	if !ok {
-		e = &entity{id: id, es: es, queue: make(chan request, es.cfg.queueSize)}
+		e = &entity{id: id, es: es, shard: shard, queue: make(chan request, es.cfg.queueSize), stop: make(chan struct{}), done: make(chan struct{})}
 		es.active[id] = e
 		es.wg.Add(1)
 		go e.run()
@@ -154,6 +176,26 @@ func (es *entities) count() int {
 	return len(es.active)
 }
 
+// passivateShard passivates every active entity of shard: each finishes
+// the command it runs, fails what is queued with errMoved (the router tries
+// again at the shard's next owner) and closes its stream. It returns when
+// all are closed. The caller has stopped serving the shard before.
+func (es *entities) passivateShard(shard int) {
+	es.mu.Lock()
+	var stopping []*entity
+	for id, e := range es.active {
+		if e.shard == shard {
+			delete(es.active, id)
+			close(e.stop)
+			stopping = append(stopping, e)
+		}
+	}
+	es.mu.Unlock()
+	for _, e := range stopping {
+		<-e.done
+	}
+}
+
 // shutdown refuses new commands, lets every entity finish the command it
 // is running, fails what is queued, closes the streams and waits.
 func (es *entities) shutdown() {
@@ -168,12 +210,16 @@ func (es *entities) shutdown() {
 type entity struct {
 	id    string
 	es    *entities
+	shard int
 	queue chan request
+	stop  chan struct{} // closed by passivateShard
+	done  chan struct{} // closed when run returns
 }
 
 func (e *entity) run() {
 	es := e.es
 	defer es.wg.Done()
+	defer close(e.done)
 	log := es.cfg.log.With("service", es.name, "entity", e.id)
 	sess, err := e.activate()
 	if err != nil {
@@ -186,6 +232,15 @@ func (e *entity) run() {
 	defer idle.Stop()
 	for {
 		select {
+		case <-e.stop: // before anything queued: the shard is moving
+			sess.close()
+			e.failAll(fmt.Errorf("%w: entity passivated for a shard handoff", errMoved))
+			return
+		default:
+		}
+		select {
+		case <-e.stop:
+			continue
 		case req := <-e.queue:
 			if err := req.ctx.Err(); err != nil {
 				req.done <- reply{err: err} // the client gave up while queued
@@ -199,6 +254,17 @@ func (e *entity) run() {
 			es.metrics.commandDone(es.name, time.Since(start), err)
 			nextID++
 			if err != nil {
+				if errors.Is(err, errMoved) || errors.Is(err, streams.ErrConflict) {
+					// Fenced: another sidecar wrote this entity (it owns
+					// the shard now), or ours stopped. Drop the entity;
+					// the router runs the command again at the owner.
+					log.Info("entity fenced off", "error", err)
+					sess.abort()
+					err = fmt.Errorf("%w: %v", errMoved, err)
+					req.done <- reply{err: err}
+					e.failAll(err)
+					return
+				}
 				if timedOut {
 					err = fmt.Errorf("user function did not answer within %v: %w", es.cfg.commandTimeout, err)
 				}

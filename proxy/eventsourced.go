@@ -24,6 +24,19 @@ const closeTimeout = 5 * time.Second
 type esStore struct {
 	journal   *streams.Journal
 	snapshots *streams.Snapshots
+	guard     guardFunc
+}
+
+// guardFunc is the last check before an entity's state change is stored:
+// an error (errMoved) means this sidecar may no longer write it. Nil
+// allows everything.
+type guardFunc func(streams.Entity) error
+
+func (g guardFunc) check(e streams.Entity) error {
+	if g == nil {
+		return nil
+	}
+	return g(e)
 }
 
 // openEventSourced returns the opener of an event-sourced service's
@@ -130,6 +143,9 @@ func (s *esSession) command(ctx context.Context, id int64, name string, payload 
 	for i, ev := range r.GetEvents() {
 		events[i] = streams.Event{Type: ev.GetTypeUrl(), Data: ev.GetValue()}
 		size += len(ev.GetValue())
+	}
+	if err := s.store.guard.check(s.ent); err != nil {
+		return commandResult{}, err
 	}
 	v, err := s.store.journal.Append(ctx, s.ent, s.version, events)
 	if err != nil {

@@ -17,6 +17,8 @@ type metrics struct {
 	recoveredEvents *prometheus.CounterVec
 	persistedEvents *prometheus.CounterVec
 	persistedBytes  *prometheus.CounterVec
+	routedCommands  *prometheus.CounterVec
+	routeRetries    *prometheus.CounterVec
 }
 
 // newMetrics creates the metrics and registers them with reg (nil: not
@@ -49,10 +51,16 @@ func newMetrics(reg prometheus.Registerer, active func() map[string]int) *metric
 		persistedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetstate_proxy_persisted_event_bytes_total", Help: "Payload bytes of events appended to journals.",
 		}, []string{"service"}),
+		routedCommands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetstate_proxy_routed_commands_total", Help: "Entity commands by where they ran: local (this sidecar owns the shard) or remote (sent to the owner over NATS), retries included.",
+		}, []string{"service", "route"}),
+		routeRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetstate_proxy_route_retries_total", Help: "Entity commands tried again because their shard was moving or had no reachable owner.",
+		}, []string{"service"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.commands, m.commandSeconds, m.activations, m.passivations,
-			m.recoverySeconds, m.recoveredEvents, m.persistedEvents, m.persistedBytes)
+			m.recoverySeconds, m.recoveredEvents, m.persistedEvents, m.persistedBytes, m.routedCommands, m.routeRetries)
 		reg.MustRegister(activeCollector{
 			desc:   prometheus.NewDesc("jetstate_proxy_active_entities", "Entities with an open stream to the user function.", []string{"service"}, nil),
 			active: active,
@@ -99,3 +107,9 @@ func (c activeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), svc)
 	}
 }
+
+func (m *metrics) routed(service, where string) {
+	m.routedCommands.WithLabelValues(service, where).Inc()
+}
+
+func (m *metrics) routeRetried(service string) { m.routeRetries.WithLabelValues(service).Inc() }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -33,6 +34,7 @@ const (
 	DefaultQueueSize          = 100
 	DefaultMaxMessageSize     = 12 << 20
 	DefaultDrainTimeout       = 10 * time.Second
+	DefaultRouteTimeout       = 30 * time.Second
 	ProxyName                 = "jetstate"
 )
 
@@ -66,6 +68,10 @@ type Config struct {
 	MaxMessageSize int
 	// DrainTimeout bounds graceful shutdown. Default 10 s.
 	DrainTimeout time.Duration
+	// RouteTimeout bounds how long a command is retried while its shard
+	// has no reachable owner (a handoff, or an owner that died and whose
+	// membership has not expired yet). Default 30 s.
+	RouteTimeout time.Duration
 	// Version is reported to the user function in ProxyInfo.
 	Version string
 	// Logger; nil discards.
@@ -101,6 +107,9 @@ func (c Config) withDefaults() Config {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
+	if c.RouteTimeout <= 0 {
+		c.RouteTimeout = DefaultRouteTimeout
+	}
 	if c.Version == "" {
 		c.Version = "dev"
 	}
@@ -130,6 +139,7 @@ func (c Config) Validate() error {
 type Proxy struct {
 	cfg     Config
 	js      jetstream.JetStream
+	nc      *nats.Conn
 	log     *slog.Logger
 	ready   atomic.Bool
 	addr    atomic.Pointer[net.Addr]
@@ -141,7 +151,8 @@ type Proxy struct {
 	actions   actionpb.ActionProtocolClient
 	runtimes  map[protoreflect.FullName]*entities
 	metrics   *metrics
-	async     sync.WaitGroup // fire-and-forget side effects
+	sharding  *sharding
+	async     sync.WaitGroup // fire-and-forget side effects and routed commands
 }
 
 // New returns a sidecar that stores state through js.
@@ -150,7 +161,7 @@ func New(cfg Config, js jetstream.JetStream) (*Proxy, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Proxy{cfg: cfg, js: js, log: cfg.Logger, serving: make(chan struct{})}, nil
+	return &Proxy{cfg: cfg, js: js, nc: js.Conn(), log: cfg.Logger, serving: make(chan struct{})}, nil
 }
 
 // Ready reports whether discovery succeeded and the ingress is serving.
@@ -197,6 +208,23 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.stopRuntimes()
+	if err := p.sharding.join(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("join: %w", err)
+	}
+	shardCtx, stopSharding := context.WithCancel(context.WithoutCancel(ctx))
+	shardDone := make(chan struct{})
+	go func() { defer close(shardDone); p.sharding.run(shardCtx) }()
+	defer func() {
+		// After the ingress drained: hand the shards to the others, then go.
+		stopSharding()
+		<-shardDone
+		lctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
+		defer cancel()
+		p.sharding.leave(lctx)
+	}()
 
 	lis, err := net.Listen("tcp", p.cfg.Listen)
 	if err != nil {
@@ -269,9 +297,24 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 	p.runtimes = map[protoreflect.FullName]*entities{}
 	p.metrics = newMetrics(p.cfg.Registry, p.activeEntities)
 
-	es, values, err := p.bindStorage(ctx, model)
+	es, values, own, err := p.bindStorage(ctx, model)
 	if err != nil {
 		return err
+	}
+	p.sharding = newSharding(own, p.nc, p.cfg.Storage, MemberInfo{Version: p.cfg.Version, Started: time.Now()}, p.log)
+	p.sharding.serveFn = p.serveShard
+	p.sharding.drop = func(shard int) {
+		var wg sync.WaitGroup
+		for _, rt := range p.runtimes {
+			wg.Go(func() { rt.passivateShard(shard) })
+		}
+		wg.Wait()
+	}
+	es.guard = p.sharding.guard
+	if p.cfg.Registry != nil {
+		p.cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "jetstate_proxy_shards_owned", Help: "Shards this sidecar serves.",
+		}, func() float64 { return float64(p.sharding.owned.Load()) }))
 	}
 	for _, svc := range model.Services {
 		rc := runtimeConfig{
@@ -288,11 +331,14 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		case EventSourced:
 			open = openEventSourced(eventsourced.NewEventSourcedClient(conn), svc, es, p.metrics, p.log)
 		case ValueEntity:
-			open = openValueEntity(valueentity.NewValueEntityClient(conn), svc, values, p.metrics, p.log)
+			open = openValueEntity(valueentity.NewValueEntityClient(conn), svc, values, p.sharding.guard, p.metrics, p.log)
 		default:
 			continue
 		}
-		p.runtimes[svc.Desc.FullName()] = newEntities(string(svc.Desc.FullName()), rc, open, p.metrics)
+		rt := newEntities(string(svc.Desc.FullName()), rc, open, p.metrics)
+		rt.shardOf = func(id string) int { return own.ShardOf(streams.Entity{Type: svc.PersistenceID, Key: id}) }
+		rt.serves = p.sharding.serves
+		p.runtimes[svc.Desc.FullName()] = rt
 	}
 	return nil
 }
@@ -301,7 +347,7 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 // stores the model's entity types need. NATS may be restarting or electing
 // leaders while a sidecar starts, so failures are retried (logged) until
 // ctx is done, except a server that is too old.
-func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *streams.Values, error) {
+func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *streams.Values, *streams.Ownership, error) {
 	var needES, needValues bool
 	for _, svc := range model.Services {
 		needES = needES || svc.EntityType == EventSourced
@@ -309,7 +355,7 @@ func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *stream
 	}
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		es, values, err := func() (es esStore, values *streams.Values, err error) {
+		es, values, own, err := func() (es esStore, values *streams.Values, own *streams.Ownership, err error) {
 			if p.cfg.Provision != nil {
 				if err = streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
 					return
@@ -324,17 +370,20 @@ func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *stream
 				}
 			}
 			if needValues {
-				values, err = streams.NewValues(ctx, p.js, p.cfg.Storage)
+				if values, err = streams.NewValues(ctx, p.js, p.cfg.Storage); err != nil {
+					return
+				}
 			}
+			own, err = streams.NewOwnership(ctx, p.js, p.cfg.Storage)
 			return
 		}()
 		if err == nil || errors.Is(err, streams.ErrUnsupportedServer) || errors.Is(err, streams.ErrInvalidName) {
-			return es, values, err
+			return es, values, own, err
 		}
 		p.log.WarnContext(ctx, "storage not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
 		select {
 		case <-ctx.Done():
-			return esStore{}, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
+			return esStore{}, nil, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)

@@ -62,7 +62,7 @@ func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *clo
 		if err := (streams.Entity{Type: m.Service.PersistenceID, Key: key}).Validate(); err != nil {
 			return Response{}, fmt.Errorf("%w: %v", ErrInvalidEntityKey, err)
 		}
-		res, err := p.runtimes[m.Service.Desc.FullName()].handle(ctx, key, string(m.Desc.Name()), payload)
+		res, err := p.route(ctx, m, key, payload)
 		if err != nil {
 			return Response{}, err
 		}

@@ -17,7 +17,7 @@ import (
 // openValueEntity returns the opener of a value-entity service's sessions:
 // read the stored state and send init, which always carries a state
 // message (empty when nothing is stored).
-func openValueEntity(client valueentity.ValueEntityClient, svc *Service, values *streams.Values, m *metrics, log *slog.Logger) opener {
+func openValueEntity(client valueentity.ValueEntityClient, svc *Service, values *streams.Values, guard guardFunc, m *metrics, log *slog.Logger) opener {
 	return func(ctx context.Context, entityID string) (session, error) {
 		ent := streams.Entity{Type: svc.PersistenceID, Key: entityID}
 		if err := ent.Validate(); err != nil {
@@ -47,7 +47,7 @@ func openValueEntity(client valueentity.ValueEntityClient, svc *Service, values 
 			return nil, fmt.Errorf("send init: %w", err)
 		}
 		m.recovered(string(svc.Desc.FullName()), time.Since(start), 0)
-		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, log: log}, nil
+		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, guard: guard, log: log}, nil
 	}
 }
 
@@ -58,6 +58,7 @@ type veSession struct {
 	ent    streams.Entity
 	rev    uint64
 	values *streams.Values
+	guard  guardFunc
 	log    *slog.Logger
 }
 
@@ -77,6 +78,11 @@ func (s *veSession) command(ctx context.Context, id int64, name string, payload 
 	if res.action.GetFailure() != nil {
 		res.effects = nil // value entities have no restart; the flag is ignored
 		return res, nil
+	}
+	if r.GetStateAction().GetAction() != nil {
+		if err := s.guard.check(s.ent); err != nil {
+			return commandResult{}, err
+		}
 	}
 	switch act := r.GetStateAction().GetAction().(type) {
 	case *valueentity.ValueEntityAction_Update:
