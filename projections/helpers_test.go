@@ -1,0 +1,302 @@
+package projections_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// env is one test's server, a provisioned service and its journal.
+type env struct {
+	srv     *streamstest.Server
+	js      jetstream.JetStream
+	storage streams.Config
+	journal *streams.Journal
+
+	mu       sync.Mutex
+	versions map[streams.Entity]streams.Version
+}
+
+// newEnv starts a server and provisions the service "shop" on it.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	cfg := streams.Config{Service: "shop"}
+	if err := streams.Provision(t.Context(), js, cfg, streams.StoreConfig{}); err != nil {
+		t.Fatalf("Provision: %v", err)
+	}
+	j, err := streams.NewJournal(js, cfg)
+	if err != nil {
+		t.Fatalf("NewJournal: %v", err)
+	}
+	return &env{srv: srv, js: js, storage: cfg, journal: j, versions: map[streams.Entity]streams.Version{}}
+}
+
+// newJS is a JetStream client on a connection of its own, so a test can
+// kill a projector by closing it.
+func (e *env) newJS(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc := e.srv.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// appendEvents commits events as one command of entity ent.
+func (e *env) appendEvents(t testing.TB, ent streams.Entity, events ...streams.Event) streams.Version {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, err := e.journal.Append(context.Background(), ent, e.versions[ent], events)
+	if err != nil {
+		t.Errorf("append %s: %v", ent, err)
+		return streams.Version{}
+	}
+	e.versions[ent] = v
+	return v
+}
+
+// strEvent is an event holding a google.protobuf.StringValue.
+func strEvent(s string) streams.Event {
+	b, _ := proto.Marshal(wrapperspb.String(s))
+	return streams.Event{Type: typeURL(wrapperspb.String("")), Data: b}
+}
+
+func typeURL(m proto.Message) string {
+	a, _ := anypb.New(m)
+	return a.TypeUrl
+}
+
+func (e *env) config(name string, sink projections.Sink) projections.Config {
+	return projections.Config{
+		Storage:      e.storage,
+		Name:         name,
+		Sink:         sink,
+		InfoInterval: 50 * time.Millisecond,
+		RetryMin:     5 * time.Millisecond,
+		RetryMax:     50 * time.Millisecond,
+		SendTimeout:  2 * time.Second,
+	}
+}
+
+// run starts p.Run (or Rebuild) in the background; the returned function
+// stops it and returns its error.
+func run(t *testing.T, f func(context.Context) error) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(20 * time.Second):
+				err = errors.New("projector did not stop within 20s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+// recorder collects CloudEvents in arrival order.
+type recorder struct {
+	mu     sync.Mutex
+	events []*event.Event
+	raw    [][]byte // the bodies, where the test keeps them
+	notify chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1)} }
+
+func (r *recorder) add(ev *event.Event, raw []byte) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.raw = append(r.raw, raw)
+	r.mu.Unlock()
+	select {
+	case r.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (r *recorder) snapshot() []*event.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*event.Event(nil), r.events...)
+}
+
+// waitFor waits until ok holds for the events received so far.
+func (r *recorder) waitFor(t *testing.T, what string, ok func([]*event.Event) bool) []*event.Event {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		evs := r.snapshot()
+		if ok(evs) {
+			return evs
+		}
+		select {
+		case <-r.notify:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; have %d events", what, len(evs))
+		}
+	}
+}
+
+// waitCount waits for at least n distinct event ids.
+func (r *recorder) waitCount(t *testing.T, n int) []*event.Event {
+	t.Helper()
+	return r.waitFor(t, fmt.Sprintf("%d distinct events", n), func(evs []*event.Event) bool {
+		return len(distinct(evs)) >= n
+	})
+}
+
+// distinct keeps the first event of each id, in arrival order.
+func distinct(evs []*event.Event) []*event.Event {
+	seen := map[string]bool{}
+	var out []*event.Event
+	for _, ev := range evs {
+		if !seen[ev.ID()] {
+			seen[ev.ID()] = true
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// httpTarget is an httptest server decoding CloudEvents with sdk-go's
+// HTTP binding; respond decides each answer (nil: 200 and record).
+type httpTarget struct {
+	*httptest.Server
+	rec     *recorder
+	respond atomic.Pointer[func(ev *event.Event) int]
+	calls   atomic.Int64
+}
+
+func newHTTPTarget(t *testing.T) *httpTarget {
+	h := &httpTarget{rec: newRecorder()}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.calls.Add(1)
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			t.Errorf("http target: %v", err)
+			return
+		}
+		if !strings.HasPrefix(r.Header.Get("Content-Type"), projections.ContentTypeCloudEventsJSON) {
+			// Binary mode: header values are percent-encoded (HTTP binding
+			// 3.1.3.2), which sdk-go's reader leaves to the application.
+			for _, s := range []string{ev.ID(), ev.Type(), ev.Subject()} {
+				if _, err := url.PathUnescape(s); err != nil {
+					t.Errorf("http target: %q: %v", s, err)
+				}
+			}
+			subj, _ := url.PathUnescape(ev.Subject())
+			ev.SetSubject(subj)
+		}
+		code := http.StatusOK
+		if f := h.respond.Load(); f != nil {
+			code = (*f)(ev)
+		}
+		if code/100 == 2 {
+			h.rec.add(ev, body)
+		}
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+func (h *httpTarget) setRespond(f func(ev *event.Event) int) { h.respond.Store(&f) }
+
+// subscribe collects the CloudEvents published on subject.
+func subscribe(t *testing.T, nc *nats.Conn, subject string) *recorder {
+	t.Helper()
+	rec := newRecorder()
+	_, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		ev, err := projections.EventFromNATS(m)
+		if err != nil {
+			t.Errorf("EventFromNATS: %v", err)
+			return
+		}
+		rec.add(ev, m.Data)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func seqOf(t testing.TB, ev *event.Event) uint64 {
+	t.Helper()
+	v, _ := ev.Extensions()[projections.SeqExtension].(string)
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		t.Fatalf("event %s: %s = %q", ev.ID(), projections.SeqExtension, v)
+	}
+	return n
+}
+
+// checkOrder checks that every entity's events arrived in order without a
+// gap: each is either the next one or a repeat of an earlier one (a
+// redelivery), and the last reaches want[subject].
+func checkOrder(t *testing.T, evs []*event.Event, want map[string]uint64) {
+	t.Helper()
+	last := map[string]uint64{}
+	for _, ev := range evs {
+		s, n := ev.Subject(), seqOf(t, ev)
+		switch {
+		case n == last[s]+1:
+			last[s] = n
+		case n <= last[s]:
+			// a redelivery
+		default:
+			t.Errorf("entity %s: event %d arrived after %d (gap)", s, n, last[s])
+			last[s] = n
+		}
+	}
+	for s, n := range want {
+		if last[s] != n {
+			t.Errorf("entity %s: reached event %d, want %d", s, last[s], n)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATSSinkConfig configures a NATSSink.
+type NATSSinkConfig struct {
+	// Subject receives every event. Required.
+	Subject string
+
+	// Structured sends the JSON event format (content type
+	// application/cloudevents+json) instead of binary mode (ce-* headers,
+	// raw data).
+	Structured bool
+
+	// JetStream publishes to the stream that captures Subject and waits for
+	// its acknowledgement, with the event id as Nats-Msg-Id so the stream
+	// drops redeliveries within its duplicate window. Without it, an event
+	// is accepted once the server has received it (core NATS: subscribers
+	// that are not listening miss it).
+	JetStream bool
+
+	// FlushTimeout bounds the round trip that confirms core publishes.
+	// Default 10 s.
+	FlushTimeout time.Duration
+}
+
+// NATSSink publishes CloudEvents to a NATS subject (the CloudEvents NATS
+// binding). It is safe for concurrent use; Close waits for its background
+// work.
+//
+// Core publishes are confirmed by a flush (a PING round trip) shared by
+// every Send waiting at that moment, so concurrent sends cost one round
+// trip together. When the projection acknowledges journal messages over
+// the same connection, it skips the flush: the server handles a
+// connection's messages in order, so an acknowledgement that arrives means
+// the event before it did too.
+//
+// The binary-mode header mapping is jetstate's own (see NATSMsg), not that
+// of sdk-go's NATS modules: protocol/nats/v2 sends structured mode only,
+// and the binary writer of protocol/nats_jetstream/v2 (usable with the
+// jetstream package) does not percent-encode header values, so an entity
+// key with a line break or a non-ASCII letter would corrupt the headers;
+// its sender and receiver are built on the legacy JetStream API besides.
+type NATSSink struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg NATSSinkConfig
+
+	mu      sync.Mutex
+	next    *flushRound // waiters for the flush after the running one
+	running bool
+	wg      sync.WaitGroup
+}
+
+type flushRound struct {
+	done chan struct{}
+	err  error
+}
+
+// NewNATSSink returns a sink publishing on nc, which the caller keeps and
+// closes.
+func NewNATSSink(nc *nats.Conn, cfg NATSSinkConfig) (*NATSSink, error) {
+	if err := checkPublishSubject(cfg.Subject); err != nil {
+		return nil, fmt.Errorf("nats sink: %w", err)
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 10 * time.Second
+	}
+	s := &NATSSink{nc: nc, cfg: cfg}
+	if cfg.JetStream {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, fmt.Errorf("nats sink: %w", err)
+		}
+		s.js = js
+	}
+	return s, nil
+}
+
+// Send publishes ev and returns once it was accepted (see NATSSinkConfig).
+func (s *NATSSink) Send(ctx context.Context, ev *event.Event) error {
+	return s.send(ctx, ev, true)
+}
+
+func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) error {
+	msg, err := NATSMsg(s.cfg.Subject, ev, s.cfg.Structured)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	if s.js != nil {
+		if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID())); err != nil {
+			if errors.Is(err, nats.ErrMaxPayload) {
+				return fmt.Errorf("publish %s: %w: %v", s.cfg.Subject, ErrRejected, err)
+			}
+			return fmt.Errorf("publish %s: %w", s.cfg.Subject, err)
+		}
+		return nil
+	}
+	if err := s.nc.PublishMsg(msg); err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("publish %s: %w: %v", s.cfg.Subject, ErrRejected, err)
+		}
+		return fmt.Errorf("publish %s: %w", s.cfg.Subject, err)
+	}
+	if !confirm {
+		return nil
+	}
+	return s.flush(ctx)
+}
+
+// ordered reports whether publishes through s reach the server in order
+// with acknowledgements sent on nc, so they need no flush of their own.
+func (s *NATSSink) ordered(nc *nats.Conn) bool { return s.js == nil && s.nc == nc }
+
+// flush waits for a flush that started after the caller's publish. At most
+// one flush runs at a time; the callers arriving meanwhile share the next.
+func (s *NATSSink) flush(ctx context.Context) error {
+	s.mu.Lock()
+	r := s.next
+	if r == nil {
+		r = &flushRound{done: make(chan struct{})}
+		s.next = r
+	}
+	if !s.running {
+		s.running = true
+		s.next = nil
+		s.wg.Add(1)
+		go s.flushLoop(r)
+	}
+	s.mu.Unlock()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return fmt.Errorf("publish %s: flush: %w", s.cfg.Subject, r.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flushLoop runs flush rounds while callers wait for them.
+func (s *NATSSink) flushLoop(r *flushRound) {
+	defer s.wg.Done()
+	for r != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.FlushTimeout)
+		r.err = s.nc.FlushWithContext(ctx)
+		cancel()
+		close(r.done)
+		s.mu.Lock()
+		r, s.next = s.next, nil
+		if r == nil {
+			s.running = false
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Close waits for a running flush. It does not close the connection.
+func (s *NATSSink) Close() error {
+	s.wg.Wait()
+	return nil
+}

@@ -1,0 +1,420 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+)
+
+// Consumer metadata keys and the states of a generation.
+const (
+	metaProjection = "jetstate_projection"
+	metaState      = "jetstate_state"
+	stateActive    = "active"
+	stateBuilding  = "building"
+)
+
+// Projection turns one service's journals into CloudEvents for a sink
+// through a durable JetStream consumer. See the package documentation for
+// the contract. A Projection is safe for concurrent use; Run and Rebuild
+// each deliver until their context ends or they fail.
+type Projection struct {
+	js     jetstream.JetStream
+	cfg    Config
+	stream string
+	conv   converter
+	log    *slog.Logger
+	m      *metrics
+}
+
+// New returns the projection cfg describes. It does not contact the server.
+func New(js jetstream.JetStream, cfg Config) (*Projection, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	stream := cfg.Storage.JournalStream()
+	return &Projection{
+		js:     js,
+		cfg:    cfg,
+		stream: stream,
+		conv:   converter{stream: stream, source: cfg.Source, resolver: cfg.Resolver},
+		log:    cfg.Logger.With("projection", cfg.Name, "service", cfg.Storage.Service),
+		m:      newMetrics(cfg.Registry, cfg.Storage.Service, cfg.Name),
+	}, nil
+}
+
+// Config returns the projection's configuration with defaults applied.
+func (p *Projection) Config() Config { return p.cfg }
+
+// ConsumerName is the name of the projection's consumer of a generation.
+func (p *Projection) ConsumerName(generation int) string {
+	return p.cfg.Name + "-g" + strconv.Itoa(generation)
+}
+
+// Run delivers the projection's active generation to the sink until ctx
+// ends (it then returns nil), a newer generation takes over (it returns
+// ErrSuperseded) or it fails. If the projection has no generation yet, Run
+// creates generation 1 at the configured start position.
+//
+// Only one Run (or Rebuild) of a projection may deliver at a time: at start
+// it hands messages left unacknowledged by a previous run back to the
+// consumer, so they are delivered again before anything newer and
+// per-entity order survives crashes.
+func (p *Projection) Run(ctx context.Context) error {
+	if p.cfg.Sink == nil {
+		return errors.New("projection: no sink configured")
+	}
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return err
+	}
+	gen := activeGeneration(gens)
+	if gen == 0 {
+		gen = maxGeneration(gens) + 1
+		if err := p.createConsumer(ctx, gen, stateActive); err != nil {
+			return err
+		}
+		p.log.InfoContext(ctx, "projection created", "generation", gen, "consumer", p.ConsumerName(gen))
+	}
+	return p.serve(ctx, gen, true)
+}
+
+// Rebuild replays the journals from the beginning into the sink through a
+// new consumer generation while the current one keeps serving (run by
+// another Run, here or in another process). Once the new generation has
+// caught up, meaning every event appended before its previous state check
+// has been accepted by the sink, it becomes the active generation: older
+// generations' consumers are deleted (their Run returns ErrSuperseded),
+// OnActive is called, and Rebuild goes on delivering new events like Run.
+//
+// A Rebuild interrupted before the switch resumes its generation when
+// called again. Give the rebuild its own sink (a new table, a new
+// subject): both generations deliver until the switch.
+func (p *Projection) Rebuild(ctx context.Context) error {
+	if p.cfg.Sink == nil {
+		return errors.New("projection: no sink configured")
+	}
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return err
+	}
+	active := activeGeneration(gens)
+	gen := 0
+	for _, g := range gens {
+		if g.state == stateBuilding && g.gen > active {
+			gen = max(gen, g.gen)
+		}
+	}
+	if gen == 0 {
+		gen = maxGeneration(gens) + 1
+		if err := p.createConsumer(ctx, gen, stateBuilding); err != nil {
+			return err
+		}
+		p.log.InfoContext(ctx, "rebuild started", "generation", gen, "active", active)
+	} else {
+		p.log.InfoContext(ctx, "rebuild resumed", "generation", gen, "active", active)
+	}
+	if active == 0 {
+		// Nothing serves yet: the rebuild is the projection.
+		if err := p.promote(ctx, gen); err != nil {
+			return err
+		}
+		return p.serve(ctx, gen, true)
+	}
+	return p.serve(ctx, gen, false)
+}
+
+// generation is one of the projection's consumers.
+type generation struct {
+	gen   int
+	state string
+	info  *jetstream.ConsumerInfo
+}
+
+// generations lists the projection's consumers on the journal stream.
+func (p *Projection) generations(ctx context.Context) ([]generation, error) {
+	s, err := p.js.Stream(ctx, p.stream)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: stream %s: %w", p.cfg.Name, p.stream, err)
+	}
+	var out []generation
+	l := s.ListConsumers(ctx)
+	for info := range l.Info() {
+		gen, ok := p.parseConsumerName(info.Name)
+		if !ok || info.Config.Metadata[metaProjection] != p.cfg.Name {
+			continue
+		}
+		out = append(out, generation{gen: gen, state: info.Config.Metadata[metaState], info: info})
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("projection %s: list consumers: %w", p.cfg.Name, err)
+	}
+	slices.SortFunc(out, func(a, b generation) int { return a.gen - b.gen })
+	return out, nil
+}
+
+func (p *Projection) parseConsumerName(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, p.cfg.Name+"-g")
+	if !ok || rest == "" || rest[0] == '0' {
+		return 0, false
+	}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] < '0' || rest[i] > '9' {
+			return 0, false
+		}
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil
+}
+
+func activeGeneration(gens []generation) int {
+	active := 0
+	for _, g := range gens {
+		if g.state == stateActive {
+			active = max(active, g.gen)
+		}
+	}
+	return active
+}
+
+func maxGeneration(gens []generation) int {
+	if len(gens) == 0 {
+		return 0
+	}
+	return gens[len(gens)-1].gen
+}
+
+// consumerConfig is the consumer of a generation. A building generation
+// starts at the beginning; the first active one where Config.Start says.
+func (p *Projection) consumerConfig(gen int, state string) jetstream.ConsumerConfig {
+	cc := jetstream.ConsumerConfig{
+		Durable:        p.ConsumerName(gen),
+		Description:    "jetstate projection " + p.cfg.Name,
+		FilterSubjects: p.cfg.filterSubjects(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        p.cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  p.cfg.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		Metadata:       map[string]string{metaProjection: p.cfg.Name, metaState: state},
+	}
+	if state == stateActive {
+		switch p.cfg.Start {
+		case StartNew:
+			cc.DeliverPolicy = jetstream.DeliverNewPolicy
+		case StartTime:
+			cc.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+			t := p.cfg.StartTime
+			cc.OptStartTime = &t
+		}
+	}
+	return cc
+}
+
+func (p *Projection) createConsumer(ctx context.Context, gen int, state string) error {
+	if _, err := p.js.CreateConsumer(ctx, p.stream, p.consumerConfig(gen, state)); err != nil {
+		return fmt.Errorf("projection %s: create consumer %s: %w", p.cfg.Name, p.ConsumerName(gen), err)
+	}
+	return nil
+}
+
+// prepare brings an existing consumer's adjustable settings (filters,
+// ack wait, max ack pending) in line with the config and hands messages a
+// previous run left unacknowledged back to it, so they come before any
+// newer message.
+func (p *Projection) prepare(ctx context.Context, gen int) (jetstream.Consumer, error) {
+	name := p.ConsumerName(gen)
+	cons, err := p.js.Consumer(ctx, p.stream, name)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, name, err)
+	}
+	info := cons.CachedInfo()
+	cc := info.Config
+	want := p.cfg.filterSubjects()
+	if !slices.Equal(cc.FilterSubjects, want) && !(len(want) == 1 && cc.FilterSubject == want[0]) ||
+		cc.AckWait != p.cfg.AckWait || cc.MaxAckPending != p.cfg.MaxAckPending {
+		cc.FilterSubject, cc.FilterSubjects = "", want
+		cc.AckWait, cc.MaxAckPending = p.cfg.AckWait, p.cfg.MaxAckPending
+		if cons, err = p.js.UpdateConsumer(ctx, p.stream, cc); err != nil {
+			return nil, fmt.Errorf("projection %s: update consumer %s: %w", p.cfg.Name, name, err)
+		}
+		info = cons.CachedInfo()
+	}
+	if info.NumAckPending > 0 {
+		resp, err := p.js.ResetConsumer(ctx, p.stream, name)
+		if err != nil {
+			return nil, fmt.Errorf("projection %s: reset consumer %s to its ack floor: %w", p.cfg.Name, name, err)
+		}
+		p.log.InfoContext(ctx, "redelivering unacknowledged messages of a previous run",
+			"generation", gen, "unacknowledged", info.NumAckPending, "from_stream_seq", resp.ResetSeq)
+	}
+	return cons, nil
+}
+
+// promote makes gen the active generation and deletes the older ones.
+func (p *Projection) promote(ctx context.Context, gen int) error {
+	name := p.ConsumerName(gen)
+	cons, err := p.js.Consumer(ctx, p.stream, name)
+	if err != nil {
+		return fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, name, err)
+	}
+	cc := cons.CachedInfo().Config
+	cc.Metadata = map[string]string{metaProjection: p.cfg.Name, metaState: stateActive}
+	if _, err := p.js.UpdateConsumer(ctx, p.stream, cc); err != nil {
+		return fmt.Errorf("projection %s: activate consumer %s: %w", p.cfg.Name, name, err)
+	}
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, g := range gens {
+		if g.gen >= gen {
+			continue
+		}
+		if err := p.js.DeleteConsumer(ctx, p.stream, p.ConsumerName(g.gen)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("projection %s: retire generation %d: %w", p.cfg.Name, g.gen, err)
+		}
+	}
+	p.log.InfoContext(ctx, "generation active", "generation", gen)
+	return nil
+}
+
+// superseded reports whether a generation newer than gen is active.
+func (p *Projection) superseded(ctx context.Context, gen int) (bool, error) {
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return false, err
+	}
+	return activeGeneration(gens) > gen, nil
+}
+
+// serve delivers generation gen until ctx ends or it fails. A building
+// generation is promoted once it has caught up.
+func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
+	cons, err := p.prepare(ctx, gen)
+	if err != nil {
+		return err
+	}
+	p.m.generation.Set(float64(gen))
+	if active && p.cfg.OnActive != nil {
+		p.cfg.OnActive(gen)
+	}
+	d := newDelivery(p, p.cfg.Sink)
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)))
+	if err != nil {
+		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	stop := context.AfterFunc(gctx, func() {
+		it.Stop()
+		d.close()
+	})
+	defer stop()
+	for range p.cfg.Workers {
+		g.Go(func() error { d.work(gctx); return nil })
+	}
+	g.Go(func() error {
+		for {
+			msg, err := it.Next(jetstream.NextContext(gctx))
+			if err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					return p.consumerGone(gctx, gen)
+				}
+				// Heartbeat misses and leadership changes are reported
+				// but the iterator carries on.
+				p.log.DebugContext(gctx, "consume", "error", err)
+				continue
+			}
+			d.dispatch(msg)
+		}
+	})
+	g.Go(func() error { return p.watch(gctx, cons, gen, active) })
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+// consumerGone explains why a generation's consumer disappeared.
+func (p *Projection) consumerGone(ctx context.Context, gen int) error {
+	sup, err := p.superseded(ctx, gen)
+	if err != nil {
+		return err
+	}
+	if sup {
+		p.log.InfoContext(ctx, "generation superseded", "generation", gen)
+		return ErrSuperseded
+	}
+	return fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, p.ConsumerName(gen), jetstream.ErrConsumerDeleted)
+}
+
+// watch reads the consumer's state every InfoInterval: it sets the lag
+// metrics, notices a newer active generation, and promotes a building one
+// once it has caught up.
+func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int, active bool) error {
+	t := time.NewTicker(p.cfg.InfoInterval)
+	defer t.Stop()
+	var prevDelivered uint64
+	prevCaughtUp := false // the previous check found nothing left to deliver
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return p.consumerGone(ctx, gen)
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.DebugContext(ctx, "consumer info", "error", err)
+			continue
+		}
+		p.m.pending.Set(float64(info.NumPending))
+		p.m.ackPending.Set(float64(info.NumAckPending))
+		p.m.paused.Set(boolFloat(info.Paused))
+		if active {
+			if sup, err := p.superseded(ctx, gen); err == nil && sup {
+				p.log.InfoContext(ctx, "generation superseded", "generation", gen)
+				return ErrSuperseded
+			}
+			continue
+		}
+		// Caught up: nothing left to deliver, and everything that had
+		// been delivered at the previous check is accepted by the sink.
+		if prevCaughtUp && info.AckFloor.Stream >= prevDelivered {
+			if err := p.promote(ctx, gen); err != nil {
+				return err
+			}
+			active = true
+			if p.cfg.OnActive != nil {
+				p.cfg.OnActive(gen)
+			}
+			continue
+		}
+		prevDelivered, prevCaughtUp = info.Delivered.Stream, info.NumPending == 0
+	}
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
