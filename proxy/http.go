@@ -29,31 +29,44 @@ import (
 // reference proxy: JSON is written with default values but without unset
 // message fields, compactly; and errors of HTTP/JSON calls have the plain
 // failure description as their body rather than a JSON status.
+//
+// REST requests go to a second transcoder that serves server-streaming
+// methods as SSE or newline-delimited JSON (httpstream.go); the RPC
+// protocols keep this one.
 func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
 	types := dynamicpb.NewTypes(p.model.Files)
+	opts := []vanguard.ServiceOption{
+		vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
+		vanguard.WithTargetCodecs(vanguard.CodecProto), // our gRPC server takes protobuf only
+		vanguard.WithTypeResolver(types),
+		vanguard.WithMaxMessageBufferBytes(uint32(p.cfg.MaxMessageSize)),
+	}
 	services := make([]*vanguard.Service, 0, len(p.model.Services))
 	// Methods without a rule get the reference proxy's default binding
 	// POST /<service>/<method> with body "*". That is exactly a Connect
 	// unary call with a JSON body, which vanguard serves once the request
 	// says it is one. (vanguard's WithRules matches selectors by prefix, so
-	// a rule for Get would also land on GetAll.)
+	// a rule for Get would also land on GetAll.) Server streams get theirs
+	// in the REST transcoder.
 	defaults := map[string]bool{}
 	for path, m := range p.model.Methods {
+		if isServerStream(m) {
+			continue
+		}
 		if opts := m.Desc.Options(); opts == nil || !proto.HasExtension(opts, annotations.E_Http) {
 			defaults[path] = true
 		}
 	}
 	for _, svc := range p.model.Services {
-		services = append(services, vanguard.NewServiceWithSchema(svc.Desc, gs,
-			vanguard.WithTargetProtocols(vanguard.ProtocolGRPC),
-			vanguard.WithTargetCodecs(vanguard.CodecProto), // our gRPC server takes protobuf only
-			vanguard.WithTypeResolver(types),
-			vanguard.WithMaxMessageBufferBytes(uint32(p.cfg.MaxMessageSize)),
-		))
+		services = append(services, vanguard.NewServiceWithSchema(svc.Desc, gs, opts...))
 	}
 	tc, err := vanguard.NewTranscoder(services,
 		vanguard.WithCodec(func(res vanguard.TypeResolver) vanguard.Codec { return newJSONCodec(res) }),
 	)
+	if err != nil {
+		return nil, err
+	}
+	rest, err := p.restTranscoder(gs, types, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +81,15 @@ func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
 			r.Header.Set("Connect-Protocol-Version", "1")
 		}
 		ew := &errorBody{ResponseWriter: w}
-		tc.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), reachedKey{}, &ew.reached)))
+		next := tc
+		if isREST(r) {
+			next = rest
+		}
+		next.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), responseKey{}, ew)))
 		ew.finish()
+		if ew.abort {
+			panic(http.ErrAbortHandler) // a raw stream failed: the client must not see a clean end
+		}
 	}), nil
 }
 
@@ -119,23 +139,28 @@ type errorBody struct {
 	hold    bool // an error body is being buffered
 	buf     bytes.Buffer
 	reached atomic.Bool // the request got to handleGRPC whole
+	// streamed: a server stream writes to ResponseWriter itself (on the
+	// request's goroutine) and what the transcoder writes is dropped.
+	streamed bool
+	abort    bool // end the response by aborting the connection
 }
 
-// reachedKey marks, in a transcoded request's context, the flag that
-// handleGRPC sets once it has the request message: a failure before that
-// is the request's fault (a body that does not decode), which vanguard
-// reports as UNKNOWN.
-type reachedKey struct{}
+// responseKey marks, in a transcoded request's context, the client's
+// *errorBody: handleGRPC sets its reached flag once it has the request
+// message (a failure before that is the request's fault, a body that does
+// not decode, which vanguard reports as UNKNOWN), and serveStream writes
+// server streams to it.
+type responseKey struct{}
 
 // markReached records that a transcoded request arrived whole.
 func markReached(ctx context.Context) {
-	if f, ok := ctx.Value(reachedKey{}).(*atomic.Bool); ok {
-		f.Store(true)
+	if e, ok := ctx.Value(responseKey{}).(*errorBody); ok {
+		e.reached.Store(true)
 	}
 }
 
 func (e *errorBody) WriteHeader(code int) {
-	if e.status != 0 {
+	if e.status != 0 || e.streamed {
 		return
 	}
 	e.status = code
@@ -146,6 +171,9 @@ func (e *errorBody) WriteHeader(code int) {
 }
 
 func (e *errorBody) Write(b []byte) (int, error) {
+	if e.streamed {
+		return len(b), nil
+	}
 	if e.status == 0 {
 		e.WriteHeader(http.StatusOK)
 	}
@@ -157,7 +185,7 @@ func (e *errorBody) Write(b []byte) (int, error) {
 
 // Flush lets streamed (server-sent) responses through.
 func (e *errorBody) Flush() {
-	if f, ok := e.ResponseWriter.(http.Flusher); ok && !e.hold {
+	if f, ok := e.ResponseWriter.(http.Flusher); ok && !e.hold && !e.streamed {
 		f.Flush()
 	}
 }

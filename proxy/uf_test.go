@@ -104,6 +104,22 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 				streaming(method("Count", "Value", "Value"), false, true), // replies 1..n
 				streaming(method("Sum", "Value", "Value"), true, false),   // sums the stream
 				streaming(method("Chat", "Value", "Value"), true, true),   // echoes; n < 0 fails
+				// Server streams over HTTP (httpstream_test.go): Numbers replies 1..n like Count,
+				// under a rule with path and query bindings; Tens replies 1..n under a rule with
+				// response_body; Pages streams n HttpBody chunks (n < 0: one chunk, then a
+				// failure); Fails replies 1..n, then fails; Hold replies 1..n, then holds the
+				// stream open until the sidecar cancels it.
+				streaming(withHTTP(method("Numbers", "Value", "Value"), &annotations.HttpRule{
+					Pattern:            &annotations.HttpRule_Get{Get: "/numbers/{n}"},
+					AdditionalBindings: []*annotations.HttpRule{{Pattern: &annotations.HttpRule_Get{Get: "/numbers"}}},
+				}), false, true),
+				streaming(withHTTP(method("Tens", "Value", "Value"), &annotations.HttpRule{
+					Pattern: &annotations.HttpRule_Get{Get: "/tens/{n}"}, ResponseBody: "n",
+				}), false, true),
+				streaming(withHTTP(&descriptorpb.MethodDescriptorProto{Name: proto.String("Pages"), InputType: proto.String(".test.Value"),
+					OutputType: proto.String(".google.api.HttpBody")}, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: "/pages/{n}/stream"}}), false, true),
+				streaming(method("Fails", "Value", "Value"), false, true),
+				streaming(method("Hold", "Value", "Value"), false, true),
 			}},
 		},
 	}
@@ -175,6 +191,8 @@ type record struct {
 	in     proto.Message
 	out    proto.Message
 	closed bool // the sidecar half-closed the stream
+	// cancelled: the sidecar cancelled a server stream (Hold)
+	cancelled bool
 }
 
 // testFunction is the user function, recording every stream message.
@@ -380,6 +398,45 @@ func (f *testFunction) HandleUnary(_ context.Context, cmd *actionpb.ActionComman
 func (f *testFunction) HandleStreamedOut(cmd *actionpb.ActionCommand, stream grpc.ServerStreamingServer[actionpb.ActionResponse]) error {
 	f.log(record{in: cmd})
 	n := f.types.intField("Value", "n", cmd.GetPayload().GetValue())
+	reply := func(payload *anypb.Any) error {
+		return stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: payload}}})
+	}
+	switch cmd.GetName() {
+	case "Pages":
+		pages := n
+		if n < 0 {
+			pages = 1
+		}
+		for i := int64(1); i <= pages; i++ {
+			page, err := anypb.New(&httpbody.HttpBody{ContentType: "text/html", Data: fmt.Appendf(nil, "<p>%d</p>", i)})
+			if err != nil {
+				return err
+			}
+			if err := reply(page); err != nil {
+				return err
+			}
+		}
+		if n < 0 {
+			return stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Failure{Failure: &cloudstate.Failure{Description: "no more pages"}}})
+		}
+		return nil
+	case "Fails":
+		for i := int64(1); i <= n; i++ {
+			if err := reply(f.types.value(i)); err != nil {
+				return err
+			}
+		}
+		return stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Failure{Failure: &cloudstate.Failure{Description: fmt.Sprintf("broke after %d", n)}}})
+	case "Hold": // never ends by itself: whatever ends it is the sidecar cancelling
+		defer f.log(record{in: cmd, cancelled: true})
+		for i := int64(1); i <= n; i++ {
+			if err := reply(f.types.value(i)); err != nil {
+				return err
+			}
+		}
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}
 	for i := int64(1); i <= n; i++ {
 		if err := stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: f.types.value(i)}}}); err != nil {
 			return err
