@@ -114,9 +114,9 @@ func TestSinkFailsThenRecovers(t *testing.T) {
 		e.appendEvents(t, streams.Entity{Type: "cart", Key: key}, strEvent(key+"-11"))
 		want[key] = 11
 	}
-	evs := h.rec.waitCount(t, 20*11)
+	h.rec.waitCount(t, 20*11)
 	time.Sleep(100 * time.Millisecond) // a duplicate would show up by now
-	evs = h.rec.snapshot()
+	evs := h.rec.snapshot()
 	if len(evs) != 20*11 {
 		t.Errorf("sink accepted %d events, want %d exactly", len(evs), 20*11)
 	}
@@ -527,9 +527,9 @@ func TestStart(t *testing.T) {
 				}
 			}
 			e.appendEvents(t, ent, strEvent("new3"))
-			evs := rec.waitCount(t, 1)
-			time.Sleep(100 * time.Millisecond)
-			evs = rec.snapshot()
+			rec.waitCount(t, 1)
+			time.Sleep(100 * time.Millisecond) // an older event would show up by now
+			evs := rec.snapshot()
 			if len(evs) != 1 || seqOf(t, evs[0]) != 3 {
 				t.Errorf("delivered %d events (first seq %d), want only event 3", len(evs), seqOf(t, evs[0]))
 			}
