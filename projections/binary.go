@@ -105,7 +105,7 @@ func EventFromNATS(msg *nats.Msg) (*event.Event, error) {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			return nil, fmt.Errorf("structured cloudevent: %w", err)
 		}
-		if err := ev.Validate(); err != nil {
+		if err := validate(&ev); err != nil {
 			return nil, err
 		}
 		return &ev, nil
@@ -142,10 +142,30 @@ func EventFromNATS(msg *nats.Msg) (*event.Event, error) {
 	if len(msg.Data) > 0 {
 		ev.DataEncoded = bytes.Clone(msg.Data)
 	}
-	if err := ev.Validate(); err != nil {
+	if err := validate(&ev); err != nil {
 		return nil, err
 	}
 	return &ev, nil
+}
+
+// validate checks ev against the CloudEvents rules, and that its
+// attributes are Unicode as CloudEvents strings must be (the JSON decoder
+// lets invalid UTF-8 through).
+func validate(ev *event.Event) error {
+	if err := ev.Validate(); err != nil {
+		return err
+	}
+	for _, a := range spec.V1.Attributes() {
+		if s, ok := a.Get(ev.Context).(string); ok && !utf8.ValidString(s) {
+			return fmt.Errorf("attribute %s is not UTF-8", a.Name())
+		}
+	}
+	for name, v := range ev.Extensions() {
+		if s, ok := v.(string); ok && !utf8.ValidString(s) {
+			return fmt.Errorf("extension %s is not UTF-8", name)
+		}
+	}
+	return nil
 }
 
 const upperHex = "0123456789ABCDEF"

@@ -1,0 +1,256 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+
+	"github.com/jetstate/jetstate/streams"
+)
+
+// TestRetrier checks the retry schedule, the give-up rules and the
+// per-try timeout on a fake clock.
+func TestRetrier(t *testing.T) {
+	r := retrier{maxTries: 5, min: 100 * time.Millisecond, max: 400 * time.Millisecond, sendTimeout: time.Second}
+	ev := event.New()
+	cases := []struct {
+		name      string
+		failures  int   // tries that fail before one succeeds
+		err       error // what a failing try returns (nil: it hangs until its timeout)
+		wantTries int
+		wantErr   bool
+		// bounds of the time taken: back-off with jitter sleeps d/2..d.
+		minTime, maxTime time.Duration
+	}{
+		{name: "first try", failures: 0, wantTries: 1},
+		{name: "recovers", failures: 3, err: errors.New("503"), wantTries: 4,
+			minTime: (100 + 200 + 400) * time.Millisecond / 2, maxTime: (100 + 200 + 400) * time.Millisecond},
+		{name: "gives up", failures: 100, err: errors.New("503"), wantTries: 5, wantErr: true,
+			minTime: (100 + 200 + 400 + 400) * time.Millisecond / 2, maxTime: (100 + 200 + 400 + 400) * time.Millisecond},
+		{name: "rejected", failures: 100, err: fmt.Errorf("400: %w", ErrRejected), wantTries: 1, wantErr: true},
+		{name: "timeouts", failures: 2, wantTries: 3,
+			minTime: 2*time.Second + 150*time.Millisecond, maxTime: 2*time.Second + 300*time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				calls, failed := 0, 0
+				send := func(ctx context.Context, _ *event.Event) error {
+					calls++
+					if calls > tc.failures {
+						return nil
+					}
+					if tc.err == nil {
+						<-ctx.Done()
+						return ctx.Err()
+					}
+					return tc.err
+				}
+				start := time.Now()
+				tries, err := r.send(t.Context(), send, &ev, func(int, error) { failed++ })
+				took := time.Since(start)
+				if tries != tc.wantTries || (err != nil) != tc.wantErr {
+					t.Errorf("send: %d tries, %v; want %d tries, error %v", tries, err, tc.wantTries, tc.wantErr)
+				}
+				if failed != tries-1 && !tc.wantErr || tc.wantErr && failed != tries {
+					t.Errorf("failed called %d times after %d tries", failed, tries)
+				}
+				if took < tc.minTime || took > tc.maxTime {
+					t.Errorf("took %v, want %v..%v", took, tc.minTime, tc.maxTime)
+				}
+			})
+		})
+	}
+}
+
+// TestRetrierCancel: a cancelled context ends the retries at once with
+// its error, not the sink's.
+func TestRetrierCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := retrier{maxTries: 100, min: time.Second, max: time.Minute, sendTimeout: time.Second}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		ev := event.New()
+		_, err := r.send(ctx, func(context.Context, *event.Event) error { return errors.New("down") }, &ev, nil)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("send: %v, want the context's deadline", err)
+		}
+	})
+}
+
+func TestPercentEncoding(t *testing.T) {
+	for _, s := range []string{"", "plain", "c 2/é%", "line\r\nbreak", `quote"`, "\x00\x7f", "日本"} {
+		enc := percentEncode(s)
+		for i := 0; i < len(enc); i++ {
+			if mustEscape(enc[i]) && enc[i] != '%' {
+				t.Errorf("percentEncode(%q) = %q keeps byte %q", s, enc, enc[i])
+			}
+		}
+		dec, err := percentDecode(enc)
+		if err != nil || dec != s {
+			t.Errorf("percentDecode(%q) = %q, %v; want %q", enc, dec, err, s)
+		}
+	}
+	if got := percentEncode("jetstate_shop_journal:12:0"); got != "jetstate_shop_journal:12:0" {
+		t.Errorf("an id was escaped: %q", got)
+	}
+	for _, bad := range []string{"%", "%4", "%zz", "%FF"} {
+		if _, err := percentDecode(bad); err == nil {
+			t.Errorf("percentDecode(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestConvert(t *testing.T) {
+	c := converter{stream: "jetstate_shop_journal", source: "/jetstate/shop"}
+	at := time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.UTC)
+	rec := func(typ string, data []byte) streams.Record {
+		return streams.Record{Event: streams.Event{Type: typ, Data: data}, Version: streams.Version{Seq: 4, StreamSeq: 9}, Time: at}
+	}
+	t.Run("ok", func(t *testing.T) {
+		ev, err := c.event(streams.Entity{Type: "a b", Key: "bad\xffutf8"}, rec("type.googleapis.com/x.Y", []byte{8, 1}), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]any{"id": ev.ID(), "source": ev.Source(), "type": ev.Type(), "subject": ev.Subject(),
+			"time": ev.Time(), "ct": ev.DataContentType(), "data": string(ev.Data()), "ext": ev.Extensions()}
+		want := map[string]any{"id": "jetstate_shop_journal:9:2", "source": "/jetstate/shop/a%20b", "type": "x.Y",
+			"subject": "bad=FFutf8", "time": at, "ct": ContentTypeProtobuf, "data": "\x08\x01",
+			"ext": map[string]any{SeqExtension: "4"}}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("(-want +got):\n%s", diff)
+		}
+		if err := ev.Validate(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		rec  streams.Record
+	}{
+		{"no type", rec("", nil)},
+		{"type url without name", rec("type.googleapis.com/", nil)},
+		{"json wrapper not json", rec(cloudstateJSON+"x.Y", []byte{10, 3, '{', '{', '{'})},
+		{"json wrapper not a message", rec(cloudstateJSON+"x.Y", []byte{10, 9})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := c.event(streams.Entity{Type: "t", Key: "k"}, tc.rec, 0); !errors.Is(err, ErrBadEvent) {
+				t.Errorf("event: %v, want ErrBadEvent", err)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Storage: streams.Config{Service: "shop"}, Name: "view"}
+	cases := []struct {
+		name   string
+		change func(*Config)
+		want   []string // substrings of the error; none: valid
+	}{
+		{"minimal", func(*Config) {}, nil},
+		{"all at once", func(c *Config) {
+			c.Storage.Service, c.Name, c.Start = "", "a.b", StartTime
+			c.RetryMin, c.RetryMax = time.Second, time.Millisecond
+		}, []string{"service", "name", "StartTime", "retry min"}},
+		{"long name", func(c *Config) { c.Name = strings.Repeat("n", 49) }, []string{"name"}},
+		{"empty type", func(c *Config) { c.Types = []string{""} }, []string{"types"}},
+		{"dead letters into the journal", func(c *Config) { c.DeadLetterSubject = "jetstate.shop.dlq" }, []string{"inside"}},
+		{"wildcard dead letters", func(c *Config) { c.DeadLetterSubject = "dlq.>" }, []string{"dead-letter"}},
+		{"unknown start", func(c *Config) { c.Start = 7 }, []string{"start policy"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.change(&c)
+			err := c.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Errorf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Validate accepted %+v", c)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	if got := ok.withDefaults().DeadLetterSubject; got != "jetstate_deadletter.shop.view" {
+		t.Errorf("default dead-letter subject %q", got)
+	}
+	c := ok
+	c.Types = []string{"cart", "a.b"}
+	if diff := cmp.Diff([]string{"jetstate.shop.cart.>", "jetstate.shop.a=2Eb.>"}, c.withDefaults().filterSubjects()); diff != "" {
+		t.Errorf("filters (-want +got):\n%s", diff)
+	}
+}
+
+// FuzzEventFromNATS feeds arbitrary messages to the decoder: it must not
+// panic, and whatever it accepts must survive a binary round trip.
+func FuzzEventFromNATS(f *testing.F) {
+	ev := event.New()
+	ev.SetID("jetstate_shop_journal:1:0")
+	ev.SetSource("/jetstate/shop/cart")
+	ev.SetType("x.Y")
+	ev.SetSubject("c 2/é%\n")
+	ev.SetExtension(SeqExtension, "1")
+	_ = ev.SetData(ContentTypeProtobuf, []byte{8, 1})
+	for _, structured := range []bool{false, true} {
+		m, err := NATSMsg("s", &ev, structured)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(headerText(m.Header), m.Data)
+	}
+	f.Add("ce-specversion: 1.0\nce-id: %zz", []byte{})
+	f.Fuzz(func(t *testing.T, header string, data []byte) {
+		m := &nats.Msg{Subject: "s", Header: nats.Header{}, Data: data}
+		for line := range strings.SplitSeq(header, "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok {
+				m.Header[k] = append(m.Header[k], v)
+			}
+		}
+		got, err := EventFromNATS(m)
+		if err != nil {
+			return
+		}
+		again, err := NATSMsg("s", got, false)
+		if err != nil {
+			t.Fatalf("re-encoding an accepted event: %v", err)
+		}
+		back, err := EventFromNATS(again)
+		if err != nil {
+			t.Fatalf("decoding a re-encoded event: %v", err)
+		}
+		// sdk-go's setters trim white space around id, type and subject;
+		// its JSON decoder does not.
+		same := func(a, b string) bool { return strings.TrimSpace(a) == strings.TrimSpace(b) }
+		if !same(back.ID(), got.ID()) || !same(back.Subject(), got.Subject()) || !same(back.Type(), got.Type()) ||
+			string(back.Data()) != string(got.Data()) {
+			t.Fatalf("round trip changed the event:\n%v\n%v", got, back)
+		}
+	})
+}
+
+func headerText(h nats.Header) string {
+	var b strings.Builder
+	for k, vs := range h {
+		for _, v := range vs {
+			b.WriteString(k + ": " + v + "\n")
+		}
+	}
+	return b.String()
+}
