@@ -38,6 +38,26 @@ const ContentTypeCloudEventsJSON = "application/cloudevents+json"
 // binaryHeaders calls set for every header of ev in binary mode. name is
 // the lower-case header name; contentType is called for datacontenttype.
 func binaryHeaders(ev *event.Event, set func(name, value string), contentType func(value string)) error {
+	if c, ok := ev.Context.(*event.EventContextV1); ok {
+		// The common case without reflection: it is on every event's path.
+		set(headerPrefix+"specversion", event.CloudEventsVersionV1)
+		set(headerPrefix+"id", percentEncode(c.ID))
+		set(headerPrefix+"source", percentEncode(c.Source.String()))
+		set(headerPrefix+"type", percentEncode(c.Type))
+		if c.Subject != nil {
+			set(headerPrefix+"subject", percentEncode(*c.Subject))
+		}
+		if c.Time != nil {
+			set(headerPrefix+"time", types.FormatTime(c.Time.Time))
+		}
+		if c.DataSchema != nil {
+			set(headerPrefix+"dataschema", percentEncode(c.DataSchema.String()))
+		}
+		if c.DataContentType != nil {
+			contentType(*c.DataContentType)
+		}
+		return extensionHeaders(c.Extensions, set)
+	}
 	for _, a := range spec.V1.Attributes() {
 		v := a.Get(ev.Context)
 		if v == nil {
@@ -53,10 +73,17 @@ func binaryHeaders(ev *event.Event, set func(name, value string), contentType fu
 		}
 		set(headerPrefix+a.Name(), percentEncode(s))
 	}
-	for name, v := range ev.Extensions() {
-		s, err := types.Format(v)
-		if err != nil {
-			return fmt.Errorf("extension %s: %w", name, err)
+	return extensionHeaders(ev.Extensions(), set)
+}
+
+func extensionHeaders(ext map[string]any, set func(name, value string)) error {
+	for name, v := range ext {
+		s, ok := v.(string)
+		if !ok {
+			var err error
+			if s, err = types.Format(v); err != nil {
+				return fmt.Errorf("extension %s: %w", name, err)
+			}
 		}
 		set(headerPrefix+name, percentEncode(s))
 	}
@@ -67,7 +94,7 @@ func binaryHeaders(ev *event.Event, set func(name, value string), contentType fu
 // and raw data) or, if structured, as the JSON event format with content
 // type application/cloudevents+json.
 func NATSMsg(subject string, ev *event.Event, structured bool) (*nats.Msg, error) {
-	msg := nats.NewMsg(subject)
+	msg := &nats.Msg{Subject: subject, Header: make(nats.Header, 10)}
 	if structured {
 		b, err := json.Marshal(ev)
 		if err != nil {

@@ -43,7 +43,13 @@ type delivery struct {
 
 type entityQueue struct {
 	subject string
-	msgs    []jetstream.Msg
+	msgs    []queued
+}
+
+// queued is a message with its parsed metadata.
+type queued struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
 }
 
 func newDelivery(p *Projection, sink Sink) *delivery {
@@ -62,7 +68,9 @@ func newDelivery(p *Projection, sink Sink) *delivery {
 		},
 	}
 	if ns, ok := sink.(*NATSSink); ok && ns.ordered(p.js.Conn()) {
+		// A publish is a buffered write that cannot block: no timeout.
 		d.confirm = false
+		d.retry.sendTimeout = 0
 	}
 	d.wake = sync.NewCond(&d.mu)
 	return d
@@ -95,7 +103,7 @@ func (d *delivery) dispatch(msg jetstream.Msg) {
 		q = &entityQueue{subject: subj}
 		d.queues[subj] = q
 	}
-	q.msgs = append(q.msgs, msg)
+	q.msgs = append(q.msgs, queued{msg, md})
 	if len(q.msgs) == 1 {
 		d.ready = append(d.ready, q)
 		d.wake.Signal()
@@ -126,10 +134,10 @@ func (d *delivery) work(ctx context.Context) {
 		q := d.ready[0]
 		d.ready[0] = nil
 		d.ready = d.ready[1:]
-		msg := q.msgs[0]
+		next := q.msgs[0]
 		d.mu.Unlock()
 
-		settled := d.process(ctx, msg)
+		settled := d.process(ctx, next.msg, next.md)
 
 		d.mu.Lock()
 		if !settled {
@@ -138,10 +146,9 @@ func (d *delivery) work(ctx context.Context) {
 			d.mu.Unlock()
 			return
 		}
-		md, _ := msg.Metadata()
-		delete(d.inflight, md.Sequence.Stream)
-		d.settled.add(md.Sequence.Stream)
-		q.msgs[0] = nil
+		delete(d.inflight, next.md.Sequence.Stream)
+		d.settled.add(next.md.Sequence.Stream)
+		q.msgs[0] = queued{}
 		q.msgs = q.msgs[1:]
 		if len(q.msgs) > 0 {
 			d.ready = append(d.ready, q) // behind the others: fair between entities
@@ -155,8 +162,7 @@ func (d *delivery) work(ctx context.Context) {
 
 // process sends every event of one journal message (or dead-letters it)
 // and acknowledges it. It reports false if ctx ended first.
-func (d *delivery) process(ctx context.Context, msg jetstream.Msg) bool {
-	md, _ := msg.Metadata()
+func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
 	d.p.m.pending.Set(float64(md.NumPending))
 	pos := position{subject: msg.Subject(), streamSeq: md.Sequence.Stream, index: -1}
 	ent, err := d.p.cfg.Storage.ParseSubject(msg.Subject())
@@ -247,9 +253,14 @@ type retrier struct {
 func (r *retrier) send(ctx context.Context, send func(context.Context, *event.Event) error, ev *event.Event, failed func(try int, err error)) (int, error) {
 	wait := r.min
 	for try := 1; ; try++ {
-		sctx, cancel := context.WithTimeout(ctx, r.sendTimeout)
-		err := send(sctx, ev)
-		cancel()
+		var err error
+		if r.sendTimeout > 0 {
+			sctx, cancel := context.WithTimeout(ctx, r.sendTimeout)
+			err = send(sctx, ev)
+			cancel()
+		} else {
+			err = send(ctx, ev)
+		}
 		if err == nil {
 			return try, nil
 		}

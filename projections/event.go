@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -59,6 +60,7 @@ type converter struct {
 	stream   string // journal stream name, the first part of every id
 	source   string // Config.Source
 	resolver protoregistry.MessageTypeResolver
+	sources  sync.Map // entity type -> *url.URL, the parsed source
 }
 
 // event builds the CloudEvent for rec, the index-th event of its journal
@@ -71,9 +73,9 @@ func (c *converter) event(e streams.Entity, rec streams.Record, index int) (even
 	ev := event.New(event.CloudEventsVersionV1)
 	ctx := ev.Context.(*event.EventContextV1)
 	ctx.ID = EventID(c.stream, rec.StreamSeq, index)
-	src, err := url.Parse(c.source + "/" + url.PathEscape(e.Type))
+	src, err := c.sourceOf(e.Type)
 	if err != nil {
-		return event.Event{}, fmt.Errorf("%w: source for type %q: %v", ErrBadEvent, e.Type, err)
+		return event.Event{}, err
 	}
 	ctx.Source.URL = *src
 	ctx.Type = typ
@@ -97,6 +99,19 @@ func (c *converter) event(e streams.Entity, rec streams.Record, index int) (even
 		ev.DataBase64 = base64
 	}
 	return ev, nil
+}
+
+// sourceOf is the source of an entity type's events.
+func (c *converter) sourceOf(typ string) (*url.URL, error) {
+	if u, ok := c.sources.Load(typ); ok {
+		return u.(*url.URL), nil
+	}
+	u, err := url.Parse(c.source + "/" + url.PathEscape(typ))
+	if err != nil {
+		return nil, fmt.Errorf("%w: source for type %q: %v", ErrBadEvent, typ, err)
+	}
+	c.sources.Store(typ, u)
+	return u, nil
 }
 
 // typeName is the CloudEvents type of an event: the message name its type
