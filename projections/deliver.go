@@ -30,6 +30,13 @@ type delivery struct {
 	p       *Projection
 	sink    Sink
 	confirm bool // the sink must confirm each send (see NATSSink)
+	// batched: sends are not confirmed one by one; acknowledgements wait
+	// for one flush of the sink's connection that covers them all (a core
+	// NATS sink on a connection of its own, whose publishes stay in order).
+	batched bool
+	ackMu   sync.Mutex
+	toAck   []jetstream.Msg
+	ackWake chan struct{}
 	retry   retrier
 
 	mu       sync.Mutex
@@ -67,10 +74,15 @@ func newDelivery(p *Projection, sink Sink) *delivery {
 			sendTimeout: p.cfg.SendTimeout,
 		},
 	}
-	if ns, ok := sink.(*NATSSink); ok && ns.ordered(p.js.Conn()) {
-		// A publish is a buffered write that cannot block: no timeout.
+	if ns, ok := sink.(*NATSSink); ok && ns.js == nil {
+		// A core publish is a buffered write that cannot block (no
+		// timeout), and the connection keeps publishes in order, so an
+		// entity's next event need not wait for the confirmation of the
+		// previous one: only the acknowledgement must.
 		d.confirm = false
 		d.retry.sendTimeout = 0
+		d.batched = !ns.ordered(p.js.Conn())
+		d.ackWake = make(chan struct{}, 1)
 	}
 	d.wake = sync.NewCond(&d.mu)
 	return d
@@ -217,12 +229,55 @@ func (d *delivery) send(ctx context.Context, ev *event.Event) error {
 }
 
 func (d *delivery) ack(ctx context.Context, msg jetstream.Msg) bool {
+	if d.batched {
+		d.ackMu.Lock()
+		d.toAck = append(d.toAck, msg)
+		d.ackMu.Unlock()
+		select {
+		case d.ackWake <- struct{}{}:
+		default:
+		}
+		return true
+	}
 	if err := msg.Ack(); err != nil {
 		// The message comes again (at the latest on the next run) and is
 		// sent again with the same ids.
 		d.p.log.WarnContext(ctx, "ack", "subject", msg.Subject(), "error", err)
 	}
 	return true
+}
+
+// confirmAcks acknowledges batched messages once a flush of the sink's
+// connection confirmed their events, until ctx ends. A failed flush ends
+// the run: its messages stay unacknowledged and the next run sends them
+// again first.
+func (d *delivery) confirmAcks(ctx context.Context) error {
+	sink := d.sink.(*NATSSink)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.ackWake:
+		}
+		d.ackMu.Lock()
+		msgs := d.toAck
+		d.toAck = nil
+		d.ackMu.Unlock()
+		if len(msgs) == 0 {
+			continue
+		}
+		if err := sink.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("projection %s: confirm events: %w", d.p.cfg.Name, err)
+		}
+		for _, m := range msgs {
+			if err := m.Ack(); err != nil {
+				d.p.log.WarnContext(ctx, "ack", "subject", m.Subject(), "error", err)
+			}
+		}
+	}
 }
 
 // position locates an event in the journal, for dead letters and logs.

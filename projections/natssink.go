@@ -38,12 +38,14 @@ type NATSSinkConfig struct {
 // binding). It is safe for concurrent use; Close waits for its background
 // work.
 //
-// Core publishes are confirmed by a flush (a PING round trip) shared by
-// every Send waiting at that moment, so concurrent sends cost one round
-// trip together. When the projection acknowledges journal messages over
-// the same connection, it skips the flush: the server handles a
-// connection's messages in order, so an acknowledgement that arrives means
-// the event before it did too.
+// Send confirms a core publish by a flush (a PING round trip) shared by
+// every Send waiting at that moment. A Projection does better: since one
+// connection keeps its publishes in order, it sends an entity's next event
+// without waiting and acknowledges journal messages in batches after one
+// flush covering them all; when it acknowledges over the sink's own
+// connection it needs no flush at all (the server handles a connection's
+// messages in order, so an acknowledgement that arrives means the events
+// published before it did too).
 //
 // The binary-mode header mapping is jetstate's own (see NATSMsg), not that
 // of sdk-go's NATS modules: protocol/nats/v2 sends structured mode only,

@@ -341,6 +341,9 @@ func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
 		}
 	})
 	g.Go(func() error { return p.watch(gctx, cons, gen, active) })
+	if d.batched {
+		g.Go(func() error { return d.confirmAcks(gctx) })
+	}
 	err = g.Wait()
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
 		return nil
