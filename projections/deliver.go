@@ -104,7 +104,9 @@ func (d *delivery) dispatch(msg jetstream.Msg) {
 		}
 		if d.settled.has(seq) {
 			d.mu.Unlock()
-			_ = msg.Ack() // the first ack may have been lost
+			if !d.batched { // batched: its ack may still wait for the flush
+				_ = msg.Ack() // the first ack may have been lost
+			}
 			return
 		}
 	}
