@@ -407,3 +407,11 @@ func (p *Proxy) stopRuntimes() {
 	wg.Wait()
 	p.async.Wait()
 }
+
+// OwnedShards is the number of shards this sidecar serves now.
+func (p *Proxy) OwnedShards() int {
+	if p.sharding == nil {
+		return 0
+	}
+	return int(p.sharding.owned.Load())
+}

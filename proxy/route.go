@@ -70,21 +70,17 @@ func (p *Proxy) route(ctx context.Context, m *Method, key string, payload *anypb
 // remote sends a command to the owner of shard and waits for its result.
 // No owner listening, or one that lost the shard, is errMoved.
 func (p *Proxy) remote(ctx context.Context, shard int, m *Method, key string, payload *anypb.Any) (commandResult, error) {
-	cmd := &route.Command{Service: string(m.Service.Desc.FullName()), Name: string(m.Desc.Name()), EntityKey: key, Payload: payload, Shard: int32(shard)}
-	if dl, ok := ctx.Deadline(); ok {
-		cmd.TimeoutMs = max(1, time.Until(dl).Milliseconds())
-	}
+	// One attempt waits for the owner's answer at most a command timeout
+	// and a second: if the owner dies with the command, the command may or
+	// may not have run, so it is not retried but reported.
+	rctx, cancel := context.WithTimeout(ctx, p.cfg.CommandTimeout+time.Second)
+	defer cancel()
+	dl, _ := rctx.Deadline()
+	cmd := &route.Command{Service: string(m.Service.Desc.FullName()), Name: string(m.Desc.Name()), EntityKey: key, Payload: payload,
+		Shard: int32(shard), TimeoutMs: max(1, time.Until(dl).Milliseconds())}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
 		return commandResult{}, err
-	}
-	rctx := ctx
-	if _, ok := ctx.Deadline(); !ok {
-		// The owner bounds the command by its CommandTimeout; wait a bit
-		// longer than that for its answer.
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(ctx, p.cfg.CommandTimeout+p.cfg.RouteTimeout)
-		defer cancel()
 	}
 	msg, err := p.nc.RequestWithContext(rctx, p.cfg.Storage.RouteSubject(shard), data)
 	switch {
@@ -93,7 +89,7 @@ func (p *Proxy) remote(ctx context.Context, shard int, m *Method, key string, pa
 	case err != nil && ctx.Err() != nil:
 		return commandResult{}, ctx.Err()
 	case err != nil:
-		return commandResult{}, fmt.Errorf("%w: routed command: %v", ErrEntityFailed, err)
+		return commandResult{}, fmt.Errorf("%w: the owner of shard %d did not answer (the command may or may not have run): %v", ErrEntityFailed, shard, err)
 	}
 	var res route.Result
 	if err := proto.Unmarshal(msg.Data, &res); err != nil {
@@ -106,9 +102,14 @@ func (p *Proxy) remote(ctx context.Context, shard int, m *Method, key string, pa
 }
 
 // serveShard takes the routed commands of shard on subject, each in its
-// own goroutine (the entity runtime orders those of one entity).
+// own goroutine (the entity runtime orders those of one entity). The
+// subscription is in a queue group, so that a command reaches one sidecar
+// even while two subscribe (a handoff's lingering subscription, or two
+// sidecars that both believe they own the shard): delivered to both, it
+// could run at one and be refused (MOVED) at the other, and the retry
+// would run it twice.
 func (p *Proxy) serveShard(shard int, subject string) (*nats.Subscription, error) {
-	return p.nc.Subscribe(subject, func(msg *nats.Msg) {
+	return p.nc.QueueSubscribe(subject, "owner", func(msg *nats.Msg) {
 		p.async.Add(1)
 		go func() {
 			defer p.async.Done()

@@ -19,6 +19,10 @@ import (
 	"github.com/jetstate/jetstate/streams"
 )
 
+// subscriptionLinger is how long a shard's route subscription stays after
+// the shard stopped being served (see sharding.stop).
+const subscriptionLinger = 500 * time.Millisecond
+
 // errMoved reports a command that reached a sidecar not (or no longer)
 // serving the entity's shard: the router tries again, at the owner.
 var errMoved = errors.New("shard not served here")
@@ -72,6 +76,8 @@ type sharding struct {
 	watch *streams.Watch
 	kick  chan struct{}
 	owned atomic.Int32
+
+	frozen atomic.Bool // tests: keep the shard states as they are
 }
 
 func newSharding(own *streams.Ownership, nc *nats.Conn, cfg streams.Config, info MemberInfo, log *slog.Logger) *sharding {
@@ -83,7 +89,7 @@ func newSharding(own *streams.Ownership, nc *nats.Conn, cfg streams.Config, info
 	n := own.Shards()
 	ttl := own.MemberTTL()
 	return &sharding{
-		own: own, nc: nc, cfg: cfg, me: host + "-" + nuid.Next()[:10], info: data, log: log,
+		own: own, nc: nc, cfg: cfg, me: host + "-" + nuid.Next(), info: data, log: log,
 		margin: ttl / 4, interval: ttl / 4,
 		base: time.Now(), states: make([]atomic.Int32, n), revs: make([]uint64, n), subs: make([]*nats.Subscription, n),
 		kick: make(chan struct{}, 1),
@@ -211,6 +217,9 @@ func (s *sharding) poke() {
 func (s *sharding) reconcile(ctx context.Context, view streams.View) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.frozen.Load() {
+		return
+	}
 	if !s.leased() {
 		for shard := range s.states {
 			if st := s.states[shard].Load(); st == shardServing {
@@ -255,6 +264,7 @@ func (s *sharding) reconcile(ctx context.Context, view streams.View) {
 func (s *sharding) claim(ctx context.Context, shard int, rev uint64) {
 	wctx, cancel := context.WithTimeout(ctx, s.own.MemberTTL())
 	defer cancel()
+
 	nrev, err := s.own.SetOwner(wctx, shard, s.me, rev)
 	if err != nil {
 		if !errors.Is(err, streams.ErrConflict) && ctx.Err() == nil {
@@ -263,7 +273,7 @@ func (s *sharding) claim(ctx context.Context, shard int, rev uint64) {
 		return // the view will show what happened
 	}
 	s.revs[shard] = nrev
-	if s.serveFn != nil {
+	if s.serveFn != nil && s.subs[shard] == nil { // else: still lingering, reused
 		sub, err := s.serveFn(shard, s.cfg.RouteSubject(shard))
 		if err != nil {
 			s.log.Warn("cannot take routed commands", "shard", shard, "error", err)
@@ -298,10 +308,23 @@ func (s *sharding) handoff(ctx context.Context, shard int, to string, rev uint64
 // stop stops serving shard: new commands are refused at once, routed ones
 // stop arriving, and its active entities are passivated.
 func (s *sharding) stop(shard int, next int32) {
+
 	prev := s.states[shard].Swap(next)
 	if sub := s.subs[shard]; sub != nil {
-		_ = sub.Unsubscribe()
-		s.subs[shard] = nil
+		// The subscription lingers, answering MOVED, before it is
+		// drained: in a NATS cluster, interest travels between servers
+		// asynchronously, and a request another server still forwards
+		// here after an immediate unsubscribe would be dropped unanswered
+		// (the requester would wait out its timeout, not knowing whether
+		// the command ran). A new claim meanwhile reuses it.
+		time.AfterFunc(subscriptionLinger, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.subs[shard] == sub && s.states[shard].Load() != shardServing {
+				_ = sub.Drain()
+				s.subs[shard] = nil
+			}
+		})
 	}
 	if prev == shardServing {
 		s.owned.Add(-1)
@@ -341,6 +364,16 @@ func (s *sharding) leave(ctx context.Context) {
 		s.log.Warn("leave failed; the membership expires by itself", "error", err)
 	}
 	s.leaseEnd.Store(0)
+	// Let the route subscriptions linger out (see stop), then drain them.
+	s.mu.Unlock()
+	time.Sleep(subscriptionLinger)
+	s.mu.Lock()
+	for shard, sub := range s.subs {
+		if sub != nil {
+			_ = sub.Drain()
+			s.subs[shard] = nil
+		}
+	}
 }
 
 func owners(v streams.View) []string {

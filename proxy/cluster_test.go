@@ -1,0 +1,544 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// The tests here run a service as three replicas (sidecar + test function
+// each) on a 3-node NATS cluster, all in-process, with R3 storage.
+
+const (
+	clusterShards = 100
+	memberTTL     = 2 * time.Second
+)
+
+type replica struct {
+	uf     *testFunction
+	ufAddr string
+	js     jetstream.JetStream
+	p      *proxy.Proxy
+	conn   *grpc.ClientConn
+	cancel context.CancelFunc
+	done   chan error
+	up     atomic.Bool
+	calls  sync.WaitGroup // calls in flight through this replica
+}
+
+type cluster struct {
+	t        *testing.T
+	nats     *streamstest.Cluster
+	types    testTypes
+	replicas []*replica
+	mu       sync.RWMutex // held for reading while a client picks a replica
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{t: t, nats: streamstest.RunCluster(t, 3), types: newTestTypes(t)}
+	c.nats.WaitMetaLeader()
+	for range n {
+		r := &replica{uf: newTestFunction(t)}
+		r.ufAddr = serveFunction(t, r.uf, nil)
+		c.replicas = append(c.replicas, r)
+		c.start(r)
+	}
+	c.waitBalanced()
+	return c
+}
+
+// start runs a sidecar for r and waits until it serves.
+func (c *cluster) start(r *replica) {
+	t := c.t
+	t.Helper()
+	r.js = c.nats.JetStream(t)
+	p, err := proxy.New(proxy.Config{
+		Storage:            streams.Config{Service: "test"},
+		Provision:          &streams.StoreConfig{Replicas: 3, Shards: clusterShards, MemberTTL: memberTTL},
+		UserFunction:       r.ufAddr,
+		Listen:             "127.0.0.1:0",
+		PassivationTimeout: time.Minute,
+		CommandTimeout:     5 * time.Second,
+		DiscoveryBackoff:   10 * time.Millisecond,
+		Logger:             testLogger(fmt.Sprintf("%p", r)),
+	}, r.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.done = make(chan error, 1)
+	go func() { r.done <- p.Run(ctx) }()
+	select {
+	case <-p.Serving():
+	case err := <-r.done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("sidecar not serving within 30s")
+	}
+	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p, r.conn, r.cancel = p, conn, cancel
+	r.up.Store(true)
+	t.Cleanup(func() { c.stop(r) })
+}
+
+// stop takes r out of the clients' pool, waits for its calls in flight,
+// and stops its sidecar gracefully (it hands its shards off).
+func (c *cluster) stop(r *replica) {
+	c.mu.Lock()
+	was := r.up.Swap(false)
+	c.mu.Unlock()
+	if !was {
+		return
+	}
+	r.calls.Wait()
+	r.conn.Close()
+	r.cancel()
+	if err := <-r.done; err != nil {
+		c.t.Errorf("sidecar Run: %v", err)
+	}
+}
+
+// kill stops r abruptly: its NATS connection goes first, so it can neither
+// heartbeat nor hand anything off; its shards are claimed once its
+// membership expires.
+func (c *cluster) kill(r *replica) {
+	c.mu.Lock()
+	r.up.Store(false)
+	c.mu.Unlock()
+	r.js.Conn().Close()
+	r.conn.Close()
+	r.cancel()
+	<-r.done
+}
+
+func (c *cluster) owned() []int {
+	var out []int
+	for _, r := range c.replicas {
+		if r.up.Load() {
+			out = append(out, r.p.OwnedShards())
+		} else {
+			out = append(out, 0)
+		}
+	}
+	return out
+}
+
+// waitBalanced waits until the live replicas serve every shard between
+// them, in even shares.
+func (c *cluster) waitBalanced() time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	for {
+		owned, live, total := c.owned(), 0, 0
+		for i, n := range owned {
+			total += n
+			if c.replicas[i].up.Load() {
+				live++
+			}
+		}
+		even := true
+		for i, n := range owned {
+			if c.replicas[i].up.Load() && (n < clusterShards/live || n > (clusterShards+live-1)/live) {
+				even = false
+			}
+		}
+		if total == clusterShards && even {
+			return time.Since(start)
+		}
+		if time.Since(start) > 30*time.Second {
+			c.t.Fatalf("shards never balanced: %v", owned)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// add sends Counter/Add(key, 1) through a random live replica and returns
+// the new total and which replica took it.
+func (c *cluster) call(ctx context.Context, method, key string, n *int64) (int64, error) {
+	c.mu.RLock()
+	var live []*replica
+	for _, r := range c.replicas {
+		if r.up.Load() {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		c.mu.RUnlock()
+		return 0, errors.New("no replica up")
+	}
+	r := live[rand.IntN(len(live))]
+	r.calls.Add(1)
+	c.mu.RUnlock()
+	defer r.calls.Done()
+	resp := c.types.msg("Value")
+	err := r.conn.Invoke(ctx, "/test.Counter/"+method, c.types.request(key, n), resp)
+	return resp.Get(resp.Descriptor().Fields().ByName("n")).Int(), err
+}
+
+// op is one client operation for the linearizability check.
+type op struct {
+	key    string
+	add    bool
+	result int64
+	ok     bool // false: the outcome is unknown (an error)
+	call   int64
+	ret    int64
+}
+
+// load runs workers sending Add(1) (and some Get) on keys until ctx ends,
+// recording every operation.
+func (c *cluster) load(ctx context.Context, workers int, keys []string) []op {
+	var mu sync.Mutex
+	var ops []op
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				o := op{key: keys[rand.IntN(len(keys))], add: rand.IntN(4) != 0, call: time.Now().UnixNano()}
+				cctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+				var err error
+				if o.add {
+					o.result, err = c.call(cctx, "Add", o.key, ptr(1))
+				} else {
+					o.result, err = c.call(cctx, "Get", o.key, nil)
+				}
+				cancel()
+				o.ret, o.ok = time.Now().UnixNano(), err == nil
+				if err != nil {
+					c.t.Logf("%s %s: %v", map[bool]string{true: "add", false: "get"}[o.add], o.key, err)
+				}
+				mu.Lock()
+				ops = append(ops, o)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return ops
+}
+
+// checkJournals reads every key's journal: its events must be dense (Read
+// checks that) and their sum must equal the acknowledged adds plus at most
+// the adds whose outcome is unknown; and a final Get must agree.
+func (c *cluster) checkJournals(ops []op) {
+	c.t.Helper()
+	acked, unknown := map[string]int64{}, map[string]int64{}
+	for _, o := range ops {
+		switch {
+		case o.add && o.ok:
+			acked[o.key]++
+		case o.add:
+			unknown[o.key]++
+		}
+	}
+	j, err := streams.NewJournal(c.nats.JetStream(c.t), streams.Config{Service: "test"})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	for key := range acked {
+		var sum, events int64
+		for r, err := range j.Read(c.t.Context(), streams.Entity{Type: "counter", Key: key}, streams.Version{}) {
+			if err != nil {
+				c.t.Fatalf("journal of %s: %v", key, err)
+			}
+			var v anypb.Any
+			v.TypeUrl, v.Value = r.Type, r.Data
+			sum += c.types.intField("Value", "n", v.Value)
+			events++
+		}
+		if sum < acked[key] || sum > acked[key]+unknown[key] {
+			c.t.Errorf("%s: journal sums to %d over %d events; %d adds acknowledged, %d unknown", key, sum, events, acked[key], unknown[key])
+		}
+		got, err := c.call(c.t.Context(), "Get", key, nil)
+		if err != nil || got != sum {
+			c.t.Errorf("%s: Get = %d, %v; journal sum %d", key, got, err, sum)
+		}
+	}
+}
+
+// counterModel is a counter per key: Add(1) returns the new value, Get the
+// current one. Operations with an unknown outcome may or may not apply.
+var counterModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		by := map[string][]porcupine.Operation{}
+		for _, o := range history {
+			k := o.Input.(op).key
+			by[k] = append(by[k], o)
+		}
+		var out [][]porcupine.Operation
+		for _, h := range by {
+			out = append(out, h)
+		}
+		return out
+	},
+	Init: func() any { return int64(0) },
+	Step: func(state, input, output any) (bool, any) {
+		s, in, out := state.(int64), input.(op), output.(op)
+		switch {
+		case !out.ok && in.add:
+			return true, s + 1 // unknown outcome: linearizable either way...
+		case !out.ok:
+			return true, s
+		case in.add:
+			return out.result == s+1, s + 1
+		default:
+			return out.result == s, s
+		}
+	},
+	DescribeOperation: func(input, output any) string {
+		in, out := input.(op), output.(op)
+		return fmt.Sprintf("%s add=%v -> %d ok=%v", in.key, in.add, out.result, out.ok)
+	},
+}
+
+// checkLinearizable checks the recorded histories with porcupine. An
+// operation whose outcome is unknown is left open-ended (it may have taken
+// effect at any time after its call), and two models are tried for it:
+// applied or not.
+func checkLinearizable(t *testing.T, ops []op) {
+	t.Helper()
+	var history []porcupine.Operation
+	for i, o := range ops {
+		po := porcupine.Operation{ClientId: i, Input: o, Call: o.call, Output: o, Return: o.ret}
+		if !o.ok {
+			if !o.add {
+				continue // a failed read constrains nothing
+			}
+			po.Return = 1<<62 + int64(i)
+		}
+		history = append(history, po)
+	}
+	model := counterModel
+	// An unknown add either applied or not: explore both.
+	nd := porcupine.NondeterministicModel{
+		Partition: model.Partition,
+		Init:      func() []any { return []any{int64(0)} },
+		Step: func(state, input, output any) []any {
+			s, out := state.(int64), output.(op)
+			if !out.ok {
+				return []any{s, s + 1}
+			}
+			if ok, next := model.Step(state, input, output); ok {
+				return []any{next}
+			}
+			return nil
+		},
+		DescribeOperation: model.DescribeOperation,
+	}
+	res := porcupine.CheckOperationsTimeout(nd.ToModel(), history, time.Minute)
+	if res != porcupine.Ok {
+		t.Fatalf("history of %d operations is not linearizable (%v)", len(history), res)
+	}
+}
+
+// testLogger logs to stderr when JETSTATE_TEST_LOG is set (debugging).
+func testLogger(name string) *slog.Logger {
+	if os.Getenv("JETSTATE_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("replica", name)
+}
+
+func keys(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprint("c", i)
+	}
+	return out
+}
+
+func TestClusterRoutesToOneOwner(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	ops := c.load(ctx, 12, keys(30))
+	for _, o := range ops {
+		if !o.ok {
+			t.Fatalf("a command failed with all replicas up: %+v", o)
+		}
+	}
+	c.checkJournals(ops)
+	checkLinearizable(t, ops)
+	// Each entity was active on exactly one replica: commands that came in
+	// elsewhere went to its owner.
+	where := map[string]int{}
+	for i, r := range c.replicas {
+		for _, rec := range r.uf.recorded() {
+			if key := entityOf(rec); key != "" {
+				if prev, ok := where[key]; ok && prev != i {
+					t.Errorf("entity %s active on replicas %d and %d", key, prev, i)
+				}
+				where[key] = i
+			}
+		}
+	}
+	if len(where) != 30 {
+		t.Errorf("%d entities active, want 30", len(where))
+	}
+	t.Logf("%d operations, shards %v", len(ops), c.owned())
+}
+
+func TestClusterSurvivesAKilledSidecar(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithCancel(t.Context())
+	var ops []op
+	done := make(chan struct{})
+	go func() { defer close(done); ops = c.load(ctx, 8, keys(20)) }()
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
+	c.kill(c.replicas[0])
+	dead := time.Now().UnixNano()
+	moved := c.waitBalanced()
+	t.Logf("shards moved %v after the kill (member TTL %v): %v", moved, memberTTL, c.owned())
+	if since := time.Since(killed); since > 3*memberTTL {
+		t.Errorf("shards took %v to move, member TTL %v", since, memberTTL)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	<-done
+	for _, o := range ops {
+		// Only calls in flight at the kill may fail (through the killed
+		// replica, or routed to it as owner: their outcome is unknown).
+		// Later calls wait for the shards to move and succeed.
+		if !o.ok && o.call > dead {
+			t.Errorf("a call made after the kill failed: %+v", o)
+		}
+	}
+	c.checkJournals(ops)
+	checkLinearizable(t, ops)
+}
+
+func TestClusterTwoOwnersCannotFork(t *testing.T) {
+	c := startCluster(t, 2)
+	// Both sidecars serve the shard of key "fork": both run the entity
+	// from their own copy of its state.
+	key := "fork"
+	shard := streams.ShardOf(streams.Entity{Type: "counter", Key: key}, clusterShards)
+	for _, r := range c.replicas {
+		proxy.ForceServe(r.p, shard)
+	}
+	var wg sync.WaitGroup
+	var acked atomic.Int64
+	results := make([]map[int64]bool, 2)
+	for i, r := range c.replicas {
+		results[i] = map[int64]bool{}
+		wg.Go(func() {
+			for range 40 {
+				resp := c.types.msg("Value")
+				err := r.conn.Invoke(t.Context(), "/test.Counter/Add", c.types.request(key, ptr(1)), resp)
+				if err != nil {
+					t.Errorf("replica %d: %v", i, err)
+					continue
+				}
+				acked.Add(1)
+				results[i][resp.Get(resp.Descriptor().Fields().ByName("n")).Int()] = true
+			}
+		})
+	}
+	wg.Wait()
+	// Every acknowledged add has its own place in one linear journal.
+	seen := map[int64]bool{}
+	for i := range results {
+		for n := range results[i] {
+			if seen[n] {
+				t.Errorf("total %d returned twice: a fork", n)
+			}
+			seen[n] = true
+		}
+	}
+	c.checkJournals([]op{})
+	j, err := streams.NewJournal(c.nats.JetStream(t), streams.Config{Service: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events int64
+	for _, err := range j.Read(t.Context(), streams.Entity{Type: "counter", Key: key}, streams.Version{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		events++
+	}
+	if events != acked.Load() || acked.Load() != 80 {
+		t.Fatalf("journal has %d events, %d adds acknowledged (want 80)", events, acked.Load())
+	}
+	// Both really ran it: each saw the other's writes through the fence.
+	for i, r := range c.replicas {
+		if len(r.uf.recorded()) == 0 {
+			t.Errorf("replica %d never ran the entity", i)
+		}
+	}
+}
+
+func TestClusterRollingRestartFailsNothing(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithCancel(t.Context())
+	var ops []op
+	done := make(chan struct{})
+	go func() { defer close(done); ops = c.load(ctx, 8, keys(20)) }()
+	for _, r := range c.replicas {
+		time.Sleep(300 * time.Millisecond)
+		c.stop(r)
+		c.start(r)
+		c.waitBalanced()
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	failed := 0
+	for _, o := range ops {
+		if !o.ok {
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d commands failed during the rolling restart", failed, len(ops))
+	}
+	c.checkJournals(ops)
+	checkLinearizable(t, ops)
+}
+
+func TestClusterLinearizableThroughKillsAndANATSNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("long")
+	}
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithCancel(t.Context())
+	var ops []op
+	done := make(chan struct{})
+	go func() { defer close(done); ops = c.load(ctx, 8, keys(10)) }()
+	time.Sleep(300 * time.Millisecond)
+	c.kill(c.replicas[1])
+	c.waitBalanced()
+	// A NATS node goes down and comes back.
+	c.nats.Servers[2].Stop()
+	time.Sleep(time.Second)
+	c.nats.Servers[2].Restart()
+	c.start(c.replicas[1])
+	c.waitBalanced()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	<-done
+	c.checkJournals(ops)
+	checkLinearizable(t, ops)
+}
