@@ -21,6 +21,7 @@ const usage = `jetstate: a stateful serverless backbone on NATS JetStream
 
 Usage:
   jetstate proxy [flags]   the sidecar in front of a CloudState user function
+  jetstate shards [flags]  a service's live sidecars and the shards each owns
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
   jetstate version         print versions
 
@@ -59,6 +60,12 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return runProxy(ctx, cfg, out)
+	case "shards":
+		cfg, err := parseShards(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runShards(ctx, cfg, out)
 	case "version":
 		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
 		return nil
