@@ -44,14 +44,14 @@ type replica struct {
 }
 
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	nats     *streamstest.Cluster
 	types    testTypes
 	replicas []*replica
 	mu       sync.RWMutex // held for reading while a client picks a replica
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
 	c := &cluster{t: t, nats: streamstest.RunCluster(t, 3), types: newTestTypes(t)}
 	c.nats.WaitMetaLeader()

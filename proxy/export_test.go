@@ -10,3 +10,6 @@ func ForceServe(p *Proxy, shard int) {
 	p.sharding.leaseEnd.Store(int64(time.Since(p.sharding.base) + time.Hour))
 	p.sharding.states[shard].Store(shardServing)
 }
+
+// Serves reports whether p serves shard now.
+func Serves(p *Proxy, shard int) bool { return p.sharding.serves(shard) }
