@@ -15,7 +15,9 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/proxy"
@@ -541,4 +543,29 @@ func TestClusterLinearizableThroughKillsAndANATSNode(t *testing.T) {
 	<-done
 	c.checkJournals(ops)
 	checkLinearizable(t, ops)
+}
+
+func TestClusterRoutedCommandHonoursTheClientDeadline(t *testing.T) {
+	c := startCluster(t, 2)
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := "hang-" + fmt.Sprint(i)
+		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
+			key = k
+		}
+	}
+	// Through replica 1, so the command is routed to replica 0, where the
+	// function never answers; the client gives up after 300 ms.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	resp := c.types.msg("Value")
+	err := c.replicas[1].conn.Invoke(ctx, "/test.Counter/Hang", c.types.request(key, nil), resp)
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 2*time.Second {
+		t.Fatalf("hang = %v after %v, want DEADLINE_EXCEEDED at about 300ms", err, time.Since(start))
+	}
+	// Other entities are unaffected meanwhile.
+	if n, err := c.call(t.Context(), "Add", "other", ptr(2)); err != nil || n != 2 {
+		t.Fatalf("add = %d, %v", n, err)
+	}
 }

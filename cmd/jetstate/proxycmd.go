@@ -64,6 +64,9 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9090"), "address of /ready, /alive and /metrics [METRICS_PORT]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
+	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
+	memberTTL := fs.Duration("member-ttl", 0, "when provisioning: how long a silent sidecar keeps its shards (default 6s)")
+	routeTimeout := fs.Duration("route-timeout", 0, "how long a command waits for its shard to have a reachable owner (default 30s)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -83,6 +86,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		Listen:             ":" + *port,
 		PassivationTimeout: *passivation,
 		CommandTimeout:     *timeout,
+		RouteTimeout:       *routeTimeout,
 	}
 	if *verbose {
 		c.LogLevel = slog.LevelDebug
@@ -91,7 +95,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		c.Provision = true
 	}
 	if c.Provision {
-		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas}
+		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL}
 	}
 	return c, c.Proxy.Validate()
 }

@@ -30,7 +30,11 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if err != nil || c.Proxy.Listen != ":9200" || c.Proxy.Storage.Service != "other" || c.Proxy.Provision == nil {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
-	for _, bad := range [][]string{{"-service", "a.b"}, {"-replicas", "2"}, {"-nope"}} {
+	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s"}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil || c.Proxy.Provision.Shards != 12 || c.Proxy.Provision.MemberTTL != 3*time.Second || c.Proxy.RouteTimeout != 9*time.Second {
+		t.Fatalf("parsed %+v, %v", c, err)
+	}
+	for _, bad := range [][]string{{"-service", "a.b"}, {"-replicas", "2"}, {"-nope"}, {"-shards", "-3"}, {"-member-ttl", "10ms"}} {
 		if _, err := parseProxy(bad, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseProxy(%q) accepted", bad)
 		}
