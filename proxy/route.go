@@ -142,10 +142,11 @@ func (p *Proxy) handleRouted(shard int, data []byte) *route.Result {
 	if int(cmd.GetShard()) != shard || p.sharding.own.ShardOf(streams.Entity{Type: svc.PersistenceID, Key: cmd.GetEntityKey()}) != shard {
 		return &route.Result{Error: &route.Error{Code: route.Error_INVALID, Message: "routed command for another shard"}}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	timeout := p.cfg.CommandTimeout + time.Second // what an ingress waits at most
 	if ms := cmd.GetTimeoutMs(); ms > 0 {
-		ctx, cancel = context.WithTimeout(context.Background(), time.Duration(ms)*time.Millisecond)
+		timeout = time.Duration(ms) * time.Millisecond
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	res, err := rt.handle(ctx, cmd.GetEntityKey(), cmd.GetName(), cmd.GetPayload())
 	if err != nil {

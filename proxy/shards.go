@@ -37,7 +37,6 @@ const (
 
 // MemberInfo is what a sidecar publishes about itself in the member bucket.
 type MemberInfo struct {
-	Addr    string    `json:"addr,omitempty"`
 	Host    string    `json:"host,omitempty"`
 	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started"`

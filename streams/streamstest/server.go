@@ -13,7 +13,7 @@ import (
 )
 
 // readyTimeout bounds how long a started server may take to accept clients.
-const readyTimeout = 20 * time.Second
+const readyTimeout = 60 * time.Second
 
 // Option changes the options a test server starts with.
 type Option func(*server.Options)
