@@ -231,11 +231,7 @@ func (s *sharding) reconcile(ctx context.Context, view streams.View) {
 	if _, ok := view.Members[s.me]; !ok {
 		return // our own heartbeat is not in the view yet
 	}
-	members := make([]string, 0, len(view.Members))
-	for m := range view.Members {
-		members = append(members, m)
-	}
-	desired := assign(len(s.states), members, owners(view))
+	desired := assign(len(s.states), liveMembers(view, ""), owners(view))
 	for shard, cur := range view.Owners {
 		if ctx.Err() != nil {
 			return
@@ -339,12 +335,7 @@ func (s *sharding) leave(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	view, _ := s.watch.View()
-	members := make([]string, 0, len(view.Members))
-	for m := range view.Members {
-		if m != s.me {
-			members = append(members, m)
-		}
-	}
+	members := liveMembers(view, s.me)
 	desired := assign(len(s.states), members, owners(view))
 	var wg sync.WaitGroup
 	for shard := range s.states {
@@ -373,6 +364,17 @@ func (s *sharding) leave(ctx context.Context) {
 			s.subs[shard] = nil
 		}
 	}
+}
+
+// liveMembers lists the view's members but except.
+func liveMembers(v streams.View, except string) []string {
+	out := make([]string, 0, len(v.Members))
+	for m := range v.Members {
+		if m != except {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func owners(v streams.View) []string {

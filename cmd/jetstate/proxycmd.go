@@ -100,6 +100,22 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	return c, c.Proxy.Validate()
 }
 
+// natsOptions adds the credentials (a creds file and/or an nkey seed file)
+// to opts.
+func natsOptions(creds, nkey string, opts ...nats.Option) ([]nats.Option, error) {
+	if creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	if nkey != "" {
+		opt, err := nats.NkeyOptionFromSeed(nkey)
+		if err != nil {
+			return nil, fmt.Errorf("nkey: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	return opts, nil
+}
+
 // runProxy runs the sidecar (and the embedded NATS server when no NATS_URL
 // is given) until ctx is done.
 func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
@@ -117,16 +133,9 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 		url = srv.ClientURL()
 		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s)\n", srv.Version(), url, c.DataDir)
 	}
-	opts := []nats.Option{nats.Name("jetstate proxy " + c.Proxy.Storage.Service), nats.MaxReconnects(-1)}
-	if c.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(c.NATSCreds))
-	}
-	if c.NATSNKey != "" {
-		opt, err := nats.NkeyOptionFromSeed(c.NATSNKey)
-		if err != nil {
-			return fmt.Errorf("nkey: %w", err)
-		}
-		opts = append(opts, opt)
+	opts, err := natsOptions(c.NATSCreds, c.NATSNKey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

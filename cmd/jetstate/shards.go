@@ -22,6 +22,7 @@ import (
 type shardsConfig struct {
 	NATSURL   string
 	NATSCreds string
+	NATSNKey  string
 	Storage   streams.Config
 }
 
@@ -41,6 +42,7 @@ func parseShards(args []string, getenv func(string) string, out io.Writer) (shar
 	}
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", nats.DefaultURL), "NATS server(s) [NATS_URL]")
 	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
+	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
 	fs.StringVar(&c.Storage.Service, "service", env("JETSTATE_SERVICE", ""), "service name [JETSTATE_SERVICE] (required)")
 	fs.StringVar(&c.Storage.Prefix, "prefix", env("JETSTATE_PREFIX", ""), "subject and stream prefix [JETSTATE_PREFIX] (default jetstate)")
 	if err := fs.Parse(args); err != nil {
@@ -50,9 +52,9 @@ func parseShards(args []string, getenv func(string) string, out io.Writer) (shar
 }
 
 func runShards(ctx context.Context, c shardsConfig, out io.Writer) error {
-	opts := []nats.Option{nats.Name("jetstate shards")}
-	if c.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	opts, err := natsOptions(c.NATSCreds, c.NATSNKey, nats.Name("jetstate shards"))
+	if err != nil {
+		return err
 	}
 	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
