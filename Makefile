@@ -29,12 +29,16 @@ demo: ## embedded JetStream and a walk through the journal's contract (Ctrl-C st
 	$(GO) run ./cmd/jetstate run $(ARGS)
 
 .PHONY: test
-test: ## run every test with the race detector (embedded NATS servers and clusters)
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+test: ## run every test with the race detector (embedded NATS servers and clusters, envtest)
+	KUBEBUILDER_ASSETS="$$(tools/envtest/assets.sh)" $(GO) test -race -count=1 -timeout 30m $(PKGS)
 
 .PHONY: test-short
 test-short: ## run the tests without the 3-node cluster ones
-	$(GO) test -race -short $(PKGS)
+	KUBEBUILDER_ASSETS="$$(tools/envtest/assets.sh)" $(GO) test -race -short $(PKGS)
+
+.PHONY: envtest-assets
+envtest-assets: ## build kube-apiserver and etcd for the operator's tests into the user cache (once per version)
+	@tools/envtest/assets.sh
 
 .PHONY: bench
 bench: ## benchmarks with ratios against raw JetStream in the same run
