@@ -190,13 +190,35 @@ func (s *sharding) run(ctx context.Context) {
 		case <-leaseLapse:
 		case <-s.watch.Done():
 			// The watch ended (it should not): start another.
-			if w, err := s.own.Watch(ctx); err == nil {
-				<-w.Ready()
-				s.watch = w
-			} else if ctx.Err() == nil {
-				s.log.Warn("watch failed", "error", err)
-				time.Sleep(s.interval)
+			if !s.rewatch(ctx) {
+				return
 			}
+		}
+	}
+}
+
+// rewatch replaces an ended ownership watch, retrying every interval; it
+// returns false when ctx ends first.
+func (s *sharding) rewatch(ctx context.Context) bool {
+	for {
+		w, err := s.own.Watch(ctx)
+		if err == nil {
+			select {
+			case <-w.Ready():
+				s.watch = w
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Warn("ownership watch failed; retrying", "error", err)
+		select {
+		case <-time.After(s.interval):
+		case <-ctx.Done():
+			return false
 		}
 	}
 }
@@ -332,6 +354,22 @@ func (s *sharding) stop(shard int, next int32) {
 // leave hands every shard to the members that remain (or frees it if none
 // does) and removes this sidecar from the members: graceful shutdown.
 func (s *sharding) leave(ctx context.Context) {
+	s.handOffAll(ctx)
+	// Let the route subscriptions linger out (see stop), then drain them.
+	time.Sleep(subscriptionLinger)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for shard, sub := range s.subs {
+		if sub != nil {
+			_ = sub.Drain()
+			s.subs[shard] = nil
+		}
+	}
+}
+
+// handOffAll hands every shard this sidecar holds to its successor and
+// removes this sidecar from the members.
+func (s *sharding) handOffAll(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	view, _ := s.watch.View()
@@ -354,16 +392,6 @@ func (s *sharding) leave(ctx context.Context) {
 		s.log.Warn("leave failed; the membership expires by itself", "error", err)
 	}
 	s.leaseEnd.Store(0)
-	// Let the route subscriptions linger out (see stop), then drain them.
-	s.mu.Unlock()
-	time.Sleep(subscriptionLinger)
-	s.mu.Lock()
-	for shard, sub := range s.subs {
-		if sub != nil {
-			_ = sub.Drain()
-			s.subs[shard] = nil
-		}
-	}
 }
 
 // liveMembers lists the view's members but except.
