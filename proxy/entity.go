@@ -248,7 +248,9 @@ func (e *entity) run() {
 			}
 			cctx, cancel := context.WithTimeout(es.ctx, es.cfg.commandTimeout)
 			start := time.Now()
+			es.metrics.load.function.begin()
 			res, err := sess.command(cctx, nextID, req.name, req.payload)
+			es.metrics.load.function.end()
 			timedOut := cctx.Err() == context.DeadlineExceeded
 			cancel()
 			es.metrics.commandDone(es.name, time.Since(start), err)
@@ -309,7 +311,9 @@ func (e *entity) run() {
 func (e *entity) activate() (session, error) {
 	ctx, cancel := context.WithTimeout(e.es.ctx, e.es.cfg.commandTimeout)
 	defer cancel()
+	e.es.metrics.load.journal.begin() // mostly loading the state
 	sess, err := e.es.open(ctx, e.id)
+	e.es.metrics.load.journal.end()
 	if err == nil {
 		e.es.metrics.activated(e.es.name)
 	}

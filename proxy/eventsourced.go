@@ -144,6 +144,7 @@ func (s *esSession) command(ctx context.Context, id int64, name string, payload 
 		events[i] = streams.Event{Type: ev.GetTypeUrl(), Data: ev.GetValue()}
 		size += len(ev.GetValue())
 	}
+	defer s.m.load.storing()() // the append and the snapshot
 	if err := s.store.guard.check(s.ent); err != nil {
 		return commandResult{}, err
 	}

@@ -66,6 +66,8 @@ func (p *Proxy) handleGRPC(_ any, stream grpc.ServerStream) error {
 	if !ok || m == nil {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", path)
 	}
+	p.metrics.load.requests.begin()
+	defer p.metrics.load.requests.end()
 	if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
 		if m.Service.EntityType != Action {
 			return status.Errorf(codes.Unimplemented, "streaming method %s is not served", path)

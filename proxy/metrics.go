@@ -19,12 +19,16 @@ type metrics struct {
 	persistedBytes  *prometheus.CounterVec
 	routedCommands  *prometheus.CounterVec
 	routeRetries    *prometheus.CounterVec
+
+	// load is what the sidecar reports to the autoscaler (load.go).
+	load *loadStats
 }
 
 // newMetrics creates the metrics and registers them with reg (nil: not
 // registered anywhere, for tests that do not look).
 func newMetrics(reg prometheus.Registerer, active func() map[string]int) *metrics {
 	m := &metrics{
+		load: &loadStats{},
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetstate_proxy_commands_total", Help: "Entity commands handled, by outcome (ok or error).",
 		}, []string{"service", "outcome"}),

@@ -68,12 +68,14 @@ func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *clo
 		}
 		action, effects = res.action, res.effects
 	case Action:
+		p.metrics.load.function.begin()
 		resp, err := p.actions.HandleUnary(ctx, &actionpb.ActionCommand{
 			ServiceName: string(m.Service.Desc.FullName()),
 			Name:        string(m.Desc.Name()),
 			Payload:     payload,
 			Metadata:    md,
 		})
+		p.metrics.load.function.end()
 		if err != nil {
 			return Response{}, fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
 		}

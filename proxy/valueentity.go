@@ -47,7 +47,7 @@ func openValueEntity(client valueentity.ValueEntityClient, svc *Service, values 
 			return nil, fmt.Errorf("send init: %w", err)
 		}
 		m.recovered(string(svc.Desc.FullName()), time.Since(start), 0)
-		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, guard: guard, log: log}, nil
+		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, guard: guard, log: log, load: m.load}, nil
 	}
 }
 
@@ -60,6 +60,7 @@ type veSession struct {
 	values *streams.Values
 	guard  guardFunc
 	log    *slog.Logger
+	load   *loadStats
 }
 
 func (s *veSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (commandResult, error) {
@@ -80,6 +81,7 @@ func (s *veSession) command(ctx context.Context, id int64, name string, payload 
 		return res, nil
 	}
 	if r.GetStateAction().GetAction() != nil {
+		defer s.load.storing()()
 		if err := s.guard.check(s.ent); err != nil {
 			return commandResult{}, err
 		}

@@ -95,6 +95,21 @@ func (c Config) RouteSubject(shard int) string {
 	return c.Prefix + "_rpc." + c.Service + "." + strconv.Itoa(shard)
 }
 
+// LoadSubject is the core NATS subject on which the service's sidecars
+// publish their load reports for the autoscaler: <prefix>_load.<service>.
+// Like the route subjects it is outside every stream.
+func (c Config) LoadSubject() string {
+	c = c.withDefaults()
+	return c.Prefix + "_load." + c.Service
+}
+
+// LoadSubjects is the wildcard covering the load reports of every service
+// under c.Prefix (c.Service is ignored): <prefix>_load.*.
+func (c Config) LoadSubjects() string {
+	c = c.withDefaults()
+	return c.Prefix + "_load.*"
+}
+
 // JournalSubjects is the wildcard subject covering every journal of the
 // service: "<prefix>.<service>.>".
 func (c Config) JournalSubjects() string {
