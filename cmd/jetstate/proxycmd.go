@@ -30,6 +30,7 @@ type proxyConfig struct {
 	NATSURL     string // empty: embedded server
 	NATSCreds   string
 	NATSNKey    string
+	NATSTLS     natsTLS
 	DataDir     string // embedded server's store
 	EmbedPort   int
 	AdminListen string
@@ -53,12 +54,14 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		defaultData = filepath.Join(dir, "jetstate", "proxy")
 	}
 	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
+	prefix := fs.String("prefix", env("JETSTATE_PREFIX", ""), "first part of every stream, bucket and subject name (default jetstate) [JETSTATE_PREFIX]")
 	port := fs.String("port", env("HTTP_PORT", "9000"), "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
 	ufHost := fs.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"), "user function host [USER_FUNCTION_HOST]")
 	ufPort := fs.String("user-function-port", env("USER_FUNCTION_PORT", "8080"), "user function port [USER_FUNCTION_PORT]")
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS servers; empty starts an embedded JetStream server [NATS_URL]")
 	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
 	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
+	c.NATSTLS.flags(fs, env)
 	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", defaultData), "embedded server's data directory [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
 	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9090"), "address of /ready, /alive and /metrics [METRICS_PORT]")
@@ -81,7 +84,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		*passivation = d
 	}
 	c.Proxy = proxy.Config{
-		Storage:            streams.Config{Service: *service},
+		Storage:            streams.Config{Prefix: *prefix, Service: *service},
 		UserFunction:       net.JoinHostPort(*ufHost, *ufPort),
 		Listen:             ":" + *port,
 		PassivationTimeout: *passivation,
@@ -116,6 +119,30 @@ func natsOptions(creds, nkey string, opts ...nats.Option) ([]nats.Option, error)
 	return opts, nil
 }
 
+// natsTLS is the TLS material for the NATS connection, as files (the
+// operator mounts them from secrets).
+type natsTLS struct {
+	CA, Cert, Key string
+}
+
+func (t *natsTLS) flags(fs *flag.FlagSet, env func(key, def string) string) {
+	fs.StringVar(&t.CA, "nats-tls-ca", env("NATS_TLS_CA", ""), "PEM file of the CAs that sign the NATS servers' certificates [NATS_TLS_CA]")
+	fs.StringVar(&t.Cert, "nats-tls-cert", env("NATS_TLS_CERT", ""), "client certificate (PEM) for mutual TLS with NATS; needs -nats-tls-key [NATS_TLS_CERT]")
+	fs.StringVar(&t.Key, "nats-tls-key", env("NATS_TLS_KEY", ""), "client certificate's key (PEM) [NATS_TLS_KEY]")
+}
+
+// options are the nats.go options for the files given.
+func (t natsTLS) options() []nats.Option {
+	var opts []nats.Option
+	if t.CA != "" {
+		opts = append(opts, nats.RootCAs(t.CA))
+	}
+	if t.Cert != "" || t.Key != "" {
+		opts = append(opts, nats.ClientCert(t.Cert, t.Key))
+	}
+	return opts
+}
+
 // runProxy runs the sidecar (and the embedded NATS server when no NATS_URL
 // is given) until ctx is done.
 func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
@@ -137,6 +164,7 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts = append(opts, c.NATSTLS.options()...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return fmt.Errorf("connect %s: %w", url, err)

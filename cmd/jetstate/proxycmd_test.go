@@ -34,7 +34,13 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if err != nil || c.Proxy.Provision.Shards != 12 || c.Proxy.Provision.MemberTTL != 3*time.Second || c.Proxy.RouteTimeout != 9*time.Second {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
-	for _, bad := range [][]string{{"-service", "a.b"}, {"-replicas", "2"}, {"-nope"}, {"-shards", "-3"}, {"-member-ttl", "10ms"}} {
+	c, err = parseProxy([]string{"-prefix", "p1", "-nats-url", "tls://n:4222"}, func(k string) string {
+		return map[string]string{"NATS_TLS_CA": "/ca.pem", "NATS_TLS_CERT": "/c.pem", "NATS_TLS_KEY": "/k.pem"}[k]
+	}, &bytes.Buffer{})
+	if err != nil || c.Proxy.Storage.Prefix != "p1" || c.NATSTLS != (natsTLS{CA: "/ca.pem", Cert: "/c.pem", Key: "/k.pem"}) || len(c.NATSTLS.options()) != 2 {
+		t.Fatalf("parsed %+v, %v", c, err)
+	}
+	for _, bad := range [][]string{{"-service", "a.b"}, {"-prefix", "a b"}, {"-replicas", "2"}, {"-nope"}, {"-shards", "-3"}, {"-member-ttl", "10ms"}} {
 		if _, err := parseProxy(bad, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseProxy(%q) accepted", bad)
 		}
