@@ -43,8 +43,11 @@
 //     replays everything into a new generation (with its own sink) while
 //     the active one keeps serving; once it has caught up it becomes
 //     active, the older consumers are deleted and their Run returns
-//     ErrSuperseded. Pause and Resume act on the server's consumers, so
-//     they work from any process and survive restarts.
+//     ErrSuperseded. Reset instead starts over in place: a new generation
+//     from the beginning is active at once and a running Run carries on
+//     with it into the same sink. Pause, Resume, Reset, Delete, Status and
+//     List act on the server's consumers, so they work from any process
+//     and survive restarts.
 //   - Metrics (Config.Registry): jetstate_projection_pending_messages (lag,
 //     the consumer's num_pending), _ack_pending_messages, _paused,
 //     _generation, _events_delivered_total, _send_failures_total,

@@ -2,10 +2,16 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstate/jetstate/streams"
 )
 
 // pauseForever is how far ahead Pause without a deadline pauses.
@@ -72,6 +78,8 @@ type GenerationStatus struct {
 	Paused      bool
 	PausedUntil time.Time
 	Created     time.Time
+	// Filter is the consumer's subject filters: the projected entity types.
+	Filter []string
 }
 
 // Status reports every generation of the projection, oldest first. It
@@ -104,6 +112,10 @@ func statusOf(g generation, name string) GenerationStatus {
 		Delivered:   info.Delivered.Stream,
 		Paused:      info.Paused,
 		Created:     info.Created,
+		Filter:      info.Config.FilterSubjects,
+	}
+	if len(s.Filter) == 0 && info.Config.FilterSubject != "" {
+		s.Filter = []string{info.Config.FilterSubject}
 	}
 	if info.Paused && info.Config.PauseUntil != nil {
 		s.PausedUntil = *info.Config.PauseUntil
@@ -116,9 +128,119 @@ func statusOf(g generation, name string) GenerationStatus {
 func (p *Projection) Delete(ctx context.Context) error {
 	return p.eachGeneration(ctx, func(name string) error {
 		err := p.js.DeleteConsumer(ctx, p.stream, name)
-		if err == jetstream.ErrConsumerNotFound {
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil
 		}
 		return err
 	})
+}
+
+// Reset starts the projection over in place: a new generation that reads
+// the journals from the beginning becomes the active one at once and
+// every older generation (a rebuild in progress too) is deleted. A
+// running Run carries on with the new generation, so the projection's sink
+// receives every event again (with the ids it had); a rebuild's Run
+// returns ErrSuperseded. A paused projection stays paused, so a read model
+// can be emptied before Resume lets the replay in. Reset returns the new
+// generation; it fails with ErrNoProjection if the projection never ran.
+//
+// Unlike Rebuild, Reset has no second sink and no overlap: the view is
+// rebuilt where it is, which suits a read model that was reset (a read
+// model that dedupes by event id must forget the ids it saw).
+func (p *Projection) Reset(ctx context.Context) (int, error) {
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if len(gens) == 0 {
+		return 0, fmt.Errorf("projection %s: %w", p.cfg.Name, ErrNoProjection)
+	}
+	gen := maxGeneration(gens) + 1
+	cc := p.consumerConfig(gen, stateBuilding) // from the beginning
+	cc.Metadata = map[string]string{metaProjection: p.cfg.Name, metaState: stateActive, metaOrigin: originReset}
+	var cur *jetstream.ConsumerInfo
+	for _, g := range gens {
+		if g.gen == activeGeneration(gens) {
+			cur = g.info
+		}
+	}
+	if cur != nil {
+		// Keep the running projection's filters and pause.
+		cc.FilterSubjects = cur.Config.FilterSubjects
+		if len(cc.FilterSubjects) == 0 && cur.Config.FilterSubject != "" {
+			cc.FilterSubjects = []string{cur.Config.FilterSubject}
+		}
+		if cur.Paused && cur.Config.PauseUntil != nil {
+			t := *cur.Config.PauseUntil
+			cc.PauseUntil = &t
+		}
+	}
+	if _, err := p.js.CreateConsumer(ctx, p.stream, cc); err != nil {
+		return 0, fmt.Errorf("projection %s: create consumer %s: %w", p.cfg.Name, p.ConsumerName(gen), err)
+	}
+	for _, g := range gens {
+		if err := p.js.DeleteConsumer(ctx, p.stream, p.ConsumerName(g.gen)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return 0, fmt.Errorf("projection %s: retire generation %d: %w", p.cfg.Name, g.gen, err)
+		}
+	}
+	p.log.InfoContext(ctx, "projection reset", "generation", gen)
+	return gen, nil
+}
+
+// Summary is one projection of a service, as List finds it.
+type Summary struct {
+	Name        string
+	Generations []GenerationStatus // oldest first
+}
+
+// Active returns the generation that serves, if any.
+func (s Summary) Active() (GenerationStatus, bool) {
+	for _, g := range slices.Backward(s.Generations) {
+		if g.Active {
+			return g, true
+		}
+	}
+	return GenerationStatus{}, false
+}
+
+// List returns the projections of the service storage names (Prefix and
+// Service), sorted by name: every consumer of its journal stream that a
+// Projection made. It fails wrapping jetstream.ErrStreamNotFound if the
+// service is not provisioned.
+func List(ctx context.Context, js jetstream.JetStream, storage streams.Config) ([]Summary, error) {
+	if err := storage.Validate(); err != nil {
+		return nil, err
+	}
+	name := storage.JournalStream()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("list projections: stream %s: %w", name, err)
+	}
+	byName := map[string]*Summary{}
+	l := s.ListConsumers(ctx)
+	for info := range l.Info() {
+		proj := info.Config.Metadata[metaProjection]
+		rest, ok := strings.CutPrefix(info.Name, proj+"-g")
+		gen, err := strconv.Atoi(rest)
+		if proj == "" || !ok || err != nil || gen < 1 || strconv.Itoa(gen) != rest {
+			continue
+		}
+		sum := byName[proj]
+		if sum == nil {
+			sum = &Summary{Name: proj}
+			byName[proj] = sum
+		}
+		g := generation{gen: gen, state: info.Config.Metadata[metaState], info: info}
+		sum.Generations = append(sum.Generations, statusOf(g, info.Name))
+	}
+	if err := l.Err(); err != nil {
+		return nil, fmt.Errorf("list projections: %w", err)
+	}
+	out := make([]Summary, 0, len(byName))
+	for _, sum := range byName {
+		slices.SortFunc(sum.Generations, func(a, b GenerationStatus) int { return a.Generation - b.Generation })
+		out = append(out, *sum)
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }

@@ -20,7 +20,17 @@ const (
 	metaState      = "jetstate_state"
 	stateActive    = "active"
 	stateBuilding  = "building"
+	// metaOrigin is "reset" on a generation made by Reset: a Run whose
+	// generation it retired carries on with it.
+	metaOrigin  = "jetstate_origin"
+	originReset = "reset"
 )
+
+// pullExpiry bounds a pull request. The server does not wake a resumed
+// consumer's waiting pull requests (nats-server 2.15), so a projector
+// resumes within this time, when its next request arrives (the default of
+// 30 s left a resume unseen for 15 s and more).
+const pullExpiry = 5 * time.Second
 
 // Projection turns one service's journals into CloudEvents for a sink
 // through a durable JetStream consumer. See the package documentation for
@@ -63,7 +73,9 @@ func (p *Projection) ConsumerName(generation int) string {
 // Run delivers the projection's active generation to the sink until ctx
 // ends (it then returns nil), a newer generation takes over (it returns
 // ErrSuperseded) or it fails. If the projection has no generation yet, Run
-// creates generation 1 at the configured start position.
+// creates generation 1 at the configured start position. A generation
+// made by Reset does not end Run: it carries on with it, replaying the
+// journals from the beginning into the same sink.
 //
 // Only one Run (or Rebuild) of a projection may deliver at a time: at start
 // it hands messages left unacknowledged by a previous run back to the
@@ -85,7 +97,36 @@ func (p *Projection) Run(ctx context.Context) error {
 		}
 		p.log.InfoContext(ctx, "projection created", "generation", gen, "consumer", p.ConsumerName(gen))
 	}
-	return p.serve(ctx, gen, true)
+	for {
+		err := p.serve(ctx, gen, true)
+		if !errors.Is(err, ErrSuperseded) {
+			return err
+		}
+		next, rerr := p.resetSuccessor(ctx, gen)
+		if rerr != nil || next == 0 {
+			return errors.Join(err, rerr)
+		}
+		p.log.InfoContext(ctx, "projection reset: replaying from the beginning", "generation", next, "previous", gen)
+		gen = next
+	}
+}
+
+// resetSuccessor returns the active generation if Reset made it after gen,
+// or 0.
+func (p *Projection) resetSuccessor(ctx context.Context, gen int) (int, error) {
+	gens, err := p.generations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, g := range slices.Backward(gens) {
+		if g.state == stateActive && g.gen > gen {
+			if g.info.Config.Metadata[metaOrigin] == originReset {
+				return g.gen, nil
+			}
+			return 0, nil
+		}
+	}
+	return 0, nil
 }
 
 // Rebuild replays the journals from the beginning into the sink through a
@@ -309,7 +350,7 @@ func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
 		p.cfg.OnActive(gen)
 	}
 	d := newDelivery(p, p.cfg.Sink)
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)))
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
 	}
