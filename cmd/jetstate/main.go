@@ -22,6 +22,9 @@ const usage = `jetstate: a stateful serverless backbone on NATS JetStream
 Usage:
   jetstate proxy [flags]   the sidecar in front of a CloudState user function
   jetstate shards [flags]  a service's live sidecars and the shards each owns
+  jetstate project [flags] run a projection: journal events to CloudEvents for a sink
+  jetstate projection <list|status|pause|resume|rebuild|delete> [name] [flags]
+                           operate a service's projections
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
   jetstate version         print versions
 
@@ -66,6 +69,18 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return runShards(ctx, cfg, out)
+	case "project":
+		cfg, err := parseProject(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runProject(ctx, cfg, out)
+	case "projection", "projections":
+		cfg, err := parseProjection(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runProjection(ctx, cfg, out)
 	case "version":
 		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
 		return nil
