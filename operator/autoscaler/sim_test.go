@@ -40,7 +40,7 @@ type cluster struct {
 	policy     Policy
 	replicas   int
 	rollingOut bool
-	silent     int                       // ready replicas that do not report
+	silent     int                         // ready replicas that do not report
 	load       func(at time.Duration) work // the total load over time
 	scales     []scaled
 }
