@@ -1,11 +1,14 @@
 package proxy_test
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jetstate/jetstate/operator/autoscaler"
 	"github.com/jetstate/jetstate/protocol/jetstate/load"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/streams"
@@ -57,4 +60,38 @@ func TestLoadReportsOfSidecar(t *testing.T) {
 		t.Errorf("request time %v < function %v + journal %v", time.Duration(total.RequestTimeNanos),
 			time.Duration(total.FunctionTimeNanos), time.Duration(total.JournalTimeNanos))
 	}
+}
+
+// Two real sidecars' reports reach the operator's aggregator over NATS; a
+// sidecar that stops reporting drops out after three of its periods.
+func TestLoadReportsReachAutoscaler(t *testing.T) {
+	h := startHarness(t, nil)
+	p1 := h.p
+	defer proxy.StartLoadReports(t.Context(), p1, 100*time.Millisecond)()
+	h.startProxy(nil)
+	stop2 := proxy.StartLoadReports(t.Context(), h.p, 100*time.Millisecond)
+	defer stop2()
+
+	agg := autoscaler.NewAggregator(autoscaler.AggregatorConfig{Conn: h.js.Conn()})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- agg.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	summary := func() autoscaler.Summary {
+		return agg.Summary("test", time.Now(), time.Time{}, time.Minute, 6*time.Second)
+	}
+	for i := range 10 {
+		h.mustCall("Counter/Add", fmt.Sprint("k", i), ptr(1), 1)
+	}
+	waitFor(t, "two members and the requests", func() bool {
+		s := summary()
+		return s.Members == 2 && s.RequestRate > 0 && s.FunctionConcurrency > 0
+	})
+	stop2()
+	waitFor(t, "the silent sidecar to drop out", func() bool { return summary().Members == 1 })
 }
