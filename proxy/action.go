@@ -47,6 +47,9 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		if resp.Payload == nil {
 			return nil
 		}
+		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
+			return grpcStatus(err).Err()
+		}
 		return stream.SendMsg(&frame{data: resp.Payload.GetValue()})
 	}
 
@@ -100,6 +103,9 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		}
 		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, m.Path)
 		if err != nil {
+			return grpcStatus(err).Err()
+		}
+		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
 			return grpcStatus(err).Err()
 		}
 		return stream.SendMsg(&frame{data: resp.Payload.GetValue()}) // no reply: the default message

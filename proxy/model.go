@@ -55,6 +55,8 @@ type Model struct {
 	Services map[string]*Service
 	// Methods by gRPC path, "/<service>/<method>".
 	Methods map[string]*Method
+	// Eventing is what the methods' (cloudstate.eventing) options ask for.
+	Eventing *Eventing
 }
 
 // Service is one user service and the entity type that implements it.
@@ -184,6 +186,9 @@ func BuildModel(spec *cloudstate.EntitySpec, enabled []string) (*Model, error) {
 			svc.Methods[string(md.Name())] = meth
 			m.Methods[meth.Path] = meth
 		}
+	}
+	if len(v.Problems) == 0 {
+		m.Eventing = buildEventing(m, fail)
 	}
 	if len(v.Problems) > 0 {
 		return nil, v

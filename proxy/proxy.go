@@ -80,6 +80,8 @@ type Config struct {
 	Registry prometheus.Registerer
 	// DiscoveryBackoff overrides the 1 s..10 s retry pacing (tests).
 	DiscoveryBackoff time.Duration
+	// Eventing tunes the (cloudstate.eventing) consumers and topics.
+	Eventing EventingConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -116,13 +118,14 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	c.Eventing = c.Eventing.withDefaults()
 	return c
 }
 
 // Validate reports every problem with the config at once.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	errs := []error{c.Storage.Validate()}
+	errs := []error{c.Storage.Validate(), c.Eventing.Validate()}
 	if c.Provision != nil {
 		errs = append(errs, c.Provision.Validate())
 	}
@@ -152,6 +155,7 @@ type Proxy struct {
 	runtimes  map[protoreflect.FullName]*entities
 	metrics   *metrics
 	sharding  *sharding
+	eventing  *eventing
 	async     sync.WaitGroup // fire-and-forget side effects and routed commands
 }
 
@@ -244,9 +248,23 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go func() { serveErr <- split.run() }()
 	go func() { serveErr <- gs.Serve(split.grpc) }()
 	go func() { serveErr <- srv.Serve(split.http) }()
+	// Eventing consumers run while the sidecar is ready; they stop when
+	// draining begins and are waited for before the runtimes stop.
+	evCtx, stopEventing := context.WithCancel(context.WithoutCancel(ctx))
+	evDone := make(chan struct{})
+	defer func() {
+		stopEventing()
+		<-evDone
+	}()
 	p.ready.Store(true)
 	close(p.serving)
 	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
+	go func() {
+		defer close(evDone)
+		if err := p.eventing.run(evCtx); err != nil {
+			p.log.Error("eventing", "error", err)
+		}
+	}()
 
 	select {
 	case err := <-serveErr:
@@ -262,6 +280,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	p.ready.Store(false)
 	p.log.Info("draining")
+	stopEventing()
 	// Stop accepting, let calls in flight finish (bounded), then close.
 	split.close()
 	dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
@@ -340,7 +359,28 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		rt.serves = p.sharding.serves
 		p.runtimes[svc.Desc.FullName()] = rt
 	}
-	return nil
+	return p.bindEventing(ctx, model)
+}
+
+// bindEventing creates the eventing stream and consumers the model needs,
+// retrying (logged) while NATS is not available, until ctx is done.
+func (p *Proxy) bindEventing(ctx context.Context, model *Model) error {
+	m := newEventingMetrics(p.cfg.Registry)
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		ev, err := p.newEventing(ctx, model.Eventing, m)
+		if err == nil {
+			p.eventing = ev
+			return nil
+		}
+		p.log.WarnContext(ctx, "eventing not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("eventing: %w (last attempt: %v)", ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // bindStorage provisions the service's streams if configured and binds the

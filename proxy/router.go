@@ -35,7 +35,15 @@ func (p *Proxy) Call(ctx context.Context, path string, request []byte, md *cloud
 	if m == nil {
 		return Response{}, fmt.Errorf("%w: %s", ErrUnknownMethod, path)
 	}
-	return p.call(ctx, m, &anypb.Any{TypeUrl: m.InputURL, Value: request}, md, 0, path)
+	resp, err := p.call(ctx, m, &anypb.Any{TypeUrl: m.InputURL, Value: request}, md, 0, path)
+	if err != nil {
+		return Response{}, err
+	}
+	// A method with (cloudstate.eventing).out publishes its reply too.
+	if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
+		return Response{}, err
+	}
+	return resp, nil
 }
 
 // call dispatches to the method's entity type, then runs side effects in

@@ -1,0 +1,726 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/streams"
+)
+
+// Defaults for EventingConfig fields left zero.
+const (
+	DefaultEventingMaxTries      = 10
+	DefaultEventingRetryMin      = 100 * time.Millisecond
+	DefaultEventingRetryMax      = 10 * time.Second
+	DefaultEventingAckWait       = 30 * time.Second
+	DefaultEventingMaxAckPending = 1000
+	DefaultEventingWorkers       = 16
+	DefaultTopicMaxAge           = 7 * 24 * time.Hour
+)
+
+// Dead-letter headers of eventing beyond those projections define
+// (projections.HeaderReason, HeaderCause, HeaderTries, HeaderJournalSubject,
+// HeaderStreamSeq, HeaderEventIndex, HeaderEventType).
+const (
+	// HeaderConsumer names the eventing consumer that gave up.
+	HeaderConsumer = "Jetstate-Eventing-Consumer"
+	// HeaderMethod is the method the event was for, if one was found.
+	HeaderMethod = "Jetstate-Eventing-Method"
+	// HeaderTopicSubject is the subject a dead topic message was on.
+	HeaderTopicSubject = "Jetstate-Topic-Subject"
+)
+
+// Dead-letter causes (projections.HeaderCause values).
+const (
+	causeRetries  = "retries"   // the function failed MaxTries times
+	causeBadEvent = "bad_event" // the event could not be made a command
+)
+
+// EventingConfig tunes the eventing consumers and topics. A zero field
+// means its documented default.
+type EventingConfig struct {
+	// MaxTries is how often one event is offered to the function before it
+	// goes to the dead-letter subject. Default 10.
+	MaxTries int
+	// RetryMin and RetryMax bound the back-off between tries (doubling,
+	// jittered). Defaults 100 ms and 10 s; RetryMax must stay below AckWait.
+	RetryMin, RetryMax time.Duration
+	// AckWait is how long a delivered message may stay unacknowledged
+	// before the server gives it to another sidecar (each failed try
+	// restarts it). Default 30 s.
+	AckWait time.Duration
+	// MaxAckPending bounds the messages of one consumer delivered and not
+	// yet acknowledged, across all sidecars. Default 1000.
+	MaxAckPending int
+	// Workers is the number of events one sidecar handles at once per
+	// subscription (one entity at a time each). Default 16.
+	Workers int
+	// TopicMaxAge is how long the eventing stream keeps topic messages and
+	// dead letters, when the sidecar creates it. Default 7 days.
+	TopicMaxAge time.Duration
+}
+
+func (c EventingConfig) withDefaults() EventingConfig {
+	if c.MaxTries <= 0 {
+		c.MaxTries = DefaultEventingMaxTries
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultEventingRetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultEventingRetryMax
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultEventingAckWait
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = DefaultEventingMaxAckPending
+	}
+	if c.Workers <= 0 {
+		c.Workers = DefaultEventingWorkers
+	}
+	if c.TopicMaxAge <= 0 {
+		c.TopicMaxAge = DefaultTopicMaxAge
+	}
+	return c
+}
+
+// Validate reports every problem with the config at once.
+func (c EventingConfig) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.RetryMin > c.RetryMax {
+		errs = append(errs, fmt.Errorf("eventing: retry min %v exceeds retry max %v", c.RetryMin, c.RetryMax))
+	}
+	if c.RetryMax >= c.AckWait {
+		errs = append(errs, fmt.Errorf("eventing: retry max %v must be below ack wait %v", c.RetryMax, c.AckWait))
+	}
+	return errors.Join(errs...)
+}
+
+// eventing runs the model's subscriptions and publishes to topics.
+type eventing struct {
+	p    *Proxy
+	cfg  EventingConfig
+	m    *eventingMetrics
+	subs []*subscriber
+}
+
+// newEventing binds the model's eventing: it creates the eventing stream
+// (if the function uses topics or subscriptions and the stream does not
+// exist yet) and every subscription's durable consumer, so that nothing
+// published once the sidecar is ready is missed.
+func (p *Proxy) newEventing(ctx context.Context, ev *Eventing, m *eventingMetrics) (*eventing, error) {
+	e := &eventing{p: p, cfg: p.cfg.Eventing, m: m}
+	if ev == nil || len(ev.Subscriptions) == 0 && len(ev.Out) == 0 {
+		return e, nil
+	}
+	if err := e.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	for _, sub := range ev.Subscriptions {
+		s, err := e.subscribe(ctx, sub)
+		if err != nil {
+			return nil, err
+		}
+		e.subs = append(e.subs, s)
+	}
+	return e, nil
+}
+
+// ensureStream creates the prefix's eventing stream unless it exists. It is
+// shared by every service of the prefix, so an existing one is left as it
+// is (whoever provisioned it decided its limits).
+func (e *eventing) ensureStream(ctx context.Context) error {
+	st := e.p.cfg.Storage
+	name := EventingStream(st)
+	if _, err := e.p.js.Stream(ctx, name); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("eventing stream %s: %w", name, err)
+	}
+	replicas, storage := 1, jetstream.FileStorage
+	if pc := e.p.cfg.Provision; pc != nil {
+		if pc.Replicas > 0 {
+			replicas = pc.Replicas
+		}
+		if pc.Storage == streams.MemoryStorage {
+			storage = jetstream.MemoryStorage
+		}
+	}
+	_, err := e.p.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "jetstate eventing: topics and dead letters",
+		Subjects:    []string{prefixOf(st) + "_topic.>", prefixOf(st) + "_deadletter.>"},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      e.cfg.TopicMaxAge,
+		Storage:     storage,
+		Replicas:    replicas,
+		Duplicates:  2 * time.Minute,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create eventing stream %s: %w", name, err)
+	}
+	e.p.log.InfoContext(ctx, "eventing stream created", "stream", name)
+	return nil
+}
+
+// subscribe creates (or updates) a subscription's durable consumer. An
+// event log is read from its beginning; a topic from the consumer's
+// creation on, as a new subscription to a topic would.
+func (e *eventing) subscribe(ctx context.Context, sub *Subscription) (*subscriber, error) {
+	st := e.p.cfg.Storage
+	stream, policy := EventingStream(st), jetstream.DeliverNewPolicy
+	if sub.EventLog != "" {
+		stream, policy = st.JournalStream(), jetstream.DeliverAllPolicy
+	}
+	name := sub.ConsumerName(st)
+	cons, err := e.p.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "jetstate eventing: " + sub.String(),
+		FilterSubject: sub.filterSubject(st),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       e.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: e.cfg.MaxAckPending,
+		DeliverPolicy: policy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("eventing consumer %s on %s: %w", name, stream, err)
+	}
+	s := &subscriber{
+		e: e, sub: sub, cons: cons, stream: stream, name: name,
+		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
+		log:      e.p.log.With("consumer", name, "source", sub.Source()),
+		queues:   map[string]*evQueue{},
+		inflight: map[uint64]struct{}{},
+	}
+	s.wake = sync.NewCond(&s.mu)
+	return s, nil
+}
+
+// run consumes every subscription until ctx ends, then lets the events in
+// hand finish (each bounded by the command timeout) and hands the messages
+// not started back to the server for redelivery.
+func (e *eventing) run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.subs))
+	for i, s := range e.subs {
+		wg.Go(func() { errs[i] = s.run(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// subscriber is one subscription's consumer in this sidecar: messages are
+// queued per ordering key (an entity's journal subject; a topic message's
+// ce-subject) and a fixed number of workers take one key at a time, so one
+// key's messages are handled one after the other in delivery order and
+// different keys in parallel.
+type subscriber struct {
+	e               *eventing
+	sub             *Subscription
+	cons            jetstream.Consumer
+	stream, name    string
+	service, source string // metric labels
+	log             *slog.Logger
+	mu              sync.Mutex
+	wake            *sync.Cond
+	closed          bool
+	queues          map[string]*evQueue
+	ready           []*evQueue
+	inflight        map[uint64]struct{} // stream seqs received and not settled
+}
+
+type evQueue struct {
+	key  string
+	msgs []evMsg
+}
+
+type evMsg struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+}
+
+func (s *subscriber) run(ctx context.Context) error {
+	it, err := s.cons.Messages(jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256)))
+	if err != nil {
+		return fmt.Errorf("eventing %s: consume: %w", s.name, err)
+	}
+	s.log.InfoContext(ctx, "eventing consumer started")
+	var wg sync.WaitGroup
+	for range s.e.cfg.Workers {
+		wg.Go(func() { s.work(ctx) })
+	}
+	stop := context.AfterFunc(ctx, func() {
+		// Drain, not Stop: Next returns the buffered messages and then
+		// ErrMsgIteratorClosed once the server has dropped our interest, so
+		// the Naks below cannot be redelivered to a pull of this iterator
+		// (where they would wait out the ack wait).
+		it.Drain()
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.wake.Broadcast()
+	})
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			s.log.DebugContext(ctx, "consume", "error", err) // heartbeats, leader changes: it carries on
+			continue
+		}
+		s.dispatch(msg)
+	}
+	wg.Wait()
+	// Hand back what was received but not finished, for another sidecar or
+	// the next run; the server redelivers in stream order.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.queues {
+		for _, m := range q.msgs {
+			_ = m.msg.Nak()
+		}
+	}
+	s.queues = map[string]*evQueue{}
+	s.log.Info("eventing consumer stopped")
+	return nil
+}
+
+// dispatch queues msg behind the earlier messages of its key.
+func (s *subscriber) dispatch(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		s.log.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
+		return
+	}
+	s.e.m.pending.WithLabelValues(s.service, s.source).Set(float64(md.NumPending))
+	key := msg.Subject()
+	if s.sub.EventLog == "" {
+		// Topic messages keep their order per CloudEvent subject; those
+		// without one are independent.
+		if subj := headerValue(msg.Headers(), "ce-subject"); subj != "" {
+			key = "s:" + subj
+		} else {
+			key = "#" + strconv.FormatUint(md.Sequence.Stream, 10)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.inflight[md.Sequence.Stream]; ok {
+		return // a redelivered copy while the first is still here
+	}
+	s.inflight[md.Sequence.Stream] = struct{}{}
+	q := s.queues[key]
+	if q == nil {
+		q = &evQueue{key: key}
+		s.queues[key] = q
+	}
+	q.msgs = append(q.msgs, evMsg{msg, md})
+	if len(q.msgs) == 1 {
+		s.ready = append(s.ready, q)
+		s.wake.Signal()
+	}
+}
+
+// work handles queued messages until the subscriber closes. A queue is in
+// ready only while no worker holds it.
+func (s *subscriber) work(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		for len(s.ready) == 0 && !s.closed {
+			s.wake.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		q := s.ready[0]
+		s.ready[0] = nil
+		s.ready = s.ready[1:]
+		next := q.msgs[0]
+		s.mu.Unlock()
+
+		done := s.process(ctx, next.msg, next.md)
+
+		s.mu.Lock()
+		if !done {
+			// Stopping: this one and the rest of the key stay queued;
+			// run hands them back once the iterator is closed.
+			s.mu.Unlock()
+			return
+		}
+		delete(s.inflight, next.md.Sequence.Stream)
+		q.msgs[0] = evMsg{}
+		q.msgs = q.msgs[1:]
+		if len(q.msgs) > 0 {
+			s.ready = append(s.ready, q)
+			s.wake.Signal()
+		} else {
+			delete(s.queues, q.key)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// delivery is one event on its way to the function.
+type delivery struct {
+	payload *anypb.Any
+	ev      *event.Event
+	index   int // within the journal message; 0 for topics
+	seq     uint64
+}
+
+// process hands every event of one message to the function (or to the
+// dead-letter subject) and acknowledges it. It reports false if ctx ended
+// first; the message is then not acknowledged.
+func (s *subscriber) process(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
+	var (
+		events []delivery
+		err    error
+	)
+	if s.sub.EventLog != "" {
+		events, err = s.journalEvents(msg, md)
+	} else {
+		events, err = s.topicEvents(msg, md)
+	}
+	if err != nil {
+		if !s.deadLetter(ctx, msg, md, -1, nil, "", causeBadEvent, err, 0) {
+			return false
+		}
+		return s.ack(ctx, msg)
+	}
+	for _, d := range events {
+		if !s.handle(ctx, msg, md, d) {
+			return false
+		}
+	}
+	s.e.m.lag.WithLabelValues(s.service, s.source).Observe(time.Since(md.Timestamp).Seconds())
+	return s.ack(ctx, msg)
+}
+
+func (s *subscriber) ack(ctx context.Context, msg jetstream.Msg) bool {
+	if err := msg.Ack(); err != nil {
+		// It comes again, with the same ids.
+		s.log.WarnContext(ctx, "ack", "subject", msg.Subject(), "error", err)
+	}
+	return true
+}
+
+// journalEvents decodes a journal message into the events of one command.
+func (s *subscriber) journalEvents(msg jetstream.Msg, md *jetstream.MsgMetadata) ([]delivery, error) {
+	st := s.e.p.cfg.Storage
+	ent, err := st.ParseSubject(msg.Subject())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	recs, err := streams.DecodeEntry(md.Sequence.Stream, md.Timestamp, msg.Data())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	key := ent.Key
+	if !utf8.ValidString(key) {
+		key = streams.EncodeToken(key) // CloudEvents strings are Unicode
+	}
+	out := make([]delivery, len(recs))
+	for i, rec := range recs {
+		id := projections.EventID(s.stream, md.Sequence.Stream, i)
+		out[i] = delivery{
+			payload: &anypb.Any{TypeUrl: rec.Type, Value: rec.Data},
+			ev:      eventLogEvent(id, ent.Type, key, rec.Type, rec.Seq, rec.Time),
+			index:   i,
+			seq:     rec.Seq,
+		}
+	}
+	return out, nil
+}
+
+// topicEvents decodes a topic message.
+func (s *subscriber) topicEvents(msg jetstream.Msg, md *jetstream.MsgMetadata) ([]delivery, error) {
+	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	payload, ev, err := topicMessage(nm, s.sub.Topic, projections.EventID(s.stream, md.Sequence.Stream, 0), md.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	return []delivery{{payload: payload, ev: ev}}, nil
+}
+
+// handle offers one event to its method until the function accepts it,
+// MaxTries are used up (then it is dead-lettered) or ctx ends (false).
+func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d delivery) bool {
+	m := s.sub.methodFor(d.payload.GetTypeUrl())
+	if m == nil {
+		s.e.m.ignored.WithLabelValues(s.service, s.source).Inc()
+		s.log.DebugContext(ctx, "no method takes the event", "type", d.payload.GetTypeUrl(), "id", d.ev.ID())
+		return true
+	}
+	if m.Desc.Input().FullName() != anyName {
+		if _, err := m.decode(d.payload.GetValue()); err != nil {
+			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, 0)
+		}
+	}
+	cfg := s.e.cfg
+	wait := cfg.RetryMin
+	for try := 1; ; try++ {
+		err := s.deliver(ctx, m, d)
+		if err == nil {
+			s.e.m.delivered.WithLabelValues(s.service, s.source).Inc()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.e.m.failures.WithLabelValues(s.service, s.source).Inc()
+		s.log.WarnContext(ctx, "eventing call failed", "method", m.Path, "id", d.ev.ID(), "try", try, "error", err)
+		if try >= cfg.MaxTries {
+			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, try)
+		}
+		_ = msg.InProgress()
+		if sleepCtx(ctx, jitter(wait)) != nil {
+			return false
+		}
+		wait = min(2*wait, cfg.RetryMax)
+	}
+}
+
+// deliver makes one call of m with the event and publishes the replies if
+// m has an out topic. The call may run past ctx's end up to the command
+// timeout, so an event in hand at shutdown is finished, not abandoned.
+func (s *subscriber) deliver(ctx context.Context, m *Method, d delivery) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.e.p.cfg.CommandTimeout)
+	defer cancel()
+	md := eventMetadata(d.ev)
+	out := outIDs{base: d.ev.ID() + ":" + m.Path}
+	if m.Service.EntityType != Action {
+		resp, err := s.e.p.call(cctx, m, d.payload, nil, 0, m.Path+" (eventing)")
+		if err != nil {
+			return err
+		}
+		return s.e.p.publishReply(cctx, m, resp, out.next())
+	}
+	return s.e.p.callAction(cctx, m, d.payload, md, m.Path+" (eventing)", func(resp Response) error {
+		return s.e.p.publishReply(cctx, m, resp, out.next())
+	})
+}
+
+// outIDs numbers the replies of one eventing call: their ids (and
+// Nats-Msg-Ids) are the same on every redelivery of the event, so the topic
+// stream drops the copies.
+type outIDs struct {
+	base string
+	n    int
+}
+
+func (o *outIDs) next() string {
+	o.n++
+	return o.base + ":" + strconv.Itoa(o.n)
+}
+
+// callAction calls an action method with one command, whatever its shape,
+// and hands each reply (after its side effects and forwards) to reply.
+// Client-streaming methods do not consume events (refused by discovery).
+func (p *Proxy) callAction(ctx context.Context, m *Method, payload *anypb.Any, md *cloudstate.Metadata, trace string, reply func(Response) error) error {
+	cmd := &actionpb.ActionCommand{
+		ServiceName: string(m.Service.Desc.FullName()),
+		Name:        string(m.Desc.Name()),
+		Payload:     payload,
+		Metadata:    md,
+	}
+	handle := func(r *actionpb.ActionResponse) error {
+		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, trace)
+		if err != nil {
+			return err
+		}
+		return reply(resp)
+	}
+	var recv func() (*actionpb.ActionResponse, error)
+	switch {
+	case !m.Desc.IsStreamingServer():
+		r, err := p.actions.HandleUnary(ctx, cmd)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		return handle(r)
+	case m.Desc.IsStreamingClient(): // bidi: the header, then the payload
+		bidi, err := p.actions.HandleStreamed(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.Send(&actionpb.ActionCommand{ServiceName: cmd.ServiceName, Name: cmd.Name, Metadata: md}); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.Send(&actionpb.ActionCommand{Payload: payload}); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.CloseSend(); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		recv = bidi.Recv
+	default:
+		out, err := p.actions.HandleStreamedOut(ctx, cmd)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		recv = out.Recv
+	}
+	for {
+		r, err := recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := handle(r); err != nil {
+			return err
+		}
+	}
+}
+
+// publishReply publishes a reply of m to m's out topic, if it has one, as
+// a CloudEvent in binary mode with id (unless the reply's metadata sets
+// ce-id) as its Nats-Msg-Id, so a retried publish is stored once. A call
+// that gave no reply publishes nothing.
+func (p *Proxy) publishReply(ctx context.Context, m *Method, resp Response, id string) error {
+	topic := p.model.Eventing.Out[m.Path]
+	if topic == "" || resp.Payload == nil {
+		return nil
+	}
+	ev, err := outEvent(resp.Payload, resp.Metadata, string(m.Service.Desc.FullName()), id)
+	if err != nil {
+		return fmt.Errorf("publish to topic %s: %w", topic, err)
+	}
+	msg, err := projections.NATSMsg(TopicSubject(p.cfg.Storage, topic), ev, false)
+	if err != nil {
+		return fmt.Errorf("publish to topic %s: %w", topic, err)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: publish to topic %s: %v", ErrEntityFailed, topic, err)
+	}
+	if p.eventing != nil {
+		p.eventing.m.published.WithLabelValues(string(m.Service.Desc.FullName()), topic).Inc()
+	}
+	return nil
+}
+
+// deadLetter publishes an event (or a whole message, index -1) the
+// subscription gives up on to the service's dead-letter subject, retrying
+// until it is stored or ctx ends (false): the consumer moves past an event
+// only once its dead letter is out. The body is the event's data (the
+// journal's event bytes, or the topic message's body); headers say where
+// it came from and why it failed.
+func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, index int, d *delivery, method, cause string, reason error, tries int) bool {
+	st := s.e.p.cfg.Storage
+	out := nats.NewMsg(DeadLetterSubject(st))
+	if s.sub.EventLog == "" {
+		for k, vs := range msg.Headers() {
+			out.Header[k] = append([]string(nil), vs...)
+		}
+		out.Header.Del(jetstream.MsgIDHeader)
+		out.Header.Set(HeaderTopicSubject, msg.Subject())
+		out.Data = msg.Data()
+	} else {
+		out.Header.Set(projections.HeaderJournalSubject, msg.Subject())
+		out.Data = msg.Data()
+		if d != nil {
+			// The journal's Any, as the function would have received it.
+			if b, err := proto.Marshal(d.payload); err == nil {
+				out.Data = b
+			}
+			out.Header.Set(projections.HeaderEventType, headerSafe(d.payload.GetTypeUrl()))
+			for _, e := range eventMetadata(d.ev).GetEntries() {
+				out.Header.Set(e.GetKey(), headerSafe(e.GetStringValue()))
+			}
+		}
+	}
+	out.Header.Set(HeaderConsumer, s.name)
+	if method != "" {
+		out.Header.Set(HeaderMethod, method)
+	}
+	out.Header.Set(projections.HeaderReason, headerSafe(reason.Error()))
+	out.Header.Set(projections.HeaderCause, cause)
+	out.Header.Set(projections.HeaderTries, strconv.Itoa(tries))
+	out.Header.Set(projections.HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	out.Header.Set(projections.HeaderEventIndex, strconv.Itoa(index))
+	// One dead letter per event, however often it is redelivered.
+	out.Header.Set(jetstream.MsgIDHeader, "dead:"+s.name+":"+projections.EventID(s.stream, md.Sequence.Stream, index))
+
+	wait := s.e.cfg.RetryMin
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.e.p.js.PublishMsg(pctx, out)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.WarnContext(ctx, "dead letter not stored, retrying", "subject", out.Subject, "error", err)
+		_ = msg.InProgress()
+		if sleepCtx(ctx, jitter(wait)) != nil {
+			return false
+		}
+		wait = min(2*wait, s.e.cfg.RetryMax)
+	}
+	s.e.m.deadLetters.WithLabelValues(s.service, s.source, cause).Inc()
+	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", out.Subject, "cause", cause, "reason", reason,
+		"tries", tries, "method", method, "subject", msg.Subject(), "stream_seq", md.Sequence.Stream, "index", index)
+	return true
+}
+
+// headerSafe keeps a header value on one line.
+func headerSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c == 0x7F {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// newOutID is the id of a reply a client call publishes.
+func newOutID() string { return nuid.Next() }

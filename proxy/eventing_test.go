@@ -1,0 +1,594 @@
+package proxy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+var evStorage = streams.Config{Service: "ev"}
+
+// journalSeq is the stream sequence of the last journal message of the
+// source entity key.
+func journalSeq(t *testing.T, js jetstream.JetStream, key string) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), evStorage.JournalStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(t.Context(), evStorage.Subject(streams.Entity{Type: "source", Key: key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Sequence
+}
+
+// waitCalls waits until pick selects n calls of f's method and returns them.
+func waitCalls(t *testing.T, f *evFunction, method string, n int, pick func(evCall) bool) []evCall {
+	t.Helper()
+	var got []evCall
+	waitFor(t, fmt.Sprintf("%d calls of %s", n, method), func() bool {
+		got = got[:0]
+		for _, c := range f.callsOf(method) {
+			if pick == nil || pick(c) {
+				got = append(got, c)
+			}
+		}
+		return len(got) >= n
+	})
+	return got
+}
+
+func bySubject(key string) func(evCall) bool {
+	return func(c evCall) bool { return c.md["ce-subject"] == key }
+}
+
+// checkTime checks a ce-time is RFC 3339 and recent.
+func checkTime(t *testing.T, s string) {
+	t.Helper()
+	tm, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		t.Fatalf("ce-time %q: %v", s, err)
+	}
+	if d := time.Since(tm); d < 0 || d > time.Minute {
+		t.Fatalf("ce-time %s is %v from now", s, d)
+	}
+}
+
+// TestEventingEventLog is the TCK's event-log eventing (items 184-186) on
+// an equivalent model, plus multi-event commands and a streamed consumer:
+// each journal event reaches the method taking its type with the ce-*
+// metadata; a forward is followed; JSON events reach the Any method.
+func TestEventingEventLog(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	et := f.types
+
+	t.Run("consume an event", func(t *testing.T) { // TCK 184
+		s.emit(t, et, map[string]any{"key": "eventlogeventing:1", "n": 7})
+		c := waitCalls(t, f, "OnOne", 1, bySubject("eventlogeventing:1"))[0]
+		if d := diffProto(et.anyOf("EventOne", map[string]any{"n": 7}), c.payload); d != "" {
+			t.Fatalf("payload (-want +got):\n%s", d)
+		}
+		seq := journalSeq(t, js, "eventlogeventing:1")
+		want := map[string]string{
+			"ce-id":          projections.EventID(evStorage.JournalStream(), seq, 0),
+			"ce-source":      "source",
+			"ce-specversion": "1.0",
+			"ce-type":        "type.googleapis.com/evtest.EventOne",
+			"ce-subject":     "eventlogeventing:1",
+			"ce-time":        c.md["ce-time"],
+			"ce-jetstateseq": "1",
+			"Content-Type":   proxy.ContentTypeAny,
+		}
+		if d := cmp.Diff(want, c.md); d != "" {
+			t.Fatalf("metadata (-want +got):\n%s", d)
+		}
+		checkTime(t, c.md["ce-time"])
+	})
+
+	t.Run("forward a consumed event", func(t *testing.T) { // TCK 185
+		s.emit(t, et, map[string]any{"key": "eventlogeventing:2", "n": 1000})
+		waitCalls(t, f, "OnOne", 1, bySubject("eventlogeventing:2"))
+		var effect evCall
+		waitFor(t, "the forward to Effect", func() bool {
+			for _, c := range f.callsOf("Effect") {
+				if et.read("Response", c.payload.GetValue())["id"] == "eventlogeventing:2" {
+					effect = c
+					return true
+				}
+			}
+			return false
+		})
+		if got := et.read("Response", effect.payload.GetValue()); got["n"] != int64(1000) {
+			t.Fatalf("Effect got %v", got)
+		}
+	})
+
+	t.Run("process JSON events", func(t *testing.T) { // TCK 186
+		s.emit(t, et, map[string]any{"key": "eventlogeventing:3", "n": 3, "kind": "json"})
+		c := waitCalls(t, f, "OnAny", 1, bySubject("eventlogeventing:3"))[0]
+		if c.payload.GetTypeUrl() != "json.cloudstate.io/JsonEvent" || string(unwrapped(c.payload.GetValue())) != `{"n":3}` {
+			t.Fatalf("OnAny payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
+		}
+		if c.md["ce-type"] != "json.cloudstate.io/JsonEvent" || c.md["ce-source"] != "source" || c.md["Content-Type"] != proxy.ContentTypeAny {
+			t.Fatalf("OnAny metadata %v", c.md)
+		}
+	})
+
+	t.Run("events of one command", func(t *testing.T) {
+		s.emit(t, et, map[string]any{"key": "multi", "n": 1})
+		s.emit(t, et, map[string]any{"key": "multi", "n": 2, "count": 3})
+		calls := waitCalls(t, f, "OnOne", 4, bySubject("multi"))
+		seq := journalSeq(t, js, "multi")
+		for i, c := range calls {
+			n := et.read("EventOne", c.payload.GetValue())["n"]
+			if n != int64(i+1) || c.md["ce-jetstateseq"] != strconv.Itoa(i+1) {
+				t.Fatalf("call %d: n %v, ce-jetstateseq %s; want %d", i, n, c.md["ce-jetstateseq"], i+1)
+			}
+			if i > 0 {
+				if want := projections.EventID(evStorage.JournalStream(), seq, i-1); c.md["ce-id"] != want {
+					t.Fatalf("call %d: ce-id %s, want %s", i, c.md["ce-id"], want)
+				}
+			}
+		}
+	})
+
+	t.Run("streamed consumer", func(t *testing.T) {
+		s.emit(t, et, map[string]any{"key": "two", "n": 4, "kind": "two"})
+		c := waitCalls(t, f, "OnTwo", 1, bySubject("two"))[0]
+		if got := et.read("EventTwo", c.payload.GetValue())["n"]; got != int64(4) {
+			t.Fatalf("OnTwo got n %v", got)
+		}
+	})
+}
+
+// TestEventingRetriesKeepOrder: a consumer method that fails gets the event
+// again (with back-off) until it succeeds; nothing is lost, and the
+// entity's later events wait for it.
+func TestEventingRetriesKeepOrder(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	f.fails[2] = 3
+	f.fails[12] = 2
+	reg := prometheus.NewRegistry()
+	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) {
+		c.Eventing.MaxTries = 5
+		c.Registry = reg
+	})
+	et := f.types
+	for _, e := range []struct {
+		key string
+		n   int
+	}{{"a", 1}, {"b", 11}, {"a", 2}, {"b", 12}, {"a", 3}, {"b", 13}, {"a", 4}} {
+		s.emit(t, et, map[string]any{"key": e.key, "n": e.n})
+	}
+	for key, want := range map[string][]int64{"a": {1, 2, 3, 4}, "b": {11, 12, 13}} {
+		ok := func(c evCall) bool { return c.md["ce-subject"] == key && !c.failed }
+		waitCalls(t, f, "OnOne", len(want), ok)
+		var got []int64
+		failedBefore := map[int64]int{}
+		for _, c := range f.callsOf("OnOne") {
+			if c.md["ce-subject"] != key {
+				continue
+			}
+			n := et.read("EventOne", c.payload.GetValue())["n"].(int64)
+			if c.failed {
+				if slices.Contains(got, n) {
+					t.Fatalf("%s: event %d failed after it succeeded", key, n)
+				}
+				failedBefore[n]++
+				continue
+			}
+			got = append(got, n)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("entity %s: handled %v, want %v in this order", key, got, want)
+		}
+		if key == "a" && failedBefore[2] != 3 || key == "b" && failedBefore[12] != 2 {
+			t.Fatalf("entity %s: failures before success %v", key, failedBefore)
+		}
+	}
+	waitFor(t, "the failures counted", func() bool {
+		return gather(t, reg, "jetstate_proxy_eventing_failures_total", "source", "event_log:source") == 5 &&
+			gather(t, reg, "jetstate_proxy_eventing_delivered_total", "source", "event_log:source") == 7
+	})
+}
+
+// gather returns the sum of a metric's series whose label has value.
+func gather(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+// readSubject returns the next n messages on subject of the eventing
+// stream, from its beginning.
+func readSubject(t *testing.T, js jetstream.JetStream, subject string, n int) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cons, err := js.OrderedConsumer(ctx, proxy.EventingStream(evStorage), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < n {
+		m, err := cons.Next(jetstream.FetchContext(ctx))
+		if err != nil {
+			t.Fatalf("%s: %d of %d messages: %v", subject, len(out), n, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestEventingPoisonEvent: an event the function always fails goes to the
+// dead-letter subject after MaxTries, with where it came from and why, and
+// the entity's next events flow on.
+func TestEventingPoisonEvent(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	reg := prometheus.NewRegistry()
+	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) {
+		c.Eventing.MaxTries = 3
+		c.Registry = reg
+	})
+	et := f.types
+	for _, n := range []int{5, -1, 6} {
+		s.emit(t, et, map[string]any{"key": "p", "n": n})
+	}
+	calls := waitCalls(t, f, "OnOne", 2, func(c evCall) bool { return c.md["ce-subject"] == "p" && !c.failed })
+	if got := []any{et.read("EventOne", calls[0].payload.GetValue())["n"], et.read("EventOne", calls[1].payload.GetValue())["n"]}; !slices.Equal(got, []any{int64(5), int64(6)}) {
+		t.Fatalf("handled %v, want [5 6]", got)
+	}
+	tries := 0
+	var poisonID string
+	for _, c := range f.callsOf("OnOne") {
+		if c.failed {
+			tries++
+			poisonID = c.md["ce-id"]
+		}
+	}
+	if tries != 3 {
+		t.Fatalf("poison event tried %d times, want 3", tries)
+	}
+	dl := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	h := dl.Headers()
+	seq := strconv.FormatUint(journalSeq(t, js, "p")-1, 10) // the poison is the entity's second of three messages
+	for k, want := range map[string]string{
+		projections.HeaderCause:          "retries",
+		projections.HeaderTries:          "3",
+		projections.HeaderStreamSeq:      seq,
+		projections.HeaderEventIndex:     "0",
+		projections.HeaderJournalSubject: evStorage.Subject(streams.Entity{Type: "source", Key: "p"}),
+		projections.HeaderEventType:      "type.googleapis.com/evtest.EventOne",
+		proxy.HeaderMethod:               "/evtest.Subscriber/OnOne",
+		proxy.HeaderConsumer:             "eventing=_evtest=2ESubscriber=_source",
+		"ce-id":                          poisonID,
+		"ce-subject":                     "p",
+	} {
+		if got := h.Get(k); got != want {
+			t.Errorf("dead letter header %s = %q, want %q", k, got, want)
+		}
+	}
+	if r := h.Get(projections.HeaderReason); !strings.Contains(r, "planned failure of -1") {
+		t.Errorf("dead letter reason %q", r)
+	}
+	var a anypb.Any
+	if err := proto.Unmarshal(dl.Data(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffProto(et.anyOf("EventOne", map[string]any{"n": -1}), &a); d != "" {
+		t.Fatalf("dead letter body (-want +got):\n%s", d)
+	}
+	if got := gather(t, reg, "jetstate_proxy_eventing_dead_letters_total", "cause", "retries"); got != 1 {
+		t.Fatalf("dead letters counted %v, want 1", got)
+	}
+}
+
+// TestEventingReplicasShareWork: two sidecars of one service, each with its
+// own function, share the subscription's consumer: every event is handled
+// exactly once by the service (the function never fails), and both
+// sidecars take part.
+func TestEventingReplicasShareWork(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	tune := func(c *proxy.Config) { c.Eventing.MaxAckPending = 4 }
+	f1, f2 := newEvFunction(t, "f1"), newEvFunction(t, "f2")
+	f1.delay, f2.delay = 5*time.Millisecond, 5*time.Millisecond
+	s1 := startEvSidecar(t, js, serveEvFunction(t, f1), tune)
+	startEvSidecar(t, js, serveEvFunction(t, f2), tune)
+	const events = 60
+	for i := range events {
+		s1.emit(t, f1.types, map[string]any{"key": "k" + strconv.Itoa(i%6), "n": i + 1})
+	}
+	all := func() []evCall { return append(f1.callsOf("OnOne"), f2.callsOf("OnOne")...) }
+	waitFor(t, "every event handled", func() bool { return len(all()) >= events })
+	// Settled: nothing pending or unacknowledged, so no copy is on its way.
+	waitFor(t, "the consumer settled", func() bool {
+		c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+	})
+	seen := map[string]string{}
+	for _, c := range all() {
+		if prev, dup := seen[c.md["ce-id"]]; dup {
+			t.Fatalf("event %s handled twice (%s and %s)", c.md["ce-id"], prev, c.fn)
+		}
+		seen[c.md["ce-id"]] = c.fn
+	}
+	if len(seen) != events {
+		t.Fatalf("%d events handled, want %d", len(seen), events)
+	}
+	if n1, n2 := len(f1.callsOf("OnOne")), len(f2.callsOf("OnOne")); n1 == 0 || n2 == 0 {
+		t.Fatalf("work not shared: %d and %d events", n1, n2)
+	}
+}
+
+// TestEventingStopDuringRetries: a sidecar stopped while it retries an
+// event returns promptly without acknowledging it; the next sidecar
+// delivers it.
+func TestEventingStopDuringRetries(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	f.fails[7] = 1 << 30
+	ufAddr := serveEvFunction(t, f)
+	tune := func(c *proxy.Config) { c.Eventing.MaxTries = 1 << 20 }
+	s1 := startEvSidecar(t, js, ufAddr, tune)
+	s1.emit(t, f.types, map[string]any{"key": "r", "n": 7})
+	waitCalls(t, f, "OnOne", 2, bySubject("r")) // failing, retried
+	start := time.Now()
+	if err := s1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stop took %v", d)
+	}
+	f.mu.Lock()
+	f.fails[7] = 0
+	f.mu.Unlock()
+	startEvSidecar(t, js, ufAddr, tune)
+	waitCalls(t, f, "OnOne", 1, func(c evCall) bool { return c.md["ce-subject"] == "r" && !c.failed })
+}
+
+// publishTopic stores a message on topic "in".
+func publishTopic(t *testing.T, js jetstream.JetStream, header nats.Header, data []byte) {
+	t.Helper()
+	msg := &nats.Msg{Subject: proxy.TopicSubject(evStorage, "in"), Header: header, Data: data}
+	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEventingTopics: messages on an in topic (binary CloudEvents and plain
+// messages) reach the method taking their type with CloudEvent metadata,
+// and the replies go to the out topic as CloudEvents, as do the replies of
+// a client-called method with an out topic.
+func TestEventingTopics(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	et := f.types
+	outSubject := proxy.TopicSubject(evStorage, "out")
+
+	// A binary-mode CloudEvent with JSON data -> FromTopic (Any) -> out.
+	publishTopic(t, js, nats.Header{
+		"ce-specversion": {"1.0"}, "ce-id": {"in-1"}, "ce-source": {"test"}, "ce-type": {"Greeting"},
+		"ce-subject": {"s1"}, "ce-time": {"2026-01-02T03:04:05Z"}, "content-type": {"application/json"},
+	}, []byte(`{"hello":"world"}`))
+	c := waitCalls(t, f, "FromTopic", 1, nil)[0]
+	if c.payload.GetTypeUrl() != "json.cloudstate.io/Greeting" || string(unwrapped(c.payload.GetValue())) != `{"hello":"world"}` {
+		t.Fatalf("FromTopic payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
+	}
+	want := map[string]string{"ce-id": "in-1", "ce-source": "test", "ce-specversion": "1.0", "ce-type": "Greeting",
+		"ce-subject": "s1", "ce-time": "2026-01-02T03:04:05Z", "Content-Type": "application/json"}
+	if d := cmp.Diff(want, c.md); d != "" {
+		t.Fatalf("FromTopic metadata (-want +got):\n%s", d)
+	}
+	out := readSubject(t, js, outSubject, 1)[0]
+	ev := outEventOf(t, out)
+	checkEvent(t, ev, "in-1:/evtest.Relay/FromTopic:1", "evtest.Relay", "Greeting", "relayed", "application/json")
+	if string(ev.Data()) != `{"hello":"world"}` || ev.Extensions()["relayedby"] != "evtest" {
+		t.Fatalf("out event data %q, extensions %v", ev.Data(), ev.Extensions())
+	}
+	if got := out.Headers().Get(jetstream.MsgIDHeader); got != ev.ID() {
+		t.Fatalf("Nats-Msg-Id %q, want the event id %q", got, ev.ID())
+	}
+
+	// A plain protobuf message typed by its content type -> Typed -> out.
+	one, _ := proto.Marshal(et.build("EventOne", map[string]any{"n": 42}))
+	publishTopic(t, js, nats.Header{"Content-Type": {"application/protobuf; proto=evtest.EventOne"}}, one)
+	c = waitCalls(t, f, "Typed", 1, nil)[0]
+	if c.md["ce-type"] != "evtest.EventOne" || !strings.HasPrefix(c.md["ce-id"], proxy.EventingStream(evStorage)+":") ||
+		c.md["ce-source"] != "topic:in" || c.md["Content-Type"] != "application/protobuf; proto=evtest.EventOne" {
+		t.Fatalf("Typed metadata %v", c.md)
+	}
+	checkTime(t, c.md["ce-time"])
+	ev = outEventOf(t, readSubject(t, js, outSubject, 2)[1])
+	checkEvent(t, ev, c.md["ce-id"]+":/evtest.Relay/Typed:1", "evtest.Relay", "evtest.Response", "", projections.ContentTypeProtobuf)
+	if got := et.read("Response", ev.Data()); got["n"] != int64(42) || got["id"] != c.md["ce-id"] {
+		t.Fatalf("Typed reply %v", got)
+	}
+
+	// Plain text -> p.cloudstate.io/string -> FromTopic -> text again.
+	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("hi"))
+	c = waitCalls(t, f, "FromTopic", 2, nil)[1]
+	if c.payload.GetTypeUrl() != "p.cloudstate.io/string" || string(unwrapped(c.payload.GetValue())) != "hi" {
+		t.Fatalf("text payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
+	}
+	ev = outEventOf(t, readSubject(t, js, outSubject, 3)[2])
+	if ev.DataContentType() != projections.ContentTypeText || string(ev.Data()) != "hi" {
+		t.Fatalf("text out event %s %q", ev.DataContentType(), ev.Data())
+	}
+
+	// A client calls a method with out but no in: its reply is published.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.conn.Invoke(ctx, "/evtest.Relay/Publish", et.build("Response", map[string]any{"message": "x"}), et.msg("Response")); err != nil {
+		t.Fatal(err)
+	}
+	ev = outEventOf(t, readSubject(t, js, outSubject, 4)[3])
+	if ev.Type() != "evtest.Published" || ev.Source() != "evtest.Relay" || ev.ID() == "" || et.read("Response", ev.Data())["message"] != "x" {
+		t.Fatalf("published event %v", ev)
+	}
+}
+
+func outEventOf(t *testing.T, m jetstream.Msg) *event.Event {
+	t.Helper()
+	ev, err := projections.EventFromNATS(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func checkEvent(t *testing.T, ev *event.Event, id, source, typ, subject, ct string) {
+	t.Helper()
+	got := []string{ev.ID(), ev.Source(), ev.Type(), ev.Subject(), ev.DataContentType(), ev.SpecVersion()}
+	if want := []string{id, source, typ, subject, ct, "1.0"}; !slices.Equal(got, want) {
+		t.Fatalf("out event [id source type subject content-type specversion] = %q, want %q", got, want)
+	}
+	if d := time.Since(ev.Time()); d < 0 || d > time.Minute {
+		t.Fatalf("out event time %v", ev.Time())
+	}
+}
+
+// TestEventingMalformedTopicMessages: messages on an in topic that cannot
+// become a command go to the dead-letter subject with the reason and their
+// original body; the messages behind them flow on.
+func TestEventingMalformedTopicMessages(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+
+	bad := []struct {
+		header nats.Header
+		data   []byte
+		reason string
+	}{
+		{nats.Header{"Content-Type": {"application/protobuf"}}, []byte{1, 2, 3}, "without a type"},
+		{nats.Header{"ce-specversion": {"0.3"}, "ce-id": {"x"}, "ce-source": {"s"}, "ce-type": {"t"}}, []byte("old"), `spec version "0.3"`},
+		{nats.Header{"Content-Type": {"application/protobuf; proto=evtest.EventOne"}}, []byte{0xff}, "not a valid evtest.EventOne"},
+	}
+	for _, b := range bad {
+		publishTopic(t, js, b.header, b.data)
+	}
+	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("fine"))
+	c := waitCalls(t, f, "FromTopic", 1, nil)[0]
+	if string(unwrapped(c.payload.GetValue())) != "fine" {
+		t.Fatalf("FromTopic got %q", unwrapped(c.payload.GetValue()))
+	}
+	dls := readSubject(t, js, proxy.DeadLetterSubject(evStorage), len(bad))
+	for i, dl := range dls {
+		h := dl.Headers()
+		if h.Get(projections.HeaderCause) != "bad_event" || !strings.Contains(h.Get(projections.HeaderReason), bad[i].reason) ||
+			string(dl.Data()) != string(bad[i].data) || h.Get(proxy.HeaderTopicSubject) != proxy.TopicSubject(evStorage, "in") {
+			t.Errorf("dead letter %d: headers %v, body %q; want reason %q", i, h, dl.Data(), bad[i].reason)
+		}
+	}
+	if n := len(f.callsOf("Typed")); n != 0 {
+		t.Fatalf("Typed called %d times with a malformed message", n)
+	}
+}
+
+// TestEventingDiscoveryValidation: eventing options that cannot be served
+// stop the sidecar at start with a clear error, reported to the function.
+func TestEventingDiscoveryValidation(t *testing.T) {
+	subscriber := func(file *descriptorpb.FileDescriptorProto) *descriptorpb.ServiceDescriptorProto {
+		return file.Service[1]
+	}
+	for _, c := range []struct {
+		name string
+		tune func(*descriptorpb.FileDescriptorProto)
+		want string
+	}{
+		{"unknown event log", func(file *descriptorpb.FileDescriptorProto) {
+			proto.SetExtension(subscriber(file).Method[0].Options, cloudstate.E_Eventing, fromLog("nope"))
+		}, `/evtest.Subscriber/OnOne: (cloudstate.eventing).in.event_log "nope" is not the persistence id of an event-sourced entity of this function (known: source)`},
+		{"two methods for one type", func(file *descriptorpb.FileDescriptorProto) {
+			s := subscriber(file)
+			s.Method = append(s.Method, evMethod("Again", "EventOne", "Response", fromLog("source")))
+		}, `/evtest.Subscriber/OnOne and /evtest.Subscriber/Again both take evtest.EventOne from event_log:source in consumer group "evtest.Subscriber" (give them distinct consumer groups)`},
+		{"same topic in and out", func(file *descriptorpb.FileDescriptorProto) {
+			proto.SetExtension(file.Service[2].Method[0].Options, cloudstate.E_Eventing, topicInOut("loop", "loop"))
+		}, `/evtest.Relay/FromTopic: consumes and publishes to the same topic "loop"`},
+		{"client-streaming consumer", func(file *descriptorpb.FileDescriptorProto) {
+			streaming(subscriber(file).Method[0], true, false)
+		}, "/evtest.Subscriber/OnOne: an eventing consumer must take single events, not a client stream"},
+		{"no source", func(file *descriptorpb.FileDescriptorProto) {
+			proto.SetExtension(subscriber(file).Method[0].Options, cloudstate.E_Eventing, &cloudstate.Eventing{In: &cloudstate.EventSource{}})
+		}, "/evtest.Subscriber/OnOne: (cloudstate.eventing).in names neither a topic nor an event_log"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := streamstest.RunServer(t)
+			f := newEvFunction(t, "f")
+			f.spec = c.tune
+			p, err := proxy.New(proxy.Config{
+				Storage: evStorage, Provision: &streams.StoreConfig{}, UserFunction: serveEvFunction(t, f),
+				Listen: "127.0.0.1:0", DiscoveryBackoff: 10 * time.Millisecond,
+			}, srv.JetStream(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			err = p.Run(ctx)
+			var verr *proxy.ValidationError
+			if !errors.As(err, &verr) || !slices.ContainsFunc(verr.Problems, func(p string) bool { return strings.HasPrefix(p, c.want) }) {
+				t.Fatalf("Run = %v, want a validation error with %q", err, c.want)
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.errors) != 1 || !strings.Contains(f.errors[0], c.want) {
+				t.Fatalf("reported to the function: %q", f.errors)
+			}
+		})
+	}
+}
