@@ -21,7 +21,8 @@
 // the request rate jumps beyond RequestRateThresholdFactor; a scale-down
 // enters ScalingDown, which decides nothing for ScaleDownStabilization; a
 // rollout (Service.RollingOut) enters Upgrading, which decides nothing
-// until it ends. Leaving any of them drops the metrics gathered during it.
+// until it ends. Leaving a stabilization keeps only the last request-rate
+// window of metrics; leaving Upgrading drops all from before.
 //
 // The State of each service is kept in a JetStream KV bucket
 // (<prefix>_autoscaler, Store), written with revision checks, so an
