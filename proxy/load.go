@@ -187,11 +187,8 @@ func (r *loadReporter) run(ctx context.Context) {
 
 // startLoadReports starts publishing this sidecar's load every
 // DefaultLoadReportPeriod until ctx is done or the returned stop is called;
-// stop waits for the publisher to end. Call it once, after the sidecar
-// started (its member id and counters exist from then on), for example in
-// Run right after the shard reconciler is started:
-//
-//	defer p.startLoadReports(ctx)()
+// stop waits for the publisher to end. Run calls it once the sidecar joined
+// (its member id and counters exist from then on).
 func (p *Proxy) startLoadReports(ctx context.Context) (stop func()) {
 	return p.startLoadReportsEvery(ctx, DefaultLoadReportPeriod)
 }

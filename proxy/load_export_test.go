@@ -5,8 +5,9 @@ import (
 	"time"
 )
 
-// StartLoadReports starts p's load reports every period (Run does not start
-// them yet) and returns the function that stops them.
+// StartLoadReports starts a second reporter of p's load, every period
+// (Run's reports every second; each measurement goes into exactly one of
+// the two), and returns the function that stops it.
 func StartLoadReports(ctx context.Context, p *Proxy, period time.Duration) (stop func()) {
 	return p.startLoadReportsEvery(ctx, period)
 }

@@ -92,6 +92,8 @@ func TestLoadReportsReachAutoscaler(t *testing.T) {
 		s := summary()
 		return s.Members == 2 && s.RequestRate > 0 && s.FunctionConcurrency > 0
 	})
+	// Run reports too (every second): stop the second sidecar altogether.
 	stop2()
+	h.stop()
 	waitFor(t, "the silent sidecar to drop out", func() bool { return summary().Members == 1 })
 }

@@ -229,6 +229,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 		defer cancel()
 		p.sharding.leave(lctx)
 	}()
+	defer p.startLoadReports(ctx)() // for the operator's autoscaler; stops when draining starts
 
 	lis, err := net.Listen("tcp", p.cfg.Listen)
 	if err != nil {
