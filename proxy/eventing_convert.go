@@ -79,6 +79,9 @@ func topicMessage(msg *nats.Msg, topic, defaultID string, stored time.Time) (*an
 		}
 		ct = ev.DataContentType()
 	} else {
+		if !utf8.ValidString(ct) {
+			return nil, nil, fmt.Errorf("%w: content type %q is not UTF-8", ErrBadEvent, ct)
+		}
 		e := event.New(event.CloudEventsVersionV1)
 		e.SetID(defaultID)
 		e.SetSource("topic:" + url.PathEscape(topic))
@@ -111,6 +114,9 @@ func anyOfData(contentType, ceType string, data []byte) (*anypb.Any, string, err
 		var a anypb.Any
 		if err := proto.Unmarshal(data, &a); err != nil {
 			return nil, "", fmt.Errorf("%s body is not a serialized Any: %v", ContentTypeAny, err)
+		}
+		if a.GetTypeUrl() == "" {
+			return nil, "", fmt.Errorf("%s body has no type URL", ContentTypeAny)
 		}
 		return &a, typeName(a.GetTypeUrl()), nil
 	case media == "application/protobuf" || media == "application/x-protobuf" || media == "application/vnd.google.protobuf":

@@ -183,10 +183,33 @@ func (e *eventing) ensureStream(ctx context.Context) error {
 	return nil
 }
 
-// subscribe creates (or updates) a subscription's durable consumer. An
+// subscribe binds a subscription to its durable consumer.
+func (e *eventing) subscribe(ctx context.Context, sub *Subscription) (*subscriber, error) {
+	st := e.p.cfg.Storage
+	stream := EventingStream(st)
+	if sub.EventLog != "" {
+		stream = st.JournalStream()
+	}
+	cons, err := e.createConsumer(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	name := sub.ConsumerName(st)
+	s := &subscriber{
+		e: e, sub: sub, cons: cons, stream: stream, name: name,
+		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
+		log:      e.p.log.With("consumer", name, "source", sub.Source()),
+		queues:   map[string]*evQueue{},
+		inflight: map[uint64]struct{}{},
+	}
+	s.wake = sync.NewCond(&s.mu)
+	return s, nil
+}
+
+// createConsumer creates or updates a subscription's durable consumer. An
 // event log is read from its beginning; a topic from the consumer's
 // creation on, as a new subscription to a topic would.
-func (e *eventing) subscribe(ctx context.Context, sub *Subscription) (*subscriber, error) {
+func (e *eventing) createConsumer(ctx context.Context, sub *Subscription) (jetstream.Consumer, error) {
 	st := e.p.cfg.Storage
 	stream, policy := EventingStream(st), jetstream.DeliverNewPolicy
 	if sub.EventLog != "" {
@@ -206,15 +229,7 @@ func (e *eventing) subscribe(ctx context.Context, sub *Subscription) (*subscribe
 	if err != nil {
 		return nil, fmt.Errorf("eventing consumer %s on %s: %w", name, stream, err)
 	}
-	s := &subscriber{
-		e: e, sub: sub, cons: cons, stream: stream, name: name,
-		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
-		log:      e.p.log.With("consumer", name, "source", sub.Source()),
-		queues:   map[string]*evQueue{},
-		inflight: map[uint64]struct{}{},
-	}
-	s.wake = sync.NewCond(&s.mu)
-	return s, nil
+	return cons, nil
 }
 
 // run consumes every subscription until ctx ends, then lets the events in
@@ -261,37 +276,36 @@ type evMsg struct {
 }
 
 func (s *subscriber) run(ctx context.Context) error {
-	it, err := s.cons.Messages(jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256)))
-	if err != nil {
-		return fmt.Errorf("eventing %s: consume: %w", s.name, err)
-	}
 	s.log.InfoContext(ctx, "eventing consumer started")
 	var wg sync.WaitGroup
 	for range s.e.cfg.Workers {
 		wg.Go(func() { s.work(ctx) })
 	}
 	stop := context.AfterFunc(ctx, func() {
-		// Drain, not Stop: Next returns the buffered messages and then
-		// ErrMsgIteratorClosed once the server has dropped our interest, so
-		// the Naks below cannot be redelivered to a pull of this iterator
-		// (where they would wait out the ack wait).
-		it.Drain()
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 		s.wake.Broadcast()
 	})
 	defer stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				break
-			}
-			s.log.DebugContext(ctx, "consume", "error", err) // heartbeats, leader changes: it carries on
-			continue
+	wait := s.e.cfg.RetryMin
+	for ctx.Err() == nil {
+		err := s.consume(ctx)
+		if err == nil || ctx.Err() != nil {
+			break
 		}
-		s.dispatch(msg)
+		// The consumer was deleted (by an operator, or with its stream):
+		// make it again and go on, the sidecar stays ready.
+		s.log.WarnContext(ctx, "eventing consumer lost, re-creating", "error", err, "in", wait)
+		if sleepCtx(ctx, jitter(wait)) != nil {
+			break
+		}
+		wait = min(2*wait, s.e.cfg.RetryMax)
+		if cons, err := s.e.createConsumer(ctx, s.sub); err != nil {
+			s.log.WarnContext(ctx, "eventing consumer not re-created", "error", err)
+		} else {
+			s.cons = cons // only this goroutine reads cons
+		}
 	}
 	wg.Wait()
 	// Hand back what was received but not finished, for another sidecar or
@@ -306,6 +320,38 @@ func (s *subscriber) run(ctx context.Context) error {
 	s.queues = map[string]*evQueue{}
 	s.log.Info("eventing consumer stopped")
 	return nil
+}
+
+// consume dispatches the consumer's messages until ctx ends (nil) or the
+// consumer is gone (an error).
+func (s *subscriber) consume(ctx context.Context) error {
+	it, err := s.cons.Messages(jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256)))
+	if err != nil {
+		return fmt.Errorf("eventing %s: consume: %w", s.name, err)
+	}
+	// Drain, not Stop: Next returns the buffered messages and then
+	// ErrMsgIteratorClosed once the server has dropped our interest, so the
+	// Naks at the end of run cannot be redelivered to a pull of this
+	// iterator (where they would wait out the ack wait).
+	drain := context.AfterFunc(ctx, it.Drain)
+	defer drain()
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+			s.dispatch(msg)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, nats.ErrConnectionClosed):
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("eventing %s: %w", s.name, err)
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			it.Stop()
+			return fmt.Errorf("eventing %s: %w", s.name, err)
+		default:
+			s.log.DebugContext(ctx, "consume", "error", err) // heartbeats, leader changes: it carries on
+		}
+	}
 }
 
 // dispatch queues msg behind the earlier messages of its key.

@@ -592,3 +592,22 @@ func TestEventingDiscoveryValidation(t *testing.T) {
 		})
 	}
 }
+
+// TestEventingConsumerDeleted: a subscription whose consumer is deleted
+// under it makes it again and goes on delivering (an event log from its
+// beginning again: at least once).
+func TestEventingConsumerDeleted(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	s.emit(t, f.types, map[string]any{"key": "d", "n": 1})
+	waitCalls(t, f, "OnOne", 1, bySubject("d"))
+	if err := js.DeleteConsumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source"); err != nil {
+		t.Fatal(err)
+	}
+	s.emit(t, f.types, map[string]any{"key": "d", "n": 2})
+	waitCalls(t, f, "OnOne", 1, func(c evCall) bool {
+		return c.md["ce-subject"] == "d" && f.types.read("EventOne", c.payload.GetValue())["n"] == int64(2)
+	})
+}
