@@ -16,6 +16,12 @@
 // followed. A protocol error, a timeout or a failed write crashes the
 // entity: its commands fail and the next one re-activates it from storage.
 //
+// Eventing: methods with (cloudstate.eventing).in consume an event-sourced
+// entity type's journal (event_log) or a topic through a durable JetStream
+// consumer per (service, consumer group, source) shared by the service's
+// sidecars, at least once, with CloudEvent metadata; replies of methods with
+// out.topic are published to the topic as CloudEvents. See ARCHITECTURE.md.
+//
 // The proxy never imports the sdk; it knows the function only through the
 // protocol.
 package proxy
