@@ -92,9 +92,7 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 			Name: "jetstate_autoscaler_load_reports_total", Help: "Load reports received from sidecars, by outcome (ok or invalid).",
 		}, []string{"outcome"}),
 	}
-	if cfg.Registry != nil {
-		cfg.Registry.MustRegister(a.reports)
-	}
+	a.reports = register(cfg.Registry, a.reports)
 	return a
 }
 

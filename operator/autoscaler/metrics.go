@@ -1,6 +1,10 @@
 package autoscaler
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // phases lists every phase, for the phase gauge.
 var phases = []Phase{Stable, ScalingUp, ScalingDown, Upgrading}
@@ -36,10 +40,32 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "jetstate_autoscaler_decisions_total", Help: "Scale changes decided, by direction (up or down).",
 		}, []string{"service", "direction"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.current, m.desired, m.ready, m.reporting, m.phase, m.decisions)
-	}
+	m.current = register(reg, m.current)
+	m.desired = register(reg, m.desired)
+	m.ready = register(reg, m.ready)
+	m.reporting = register(reg, m.reporting)
+	m.phase = register(reg, m.phase)
+	m.decisions = register(reg, m.decisions)
 	return m
+}
+
+// register registers c with reg (nil: nowhere) and returns it, or the
+// collector registered before under the same name: several Runners and
+// Aggregators (one per NATS store) share their metrics.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if reg == nil {
+		return c
+	}
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 // observe records a tick's view of svc.

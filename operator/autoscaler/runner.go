@@ -13,6 +13,9 @@ import (
 // DefaultTick is how often the Runner decides (the reference's 2 s).
 const DefaultTick = 2 * time.Second
 
+// tickTimeout bounds one tick, in ticks (at least 30 s).
+const tickTimeout = 10
+
 // Service is one autoscaled service as the Target sees it now.
 type Service struct {
 	// Name is the jetstate service name (streams.Config.Service): its
@@ -126,8 +129,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-// tick takes the decisions of one tick at now.
+// tick takes the decisions of one tick at now. A tick that hangs (the
+// Target, the Store) is given up after tickTimeout ticks.
 func (r *Runner) tick(ctx context.Context, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, max(tickTimeout*r.cfg.Tick, 30*time.Second))
+	defer cancel()
 	services, err := r.cfg.Target.Services(ctx)
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)

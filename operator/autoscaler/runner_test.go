@@ -5,6 +5,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func syncWait() { synctest.Wait() }
@@ -19,10 +22,25 @@ func TestScaleUpOnUserFunctionConcurrency(t *testing.T) {
 		// 6 commands in the function in total: 3 per replica on 2, 1.5 on 4,
 		// 1 on 6.
 		c := newCluster(t, 2, constant(work{function: 6, request: 8, rate: 100}))
-		_, stop := c.simulate(Config{})
+		r, stop := c.simulate(Config{})
 		defer stop()
 		c.until(2*time.Second + time.Millisecond)
 		wantHistory(t, c, "first decision", "2s:4")
+		for _, m := range []struct {
+			name      string
+			got, want float64
+		}{
+			{"desired", testutil.ToFloat64(r.metrics.desired.WithLabelValues("cart")), 4},
+			{"current", testutil.ToFloat64(r.metrics.current.WithLabelValues("cart")), 2},
+			{"up decisions", testutil.ToFloat64(r.metrics.decisions.WithLabelValues("cart", "up")), 1},
+			{"phase ScalingUp", testutil.ToFloat64(r.metrics.phase.WithLabelValues("cart", "ScalingUp")), 1},
+			{"phase Stable", testutil.ToFloat64(r.metrics.phase.WithLabelValues("cart", "Stable")), 0},
+			{"reporting members", testutil.ToFloat64(r.metrics.reporting.WithLabelValues("cart")), 2},
+		} {
+			if m.got != m.want {
+				t.Errorf("metric %s = %v, want %v", m.name, m.got, m.want)
+			}
+		}
 		if r := c.lastReason(); !strings.Contains(r, "user-function concurrency 3.00") || !strings.Contains(r, "capped, 6 wanted") {
 			t.Errorf("reason %q", r)
 		}
@@ -259,4 +277,23 @@ func TestMemberDropsOutWhenSilent(t *testing.T) {
 			t.Fatalf("summary %+v, want a's alone (1, 10/s)", sum)
 		}
 	})
+}
+
+// Several Runners and Aggregators (one per store) share one registry.
+func TestMetricsShared(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := newCluster(t, 2, constant(work{}))
+	for range 2 {
+		agg := NewAggregator(AggregatorConfig{Registry: reg})
+		if _, err := New(Config{Target: c, Loads: agg, Registry: reg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r1, _ := New(Config{Target: c, Loads: NewAggregator(AggregatorConfig{}), Registry: reg})
+	r2, _ := New(Config{Target: c, Loads: NewAggregator(AggregatorConfig{}), Registry: reg})
+	r1.metrics.decided("a", 1, 2)
+	r2.metrics.decided("a", 2, 3)
+	if n := testutil.ToFloat64(r1.metrics.decisions.WithLabelValues("a", "up")); n != 2 {
+		t.Fatalf("decisions counted %v, want 2 (one collector)", n)
+	}
 }
