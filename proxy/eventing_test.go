@@ -156,11 +156,43 @@ func TestEventingEventLog(t *testing.T) {
 		}
 	})
 
-	t.Run("streamed consumer", func(t *testing.T) {
+	t.Run("streamed consumer with an out topic, retried", func(t *testing.T) {
+		// The first try publishes one reply, then fails; the second publishes
+		// both: the first reply's copy has the same id and is dropped.
+		f.mu.Lock()
+		f.fails[4] = 1
+		f.mu.Unlock()
 		s.emit(t, et, map[string]any{"key": "two", "n": 4, "kind": "two"})
-		c := waitCalls(t, f, "OnTwo", 1, bySubject("two"))[0]
-		if got := et.read("EventTwo", c.payload.GetValue())["n"]; got != int64(4) {
-			t.Fatalf("OnTwo got n %v", got)
+		calls := waitCalls(t, f, "OnTwo", 2, bySubject("two"))
+		if got := et.read("EventTwo", calls[1].payload.GetValue())["n"]; got != int64(4) || calls[0].md["ce-id"] != calls[1].md["ce-id"] {
+			t.Fatalf("OnTwo got n %v, ids %s and %s", got, calls[0].md["ce-id"], calls[1].md["ce-id"])
+		}
+		out := readSubject(t, js, proxy.TopicSubject(evStorage, "out2"), 2)
+		for i, m := range out {
+			ev := outEventOf(t, m)
+			checkEvent(t, ev, fmt.Sprintf("%s:/evtest.Subscriber/OnTwo:%d", calls[0].md["ce-id"], i+1), "evtest.Subscriber", "evtest.Response", "", projections.ContentTypeProtobuf)
+			if got := et.read("Response", ev.Data())["n"]; got != int64(40+i) {
+				t.Fatalf("out event %d: n %v", i, got)
+			}
+		}
+		waitFor(t, "the event acknowledged", func() bool {
+			c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+			if err != nil {
+				return false
+			}
+			info, err := c.Info(t.Context())
+			return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		})
+		st, err := js.Stream(t.Context(), proxy.EventingStream(evStorage))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(proxy.TopicSubject(evStorage, "out2")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Subjects[proxy.TopicSubject(evStorage, "out2")]; n != 2 {
+			t.Fatalf("out2 holds %d messages, want 2 (the retry's copy dropped)", n)
 		}
 	})
 }

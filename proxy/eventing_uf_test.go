@@ -42,7 +42,8 @@ import (
 //	evtest.Subscriber (action) subscribed to event_log "source":
 //	                  OnOne(EventOne) -> Response        replies Response{id = ce-subject, n}; fails as planned;
 //	                                                     n = 1000 forwards to Effect
-//	                  OnTwo(EventTwo) -> stream Response two replies
+//	                  OnTwo(EventTwo) -> stream Response two replies, out.topic "out2"; a planned
+//	                                                     failure comes after the first reply
 //	                  OnAny(Any) -> Response             JSON events: Response{id = ce-subject, message = the JSON}
 //	                  Effect(Response) -> Response       replies message "effect"
 //	evtest.Relay      (action):
@@ -74,6 +75,11 @@ func evMethod(name, in, out string, ev *cloudstate.Eventing) *descriptorpb.Metho
 
 func fromLog(pid string) *cloudstate.Eventing {
 	return &cloudstate.Eventing{In: &cloudstate.EventSource{Source: &cloudstate.EventSource_EventLog{EventLog: pid}}}
+}
+
+func withOut(ev *cloudstate.Eventing, topic string) *cloudstate.Eventing {
+	ev.Out = &cloudstate.EventDestination{Destination: &cloudstate.EventDestination_Topic{Topic: topic}}
+	return ev
 }
 
 func topicInOut(in, out string) *cloudstate.Eventing {
@@ -108,7 +114,7 @@ func evFileSet(tune func(*descriptorpb.FileDescriptorProto)) *descriptorpb.FileD
 			{Name: proto.String("Source"), Method: []*descriptorpb.MethodDescriptorProto{evMethod("Emit", "EmitRequest", "Response", nil)}},
 			{Name: proto.String("Subscriber"), Method: []*descriptorpb.MethodDescriptorProto{
 				evMethod("OnOne", "EventOne", "Response", fromLog("source")),
-				streaming(evMethod("OnTwo", "EventTwo", "Response", fromLog("source")), false, true),
+				streaming(evMethod("OnTwo", "EventTwo", "Response", withOut(fromLog("source"), "out2")), false, true),
 				evMethod("OnAny", "google.protobuf.Any", "Response", fromLog("source")),
 				evMethod("Effect", "Response", "Response", nil),
 			}},
@@ -386,6 +392,9 @@ func (f *evFunction) HandleStreamedOut(cmd *actionpb.ActionCommand, stream grpc.
 	for i := range int64(2) {
 		if err := stream.Send(actionReply(f.types.anyOf("Response", map[string]any{"id": md["ce-subject"], "n": n*10 + i}), nil)); err != nil {
 			return err
+		}
+		if i == 0 && f.shouldFail(n) {
+			return stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Failure{Failure: &cloudstate.Failure{Description: "planned failure"}}})
 		}
 	}
 	return nil
