@@ -66,14 +66,16 @@ func (p *Proxy) handleGRPC(_ any, stream grpc.ServerStream) error {
 	if !ok || m == nil {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", path)
 	}
-	p.metrics.load.requests.begin()
-	defer p.metrics.load.requests.end()
 	if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
 		if m.Service.EntityType != Action {
 			return status.Errorf(codes.Unimplemented, "streaming method %s is not served", path)
 		}
 		return p.streamAction(stream, m)
 	}
+	// Only unary calls count as load: a stream's length says how long a
+	// client listens, not how busy the sidecar is.
+	p.metrics.load.requests.begin()
+	defer p.metrics.load.requests.end()
 	var in frame
 	if err := stream.RecvMsg(&in); err != nil {
 		if _, ok := status.FromError(err); ok {

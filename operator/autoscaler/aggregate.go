@@ -173,20 +173,26 @@ func (a *Aggregator) record(service string, r *load.Report, now time.Time) error
 	}
 	m.samples = append(m.samples, s)
 	m.last, m.period = now, iv
-	a.prune(sl, now)
+	m.prune(now.Add(-sl.keep))
 	return nil
+}
+
+// prune drops the samples that ended before horizon.
+func (m *memberLoad) prune(horizon time.Time) {
+	i := 0
+	for i < len(m.samples) && !m.samples[i].end.After(horizon) {
+		i++
+	}
+	if i > 0 {
+		m.samples = append(m.samples[:0], m.samples[i:]...)
+	}
 }
 
 // prune drops samples older than the service's longest window and members
 // silent for that long; a.mu is held.
 func (a *Aggregator) prune(sl *serviceLoad, now time.Time) {
-	horizon := now.Add(-sl.keep)
 	for id, m := range sl.members {
-		i := 0
-		for i < len(m.samples) && !m.samples[i].end.After(horizon) {
-			i++
-		}
-		m.samples = append(m.samples[:0], m.samples[i:]...)
+		m.prune(now.Add(-sl.keep))
 		if len(m.samples) == 0 {
 			delete(sl.members, id)
 		}

@@ -44,8 +44,9 @@ type Report struct {
 	// Length of the interval measured, in nanoseconds (about the report
 	// period; the first interval starts when the sidecar starts serving).
 	IntervalNanos int64 `protobuf:"varint,3,opt,name=interval_nanos,json=intervalNanos,proto3" json:"interval_nanos,omitempty"`
-	// Client requests in the sidecar (gRPC and HTTP/JSON, from when the
-	// request arrived until its reply was sent).
+	// Client requests in the sidecar (unary gRPC and HTTP/JSON calls, from
+	// when the request arrived until its reply was sent; streamed calls are
+	// not counted: their length is the client's, not load).
 	RequestConcurrency float64 `protobuf:"fixed64,4,opt,name=request_concurrency,json=requestConcurrency,proto3" json:"request_concurrency,omitempty"`
 	RequestCount       int64   `protobuf:"varint,5,opt,name=request_count,json=requestCount,proto3" json:"request_count,omitempty"`
 	RequestTimeNanos   int64   `protobuf:"varint,6,opt,name=request_time_nanos,json=requestTimeNanos,proto3" json:"request_time_nanos,omitempty"`
