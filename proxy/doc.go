@@ -22,6 +22,11 @@
 // sidecars, at least once, with CloudEvent metadata; replies of methods with
 // out.topic are published to the topic as CloudEvents. See ARCHITECTURE.md.
 //
+// Load: from joining until draining, the sidecar publishes every second
+// on <prefix>_load.<service> the time-weighted concurrency of its unary
+// requests, of commands in the user function and of store operations
+// (load.go, protocol jetstate.load), for the operator's autoscaler.
+//
 // The proxy never imports the sdk; it knows the function only through the
 // protocol.
 package proxy
