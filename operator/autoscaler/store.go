@@ -97,3 +97,13 @@ func (s *Store) Save(ctx context.Context, service string, st State, rev uint64) 
 		return 0, fmt.Errorf("save state of %s: %w", service, err)
 	}
 }
+
+// Delete forgets service's state (the service was deleted); deleting a
+// state that is not stored is not an error. A Runner still tracking the
+// service writes it again on its next decision.
+func (s *Store) Delete(ctx context.Context, service string) error {
+	if err := s.kv.Purge(ctx, stateKey(service)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("delete state of %s: %w", service, err)
+	}
+	return nil
+}

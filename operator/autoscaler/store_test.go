@@ -56,6 +56,17 @@ func TestStoreSaveLoadConflict(t *testing.T) {
 	if _, err := st.Save(ctx, "my.cart", want, rev1); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale update: %v, want ErrConflict", err)
 	}
+	for range 2 { // deleting twice is fine
+		if err := st.Delete(ctx, "my.cart"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, rev, err := st.Load(ctx, "my.cart"); err != nil || rev != 0 || got != (State{}) {
+		t.Fatalf("Load after Delete = %+v, %d, %v", got, rev, err)
+	}
+	if _, err := st.Save(ctx, "my.cart", want, 0); err != nil {
+		t.Fatalf("create after Delete: %v", err)
+	}
 }
 
 // feed records one second of reports from replicas members at now; the
