@@ -48,17 +48,26 @@ type tck struct {
 
 func startTCK(t *testing.T) *tck {
 	t.Helper()
+	return startTCKWith(t, func(srv *grpc.Server) {
+		m := &model{}
+		cloudstate.RegisterEntityDiscoveryServer(srv, m)
+		eventsourced.RegisterEventSourcedServer(srv, m)
+		valueentity.RegisterValueEntityServer(srv, valueModel{})
+		action.RegisterActionProtocolServer(srv, actionModel{})
+	})
+}
+
+// startTCKWith is startTCK with another model function: register serves
+// its protocol services.
+func startTCKWith(t *testing.T, register func(*grpc.Server)) *tck {
+	t.Helper()
 	nats := streamstest.RunServer(t)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	m := &model{}
-	cloudstate.RegisterEntityDiscoveryServer(srv, m)
-	eventsourced.RegisterEventSourcedServer(srv, m)
-	valueentity.RegisterValueEntityServer(srv, valueModel{})
-	action.RegisterActionProtocolServer(srv, actionModel{})
+	register(srv)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	ic, icAddr := startInterceptor(t, lis.Addr().String())
