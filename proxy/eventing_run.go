@@ -116,6 +116,12 @@ func (c EventingConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// maxConsumerName is the longest consumer name the server accepts.
+const maxConsumerName = 255
+
+// errEventingUnservable is an eventing set-up that retrying cannot fix.
+var errEventingUnservable = errors.New("eventing cannot be served")
+
 // eventing runs the model's subscriptions and publishes to topics.
 type eventing struct {
 	p    *Proxy
@@ -132,6 +138,12 @@ func (p *Proxy) newEventing(ctx context.Context, ev *Eventing, m *eventingMetric
 	e := &eventing{p: p, cfg: p.cfg.Eventing, m: m}
 	if ev == nil || len(ev.Subscriptions) == 0 && len(ev.Out) == 0 {
 		return e, nil
+	}
+	for _, sub := range ev.Subscriptions {
+		if name := sub.ConsumerName(p.cfg.Storage); len(name) > maxConsumerName {
+			return nil, fmt.Errorf("%w: %s: consumer name %s is %d bytes, over the server's %d: give the methods a shorter consumer_group",
+				errEventingUnservable, sub, name, len(name), maxConsumerName)
+		}
 	}
 	if err := e.ensureStream(ctx); err != nil {
 		return nil, err

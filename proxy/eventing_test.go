@@ -643,3 +643,29 @@ func TestEventingConsumerDeleted(t *testing.T) {
 		return c.md["ce-subject"] == "d" && f.types.read("EventOne", c.payload.GetValue())["n"] == int64(2)
 	})
 }
+
+// TestEventingConsumerNameTooLong: a consumer group whose consumer name the
+// server would refuse stops the sidecar at start with a clear error
+// instead of retrying forever.
+func TestEventingConsumerNameTooLong(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	f := newEvFunction(t, "f")
+	f.spec = func(file *descriptorpb.FileDescriptorProto) {
+		ev := fromLog("source")
+		ev.In.ConsumerGroup = strings.Repeat("g", 300)
+		proto.SetExtension(file.Service[1].Method[0].Options, cloudstate.E_Eventing, ev)
+	}
+	p, err := proxy.New(proxy.Config{
+		Storage: evStorage, Provision: &streams.StoreConfig{}, UserFunction: serveEvFunction(t, f),
+		Listen: "127.0.0.1:0", DiscoveryBackoff: 10 * time.Millisecond,
+	}, srv.JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err = p.Run(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "give the methods a shorter consumer_group") {
+		t.Fatalf("Run = %v, want the consumer name refused at once", err)
+	}
+}

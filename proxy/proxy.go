@@ -374,6 +374,9 @@ func (p *Proxy) bindEventing(ctx context.Context, model *Model) error {
 			p.eventing = ev
 			return nil
 		}
+		if errors.Is(err, errEventingUnservable) {
+			return err
+		}
 		p.log.WarnContext(ctx, "eventing not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
 		select {
 		case <-ctx.Done():
