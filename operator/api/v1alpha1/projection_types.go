@@ -97,6 +97,13 @@ type NATSSink struct {
 	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
 	// +kubebuilder:validation:MaxLength=255
 	Subject string `json:"subject"`
+
+	// JetStream publishes with an acknowledgement from the stream that
+	// captures the subject (the event id as Nats-Msg-Id, so the stream
+	// drops redelivered duplicates); without it, events are plain core
+	// NATS messages.
+	// +optional
+	JetStream bool `json:"jetstream,omitempty"`
 }
 
 // SinkReference names an addressable object.
@@ -144,10 +151,10 @@ type DeliverySpec struct {
 	Workers int32 `json:"workers,omitempty"`
 
 	// Start says where a new projection begins: beginning (every event the
-	// journals hold; default) or new (only events appended from now on).
+	// journals hold; default) or now (only events appended from now on).
 	// A projection that already ran resumes where it stopped.
 	// +kubebuilder:default=beginning
-	// +kubebuilder:validation:Enum=beginning;new
+	// +kubebuilder:validation:Enum=beginning;now
 	// +optional
 	Start string `json:"start,omitempty"`
 
@@ -165,7 +172,8 @@ type ProjectionStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// SinkURI is the sink in use: nats:<subject> or the (resolved) URL.
+	// SinkURI is the sink in use: nats:<subject>, jetstream:<subject> or the
+	// (resolved) URL.
 	// +optional
 	SinkURI string `json:"sinkURI,omitempty"`
 

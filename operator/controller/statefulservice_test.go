@@ -1,0 +1,390 @@
+package controller_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go/jetstream"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/jetstate/jetstate/operator/api/v1alpha1"
+	"github.com/jetstate/jetstate/operator/controller"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+func newService(ns, name, store string) *v1alpha1.StatefulService {
+	return &v1alpha1.StatefulService{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.StatefulServiceSpec{
+			Containers: []corev1.Container{{Image: "shoppingcart:1"}},
+			Store:      v1alpha1.StoreReference{Name: store},
+		},
+	}
+}
+
+// deployment waits for the Deployment named like svc and returns it once
+// check accepts it.
+func deployment(t *testing.T, ns, name string, check func(*appsv1.Deployment) error) *appsv1.Deployment {
+	t.Helper()
+	var d appsv1.Deployment
+	eventually(t, 20*time.Second, func() error {
+		if err := env.client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: name}, &d); err != nil {
+			return err
+		}
+		if check != nil {
+			return check(&d)
+		}
+		return nil
+	})
+	return &d
+}
+
+func container(d *appsv1.Deployment, name string) *corev1.Container {
+	for i := range d.Spec.Template.Spec.Containers {
+		if c := &d.Spec.Template.Spec.Containers[i]; c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func envOf(c *corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+// markRolledOut plays the Deployment controller (envtest runs none): the
+// current template runs on every replica.
+func markRolledOut(t *testing.T, d *appsv1.Deployment) {
+	t.Helper()
+	n := ptr.Deref(d.Spec.Replicas, 1)
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+	if err := env.client.Status().Update(t.Context(), d); err != nil {
+		t.Fatalf("deployment status: %v", err)
+	}
+}
+
+func streamNames(t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	var names []string
+	l := js.StreamNames(t.Context())
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestStatefulServiceDeployment(t *testing.T) {
+	ns := namespace(t)
+	store, srv := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	svc.Spec.Entities.Shards = 12
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+
+	d := deployment(t, ns, "cart", nil)
+	if got := d.Spec.Selector.MatchLabels; !cmp.Equal(got, map[string]string{controller.LabelService: "cart"}) {
+		t.Errorf("selector %v", got)
+	}
+	if ref := metav1.GetControllerOf(d); ref == nil || ref.Kind != "StatefulService" || ref.Name != "cart" {
+		t.Errorf("controller of the Deployment: %+v", ref)
+	}
+	if n := ptr.Deref(d.Spec.Replicas, -1); n != 1 {
+		t.Errorf("replicas %d, want the default 1", n)
+	}
+	pod := d.Spec.Template.Spec
+	if ptr.Deref(pod.TerminationGracePeriodSeconds, 0) != 45 {
+		t.Errorf("terminationGracePeriodSeconds %v, want 45", pod.TerminationGracePeriodSeconds)
+	}
+	if names := []string{pod.Containers[0].Name, pod.Containers[len(pod.Containers)-1].Name}; !cmp.Equal(names, []string{"user-function", "jetstate"}) || len(pod.Containers) != 2 {
+		t.Fatalf("containers %v", pod.Containers)
+	}
+	uf, sc := container(d, "user-function"), container(d, "jetstate")
+	if uf.Image != "shoppingcart:1" || envOf(uf)["PORT"] != "8080" {
+		t.Errorf("user function %s, env %v", uf.Image, uf.Env)
+	}
+	if uf.Lifecycle == nil || uf.Lifecycle.PreStop == nil || uf.Lifecycle.PreStop.Sleep == nil || uf.Lifecycle.PreStop.Sleep.Seconds != 25 {
+		t.Errorf("user function preStop %+v: must outlive the sidecar's drain and handoff", uf.Lifecycle)
+	}
+	if sc.Image != "jetstate:test" || !cmp.Equal(sc.Args, []string{"proxy", "-command-timeout", "1m0s", "-route-timeout", "30s"}) {
+		t.Errorf("sidecar %s %v", sc.Image, sc.Args)
+	}
+	wantEnv := map[string]string{
+		"JETSTATE_SERVICE": "cart", "HTTP_PORT": "9000", "USER_FUNCTION_HOST": "127.0.0.1", "USER_FUNCTION_PORT": "8080",
+		"METRICS_PORT": "9090", "PASSIVATION_TIMEOUT": "30s", "NATS_URL": srv.ClientURL(), "JETSTATE_PREFIX": "jetstate",
+	}
+	if diff := cmp.Diff(wantEnv, envOf(sc)); diff != "" {
+		t.Errorf("sidecar env (-want +got):\n%s", diff)
+	}
+	wantPorts := []corev1.ContainerPort{{Name: "ingress", ContainerPort: 9000, Protocol: "TCP"}, {Name: "admin", ContainerPort: 9090, Protocol: "TCP"}}
+	if diff := cmp.Diff(wantPorts, sc.Ports); diff != "" {
+		t.Errorf("sidecar ports (-want +got):\n%s", diff)
+	}
+	for _, p := range []struct {
+		probe *corev1.Probe
+		path  string
+	}{{sc.ReadinessProbe, "/ready"}, {sc.LivenessProbe, "/alive"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "admin" {
+			t.Errorf("probe %s: %+v", p.path, p.probe)
+		}
+	}
+	if sc.Lifecycle == nil || sc.Lifecycle.PreStop == nil || sc.Lifecycle.PreStop.Sleep == nil {
+		t.Errorf("sidecar preStop %+v", sc.Lifecycle)
+	}
+	if d.Spec.Template.Annotations[controller.AnnotationConfigHash] == "" {
+		t.Error("no config hash on the pod template")
+	}
+
+	var s corev1.Service
+	eventually(t, 10*time.Second, func() error { return c.Get(t.Context(), client.ObjectKeyFromObject(svc), &s) })
+	if len(s.Spec.Ports) != 2 || s.Spec.Ports[0].Port != 9000 || s.Spec.Ports[0].TargetPort.String() != "ingress" ||
+		!cmp.Equal(s.Spec.Selector, map[string]string{controller.LabelService: "cart"}) || metav1.GetControllerOf(&s) == nil {
+		t.Errorf("service %+v", s.Spec)
+	}
+
+	// Provisioned on the real server, with the spec's shard count.
+	js := srv.JetStream(t)
+	want := []string{"KV_jetstate_cart_members", "KV_jetstate_cart_shards", "KV_jetstate_cart_snapshots", "KV_jetstate_cart_values", "jetstate_cart_journal"}
+	if got := streamNames(t, js); !cmp.Equal(got, want) {
+		t.Errorf("streams %v, want %v", got, want)
+	}
+	info, err := js.Stream(t.Context(), "KV_jetstate_cart_shards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().Config.Metadata["jetstate.shards"]; got != "12" {
+		t.Errorf("shards metadata %q, want 12", got)
+	}
+	if info.CachedInfo().Config.Storage != jetstream.MemoryStorage {
+		t.Errorf("storage %v, want the store's memory", info.CachedInfo().Config.Storage)
+	}
+
+	// No pods yet (envtest runs no Deployment controller): a rollout in
+	// progress. Once the Deployment reports its replica: Ready.
+	conds := func() []metav1.Condition { return svc.Status.Conditions }
+	waitReady(t, svc, conds, metav1.ConditionFalse, v1alpha1.ReasonRolloutInProgress)
+	markRolledOut(t, d)
+	waitReady(t, svc, conds, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	if svc.Status.Replicas != 1 || svc.Status.Selector != controller.LabelService+"=cart" || svc.Status.ObservedGeneration != svc.Generation {
+		t.Errorf("status %+v", svc.Status)
+	}
+	if !slices.Contains(svc.Finalizers, controller.Finalizer) {
+		t.Errorf("finalizers %v", svc.Finalizers)
+	}
+}
+
+func TestStatefulServiceRollout(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	d := deployment(t, ns, "cart", nil)
+	markRolledOut(t, d)
+	waitReady(t, svc, func() []metav1.Condition { return svc.Status.Conditions }, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	hash, gen := d.Spec.Template.Annotations[controller.AnnotationConfigHash], d.Generation
+
+	svc.Spec.Containers[0].Image = "shoppingcart:2"
+	svc.Spec.Entities.PassivationTimeout = &metav1.Duration{Duration: 2 * time.Minute}
+	svc.Spec.Replicas = ptr.To[int32](3)
+	if err := c.Update(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	d = deployment(t, ns, "cart", func(d *appsv1.Deployment) error {
+		if img := container(d, "user-function").Image; img != "shoppingcart:2" {
+			return fmt.Errorf("image %s", img)
+		}
+		return nil
+	})
+	if got := envOf(container(d, "jetstate"))["PASSIVATION_TIMEOUT"]; got != "2m0s" {
+		t.Errorf("PASSIVATION_TIMEOUT %q", got)
+	}
+	if ptr.Deref(d.Spec.Replicas, 0) != 3 {
+		t.Errorf("replicas %v", d.Spec.Replicas)
+	}
+	if d.Spec.Template.Annotations[controller.AnnotationConfigHash] == hash || d.Generation == gen {
+		t.Errorf("template not rolled: hash %s -> %s, generation %d -> %d", hash, d.Spec.Template.Annotations[controller.AnnotationConfigHash], gen, d.Generation)
+	}
+	waitReady(t, svc, func() []metav1.Condition { return svc.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonRolloutInProgress)
+	markRolledOut(t, d)
+	waitReady(t, svc, func() []metav1.Condition { return svc.Status.Conditions }, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	if svc.Status.Replicas != 3 {
+		t.Errorf("status replicas %d, want 3", svc.Status.Replicas)
+	}
+
+	// The scale subresource (kubectl scale, HPA, the autoscaler) sets
+	// spec.replicas, which reaches the Deployment.
+	scale := &autoscalingv1.Scale{}
+	if err := c.SubResource("scale").Get(t.Context(), svc, scale); err != nil {
+		t.Fatalf("get scale: %v", err)
+	}
+	if scale.Spec.Replicas != 3 || scale.Status.Replicas != 3 || scale.Status.Selector != controller.LabelService+"=cart" {
+		t.Errorf("scale %+v", scale)
+	}
+	scale.Spec.Replicas = 2
+	if err := c.SubResource("scale").Update(t.Context(), svc, client.WithSubResourceBody(scale)); err != nil {
+		t.Fatalf("update scale: %v", err)
+	}
+	deployment(t, ns, "cart", func(d *appsv1.Deployment) error {
+		if n := ptr.Deref(d.Spec.Replicas, 0); n != 2 {
+			return fmt.Errorf("replicas %d, want 2", n)
+		}
+		return nil
+	})
+}
+
+func TestStatefulServiceDrift(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	d := deployment(t, ns, "cart", nil)
+
+	// By hand: another sidecar image, an env var changed, 5 replicas.
+	sc := container(d, "jetstate")
+	sc.Image = "evil:1"
+	for i := range sc.Env {
+		if sc.Env[i].Name == "JETSTATE_SERVICE" {
+			sc.Env[i].Value = "other"
+		}
+	}
+	d.Spec.Replicas = ptr.To[int32](5)
+	if err := c.Update(t.Context(), d); err != nil {
+		t.Fatal(err)
+	}
+	deployment(t, ns, "cart", func(d *appsv1.Deployment) error {
+		sc := container(d, "jetstate")
+		if sc.Image != "jetstate:test" || envOf(sc)["JETSTATE_SERVICE"] != "cart" || ptr.Deref(d.Spec.Replicas, 0) != 1 {
+			return fmt.Errorf("not corrected: image %s, service %s, replicas %d", sc.Image, envOf(sc)["JETSTATE_SERVICE"], ptr.Deref(d.Spec.Replicas, 0))
+		}
+		return nil
+	})
+
+	// The Service deleted by hand comes back.
+	var s corev1.Service
+	eventually(t, 10*time.Second, func() error { return c.Get(t.Context(), client.ObjectKeyFromObject(svc), &s) })
+	uid := s.UID
+	if err := c.Delete(t.Context(), &s); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), &s); err != nil {
+			return err
+		}
+		if s.UID == uid {
+			return errors.New("still the old Service")
+		}
+		return nil
+	})
+}
+
+func TestStatefulServiceDeletionPolicy(t *testing.T) {
+	ns := namespace(t)
+	store, srv := readyStore(t, ns, "nats")
+	c := k8s(t)
+	js := srv.JetStream(t)
+	for _, tc := range []struct {
+		policy v1alpha1.DeletionPolicy
+		kept   bool
+	}{{"", true}, {v1alpha1.DeletionRetain, true}, {v1alpha1.DeletionDelete, false}} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			name := "del-" + map[v1alpha1.DeletionPolicy]string{"": "default", "Retain": "retain", "Delete": "delete"}[tc.policy]
+			svc := newService(ns, name, store.Name)
+			svc.Spec.DeletionPolicy = tc.policy
+			if err := c.Create(t.Context(), svc); err != nil {
+				t.Fatal(err)
+			}
+			journal := "jetstate_" + name + "_journal"
+			eventually(t, 20*time.Second, func() error {
+				_, err := js.Stream(t.Context(), journal)
+				return err
+			})
+			eventually(t, 10*time.Second, func() error {
+				if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), svc); err != nil {
+					return err
+				}
+				if !slices.Contains(svc.Finalizers, controller.Finalizer) {
+					return errors.New("no finalizer yet")
+				}
+				return nil
+			})
+			if err := c.Delete(t.Context(), svc); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 20*time.Second, func() error {
+				err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), svc)
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("still there (finalizers %v): %v", svc.Finalizers, err)
+			})
+			names := streamNames(t, js)
+			for _, s := range []string{journal, "KV_jetstate_" + name + "_values", "KV_jetstate_" + name + "_shards"} {
+				if slices.Contains(names, s) != tc.kept {
+					t.Errorf("policy %q: stream %s kept=%v, want %v", tc.policy, s, !tc.kept, tc.kept)
+				}
+			}
+		})
+	}
+}
+
+func TestStatefulServiceStoreNotFound(t *testing.T) {
+	ns := namespace(t)
+	c := k8s(t)
+	svc := newService(ns, "cart", "later")
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	conds := func() []metav1.Condition { return svc.Status.Conditions }
+	waitReady(t, svc, conds, metav1.ConditionFalse, v1alpha1.ReasonStoreNotFound)
+	var d appsv1.Deployment
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), &d); !apierrors.IsNotFound(err) {
+		t.Errorf("a Deployment without a store: %v", err)
+	}
+	// The store appears: the store watch brings the service back without
+	// any change to it, first StoreNotReady (not checked yet, or not
+	// reachable), then on to the Deployment.
+	srv := streamstest.RunServer(t)
+	createStore(t, ns, "later", srv.ClientURL())
+	waitReady(t, svc, conds, metav1.ConditionFalse, v1alpha1.ReasonRolloutInProgress)
+	deployment(t, ns, "cart", nil)
+}
+
+func TestStatefulServiceStoreNotReady(t *testing.T) {
+	ns := namespace(t)
+	c := k8s(t)
+	createStore(t, ns, "down", deadURL(t))
+	svc := newService(ns, "cart", "down")
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	c0 := waitReady(t, svc, func() []metav1.Condition { return svc.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonStoreNotReady)
+	if c0.Message == "" {
+		t.Error("no message")
+	}
+}

@@ -1,0 +1,130 @@
+package controller_test
+
+import (
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/jetstate/jetstate/operator/api/v1alpha1"
+)
+
+// TestValidation checks that the API server itself refuses invalid specs
+// (the CRDs' OpenAPI schemas and CEL rules), and accepts the valid base
+// every case starts from.
+func TestValidation(t *testing.T) {
+	ns := namespace(t)
+	c := k8s(t)
+	svc := func(name string, mut func(*v1alpha1.StatefulService)) client.Object {
+		s := &v1alpha1.StatefulService{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: v1alpha1.StatefulServiceSpec{
+				Containers: []corev1.Container{{Name: "uf", Image: "cart:1"}},
+				Store:      v1alpha1.StoreReference{Name: "nats"},
+			},
+		}
+		mut(s)
+		return s
+	}
+	store := func(name string, mut func(*v1alpha1.StatefulStore)) client.Object {
+		s := &v1alpha1.StatefulStore{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       v1alpha1.StatefulStoreSpec{URLs: []string{"nats://nats:4222"}},
+		}
+		mut(s)
+		return s
+	}
+	proj := func(name string, mut func(*v1alpha1.Projection)) client.Object {
+		p := &v1alpha1.Projection{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: v1alpha1.ProjectionSpec{
+				Source: v1alpha1.ProjectionSource{Service: "cart"},
+				Sink:   v1alpha1.ProjectionSink{NATS: &v1alpha1.NATSSink{Subject: "carts.events"}},
+			},
+		}
+		mut(p)
+		return p
+	}
+	valid := []client.Object{
+		svc("ok-svc", func(*v1alpha1.StatefulService) {}),
+		svc("ok.with.dots", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "ok_with_dots" }),
+		store("ok-store", func(*v1alpha1.StatefulStore) {}),
+		proj("ok-nats", func(*v1alpha1.Projection) {}),
+		proj("ok-uri", func(p *v1alpha1.Projection) {
+			p.Spec.Sink = v1alpha1.ProjectionSink{URI: "http://readmodel.default.svc/events"}
+		}),
+		proj("ok-ref", func(p *v1alpha1.Projection) {
+			p.Spec.Sink = v1alpha1.ProjectionSink{Ref: &v1alpha1.SinkReference{APIVersion: "eventing.knative.dev/v1", Kind: "Broker", Name: "default"}}
+		}),
+	}
+	for _, o := range valid {
+		if err := c.Create(t.Context(), o); err != nil {
+			t.Errorf("valid %T %s refused: %v", o, o.GetName(), err)
+		}
+	}
+
+	invalid := map[string]client.Object{
+		"negative replicas": svc("neg", func(s *v1alpha1.StatefulService) { s.Spec.Replicas = ptr.To[int32](-1) }),
+		"no containers":     svc("noc", func(s *v1alpha1.StatefulService) { s.Spec.Containers = nil }),
+		"store ref shape":   svc("badref", func(s *v1alpha1.StatefulService) { s.Spec.Store.Name = "Not_A/Name" }),
+		"empty store ref":   svc("noref", func(s *v1alpha1.StatefulService) { s.Spec.Store.Name = "" }),
+		"shards 0":          svc("shards", func(s *v1alpha1.StatefulService) { s.Spec.Entities.Shards = -1 }),
+		"same ports":        svc("ports", func(s *v1alpha1.StatefulService) { s.Spec.Port, s.Spec.UserFunctionPort = 8080, 8080 }),
+		"bad duration": svc("dur", func(s *v1alpha1.StatefulService) {
+			s.Spec.Entities.PassivationTimeout = &metav1.Duration{Duration: -1}
+		}),
+		"member TTL too short": svc("ttl", func(s *v1alpha1.StatefulService) {
+			s.Spec.Entities.MemberTTL = &metav1.Duration{Duration: 100 * time.Millisecond}
+		}),
+		"dotted name without serviceName": svc("a.b", func(*v1alpha1.StatefulService) {}),
+		"bad serviceName":                 svc("sn", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "a.b" }),
+		"deletion policy":                 svc("dp", func(s *v1alpha1.StatefulService) { s.Spec.DeletionPolicy = "Shred" }),
+		"autoscaling min > max": svc("as", func(s *v1alpha1.StatefulService) {
+			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: 2}
+		}),
+		"store without URLs":   store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
+		"store http URL":       store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
+		"store 2 replicas":     store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
+		"store storage":        store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
+		"store durability":     store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
+		"store prefix":         store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
+		"projection two sinks": proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),
+		"projection no sink":   proj("none", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{} }),
+		"projection ftp sink":  proj("ftp", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{URI: "ftp://x/y"} }),
+		"projection wildcard":  proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
+		"projection ref no kind": proj("nokind", func(p *v1alpha1.Projection) {
+			p.Spec.Sink = v1alpha1.ProjectionSink{Ref: &v1alpha1.SinkReference{APIVersion: "v1", Name: "x"}}
+		}),
+		"projection mode":      proj("mode", func(p *v1alpha1.Projection) { p.Spec.Delivery.Mode = "batched" }),
+		"projection start":     proj("start", func(p *v1alpha1.Projection) { p.Spec.Delivery.Start = "yesterday" }),
+		"projection no source": proj("nosrc", func(p *v1alpha1.Projection) { p.Spec.Source.Service = "" }),
+		"projection long name": proj("a-projection-name-that-is-far-too-long-for-a-consumer-name", func(*v1alpha1.Projection) {}),
+	}
+	for name, o := range invalid {
+		t.Run(name, func(t *testing.T) {
+			err := c.Create(t.Context(), o)
+			if !apierrors.IsInvalid(err) {
+				t.Errorf("create: %v, want Invalid", err)
+			}
+		})
+	}
+
+	// Immutable once created: the shard count and the service name.
+	var s v1alpha1.StatefulService
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok.with.dots"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Entities.Shards = 7
+	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
+		t.Errorf("changing shards: %v, want Invalid", err)
+	}
+	s.Spec.Entities.Shards = 100
+	s.Spec.ServiceName = "renamed"
+	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
+		t.Errorf("changing serviceName: %v, want Invalid", err)
+	}
+}
