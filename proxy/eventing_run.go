@@ -293,6 +293,9 @@ func (s *subscriber) run(ctx context.Context) error {
 	for range s.e.cfg.Workers {
 		wg.Go(func() { s.work(ctx) })
 	}
+	held := make(chan struct{})
+	var keeper sync.WaitGroup
+	keeper.Go(func() { s.keepAlive(held) })
 	stop := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.closed = true
@@ -320,6 +323,8 @@ func (s *subscriber) run(ctx context.Context) error {
 		}
 	}
 	wg.Wait()
+	close(held)
+	keeper.Wait()
 	// Hand back what was received but not finished, for another sidecar or
 	// the next run; the server redelivers in stream order.
 	s.mu.Lock()
@@ -332,6 +337,35 @@ func (s *subscriber) run(ctx context.Context) error {
 	s.queues = map[string]*evQueue{}
 	s.log.Info("eventing consumer stopped")
 	return nil
+}
+
+// keepAlive tells the server every third of the ack wait that the
+// messages this sidecar holds (queued behind an entity's earlier event, or
+// being handled) are in progress, until done is closed: otherwise a long
+// retry or a slow call would let the ack wait run out, and the server
+// would hand the message (and so the entity's later events) to another
+// sidecar while this one still works on it.
+func (s *subscriber) keepAlive(done <-chan struct{}) {
+	t := time.NewTicker(s.e.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		var msgs []jetstream.Msg
+		s.mu.Lock()
+		for _, q := range s.queues {
+			for _, m := range q.msgs {
+				msgs = append(msgs, m.msg)
+			}
+		}
+		s.mu.Unlock()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+	}
 }
 
 // consume dispatches the consumer's messages until ctx ends (nil) or the

@@ -669,3 +669,37 @@ func TestEventingConsumerNameTooLong(t *testing.T) {
 		t.Fatalf("Run = %v, want the consumer name refused at once", err)
 	}
 }
+
+// TestEventingHeldMessagesStayInProgress: while a sidecar works on an event
+// longer than the ack wait, it keeps the message in progress, so the
+// server does not hand it to another member of the consumer group (here a
+// plain client pulling from the same consumer).
+func TestEventingHeldMessagesStayInProgress(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	f.delay = 2500 * time.Millisecond
+	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) { c.Eventing.AckWait = time.Second })
+	s.emit(t, f.types, map[string]any{"key": "slow", "n": 1})
+	waitFor(t, "the event in the sidecar's hands", func() bool {
+		c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
+	rival, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := rival.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		md, _ := m.Metadata()
+		t.Fatalf("the held event was redelivered to another client (delivery %d)", md.NumDelivered)
+	}
+	waitCalls(t, f, "OnOne", 1, bySubject("slow"))
+}
