@@ -133,7 +133,7 @@ func connect(ctx context.Context, c client.Reader, store *v1alpha1.StatefulStore
 	}
 	opts = append(opts, nats.Name("jetstate operator"), nats.Timeout(timeout), nats.MaxReconnects(0),
 		nats.NoCallbacksAfterClientClose())
-	url := strings.Join(store.Spec.URLs, ",")
+	url := joinURLs(store)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
@@ -142,4 +142,9 @@ func connect(ctx context.Context, c client.Reader, store *v1alpha1.StatefulStore
 		return nil, reasonf(v1alpha1.ReasonConnectFailed, "connect %s: %v", url, err)
 	}
 	return nc, nil
+}
+
+// joinURLs is the store's URLs as nats.Connect takes them.
+func joinURLs(store *v1alpha1.StatefulStore) string {
+	return strings.Join(store.Spec.URLs, ",")
 }

@@ -7,7 +7,6 @@ import (
 	"path"
 	"slices"
 	"strconv"
-	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -78,7 +77,7 @@ func (m *natsMounts) add(volume, secret string, items map[string]string, env map
 func storeMounts(store *v1alpha1.StatefulStore) natsMounts {
 	var m natsMounts
 	m.env = append(m.env,
-		corev1.EnvVar{Name: "NATS_URL", Value: strings.Join(store.Spec.URLs, ",")},
+		corev1.EnvVar{Name: "NATS_URL", Value: joinURLs(store)},
 		corev1.EnvVar{Name: "JETSTATE_PREFIX", Value: prefixOf(store)})
 	s := store.Spec
 	if ref := s.Credentials; ref != nil {
