@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
+	"github.com/jetstate/jetstate/operator/autoscaler"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -298,6 +299,19 @@ func (r *StatefulServiceReconciler) deprovision(ctx context.Context, svc *v1alph
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := streams.Deprovision(dctx, js, streams.Config{Prefix: prefixOf(&store), Service: name}); err != nil {
+		return err
+	}
+	// The autoscaler's state of the service, if the store has the bucket.
+	sc := autoscaler.StoreConfig{Prefix: prefixOf(&store), Replicas: int(max(store.Spec.StreamReplicas, 1))}
+	if _, err := js.KeyValue(dctx, sc.Bucket()); err == nil {
+		state, err := autoscaler.NewStore(dctx, js, sc)
+		if err == nil {
+			err = state.Delete(dctx, name)
+		}
+		if err != nil {
+			return err
+		}
+	} else if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return err
 	}
 	r.Recorder.Eventf(svc, nil, corev1.EventTypeNormal, "StreamsDeleted", "Delete",

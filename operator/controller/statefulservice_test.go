@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
+	"github.com/jetstate/jetstate/operator/autoscaler"
 	"github.com/jetstate/jetstate/operator/controller"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -333,6 +334,14 @@ func TestStatefulServiceDeletionPolicy(t *testing.T) {
 				}
 				return nil
 			})
+			// Autoscaler state of the service, which goes with Delete too.
+			state, err := autoscaler.NewStore(t.Context(), js, autoscaler.StoreConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := state.Save(t.Context(), name, autoscaler.State{Phase: autoscaler.ScalingDown, Desired: 2}, 0); err != nil {
+				t.Fatal(err)
+			}
 			if err := c.Delete(t.Context(), svc); err != nil {
 				t.Fatal(err)
 			}
@@ -348,6 +357,9 @@ func TestStatefulServiceDeletionPolicy(t *testing.T) {
 				if slices.Contains(names, s) != tc.kept {
 					t.Errorf("policy %q: stream %s kept=%v, want %v", tc.policy, s, !tc.kept, tc.kept)
 				}
+			}
+			if _, rev, err := state.Load(t.Context(), name); err != nil || (rev != 0) != tc.kept {
+				t.Errorf("policy %q: autoscaler state revision %d (%v), kept=%v", tc.policy, rev, err, tc.kept)
 			}
 		})
 	}
