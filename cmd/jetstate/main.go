@@ -25,6 +25,7 @@ Usage:
   jetstate project [flags] run a projection: journal events to CloudEvents for a sink
   jetstate projection <list|status|pause|resume|rebuild|delete> [name] [flags]
                            operate a service's projections
+  jetstate operator [flags] the Kubernetes operator (StatefulService, StatefulStore, Projection)
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
   jetstate version         print versions
 
@@ -81,6 +82,12 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return runProjection(ctx, cfg, out)
+	case "operator":
+		cfg, err := parseOperator(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runOperator(ctx, cfg, out)
 	case "version":
 		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
 		return nil
