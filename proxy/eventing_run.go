@@ -572,25 +572,42 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, 0)
 		}
 	}
-	cfg := s.e.cfg
-	wait := cfg.RetryMin
-	for try := 1; ; try++ {
-		err := s.deliver(ctx, m, d)
-		if err == nil {
-			s.e.m.delivered.WithLabelValues(s.service, s.source).Inc()
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
+	tries, err := retry(ctx, s.e.cfg, func() error { return s.deliver(ctx, m, d) }, func(try int, err error) {
 		s.e.m.failures.WithLabelValues(s.service, s.source).Inc()
 		s.log.WarnContext(ctx, "eventing call failed", "method", m.Path, "id", d.ev.ID(), "try", try, "error", err)
-		if try >= cfg.MaxTries {
-			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, try)
-		}
 		_ = msg.InProgress()
-		if sleepCtx(ctx, jitter(wait)) != nil {
-			return false
+	})
+	switch {
+	case err == nil:
+		s.e.m.delivered.WithLabelValues(s.service, s.source).Inc()
+		return true
+	case ctx.Err() != nil:
+		return false
+	}
+	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, tries)
+}
+
+// retry calls try until it succeeds (nil), MaxTries calls have failed (the
+// last error) or ctx ends (ctx's error), waiting between tries with
+// exponential back-off from RetryMin to RetryMax, each wait jittered to
+// [w/2, w]. failed is called after each failed try. It returns the number
+// of tries made.
+func retry(ctx context.Context, cfg EventingConfig, try func() error, failed func(n int, err error)) (int, error) {
+	wait := cfg.RetryMin
+	for n := 1; ; n++ {
+		err := try()
+		if err == nil {
+			return n, nil
+		}
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		failed(n, err)
+		if n >= cfg.MaxTries {
+			return n, err
+		}
+		if err := sleepCtx(ctx, jitter(wait)); err != nil {
+			return n, err
 		}
 		wait = min(2*wait, cfg.RetryMax)
 	}
