@@ -186,7 +186,7 @@ func (e *eventing) ensureStream(ctx context.Context) error {
 		MaxAge:      e.cfg.TopicMaxAge,
 		Storage:     storage,
 		Replicas:    replicas,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  min(2*time.Minute, e.cfg.TopicMaxAge),
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("create eventing stream %s: %w", name, err)
