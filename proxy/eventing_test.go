@@ -499,13 +499,23 @@ func TestEventingTopics(t *testing.T) {
 		t.Fatalf("text out event %s %q", ev.DataContentType(), ev.Data())
 	}
 
+	// A structured-mode CloudEvent -> FromTopic -> out, binary mode.
+	publishTopic(t, js, nats.Header{"Content-Type": {projections.ContentTypeCloudEventsJSON}},
+		[]byte(`{"specversion":"1.0","id":"st-1","source":"x","type":"Note","datacontenttype":"application/json","data":{"a":1}}`))
+	c = waitCalls(t, f, "FromTopic", 3, nil)[2]
+	if c.payload.GetTypeUrl() != "json.cloudstate.io/Note" || string(unwrapped(c.payload.GetValue())) != `{"a":1}` || c.md["ce-id"] != "st-1" {
+		t.Fatalf("structured event: payload %s %q, metadata %v", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()), c.md)
+	}
+	ev = outEventOf(t, readSubject(t, js, outSubject, 4)[3])
+	checkEvent(t, ev, "st-1:/evtest.Relay/FromTopic:1", "evtest.Relay", "Note", "relayed", "application/json")
+
 	// A client calls a method with out but no in: its reply is published.
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := s.conn.Invoke(ctx, "/evtest.Relay/Publish", et.build("Response", map[string]any{"message": "x"}), et.msg("Response")); err != nil {
 		t.Fatal(err)
 	}
-	ev = outEventOf(t, readSubject(t, js, outSubject, 4)[3])
+	ev = outEventOf(t, readSubject(t, js, outSubject, 5)[4])
 	if ev.Type() != "evtest.Published" || ev.Source() != "evtest.Relay" || ev.ID() == "" || et.read("Response", ev.Data())["message"] != "x" {
 		t.Fatalf("published event %v", ev)
 	}
