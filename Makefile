@@ -66,10 +66,19 @@ generate: ## regenerate generated code: protocol/ with buf (pinned in tools/), t
 	cd protocol && $(GO) tool -modfile=../tools/buf/go.mod buf generate
 	$(GO) generate $(PKGS)
 
+CONTROLLER_GEN = $(GO) tool -modfile=tools/controller-gen/go.mod controller-gen
+
+.PHONY: manifests
+manifests: ## regenerate the operator's deepcopy code, CRDs (crds/bases) and RBAC (crds/rbac) with controller-gen
+	$(CONTROLLER_GEN) object paths=./operator/api/...
+	$(CONTROLLER_GEN) crd rbac:roleName=jetstate-operator paths=./operator/... \
+	  output:crd:artifacts:config=crds/bases output:rbac:artifacts:config=crds/rbac
+
 .PHONY: verify
-verify: generate ## fail if generated code or go.mod/go.sum drift from what is committed
+verify: generate manifests ## fail if generated code, manifests or go.mod/go.sum drift from what is committed
 	$(GO) mod tidy
-	@git diff --exit-code -- . || { echo "generated files or go.mod drifted: commit the result of 'make generate' and 'go mod tidy'"; exit 1; }
+	@git diff --exit-code -- . || { echo "generated files or go.mod drifted: commit the result of 'make generate', 'make manifests' and 'go mod tidy'"; exit 1; }
+	@out=$$(git status --porcelain --untracked-files=all -- crds operator/api); if [ -n "$$out" ]; then echo "$$out"; echo "new generated files: commit the result of 'make manifests'"; exit 1; fi
 
 .PHONY: clean
 clean: ## remove built binaries

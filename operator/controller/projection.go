@@ -50,6 +50,7 @@ type ProjectionReconciler struct {
 
 // +kubebuilder:rbac:groups=jetstate.io,resources=projections,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=jetstate.io,resources=projections/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=jetstate.io,resources=projections/finalizers,verbs=update
 // +kubebuilder:rbac:groups=serving.knative.dev;eventing.knative.dev;messaging.knative.dev,resources=*,verbs=get
 
 // Reconcile resolves the sink and applies the projector Deployment.
