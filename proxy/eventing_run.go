@@ -76,7 +76,23 @@ type EventingConfig struct {
 	// TopicMaxAge is how long the eventing stream keeps topic messages and
 	// dead letters, when the sidecar creates it. Default 7 days.
 	TopicMaxAge time.Duration
+	// Ordered makes one sidecar of the service at a time consume each
+	// subscription (the pinned client of a JetStream priority group,
+	// ADR-42), so that an entity's events are handled in order across
+	// replicas too; the others stand by. A sidecar that stops hands over at
+	// once; one that dies, after PinnedTTL. Around a failover two sidecars
+	// may briefly both deliver (a pin is not exclusive). Default false: the
+	// sidecars share the work.
+	Ordered bool
 }
+
+// Ordered mode: the priority group, how long a silent pinned sidecar keeps
+// the pin, and how often a sidecar renews its pull requests (well within).
+const (
+	priorityGroup = "eventing"
+	PinnedTTL     = 10 * time.Second
+	pullExpiry    = PinnedTTL / 3
+)
 
 func (c EventingConfig) withDefaults() EventingConfig {
 	if c.MaxTries <= 0 {
@@ -228,7 +244,7 @@ func (e *eventing) createConsumer(ctx context.Context, sub *Subscription) (jetst
 		stream, policy = st.JournalStream(), jetstream.DeliverAllPolicy
 	}
 	name := sub.ConsumerName(st)
-	cons, err := e.p.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+	cc := jetstream.ConsumerConfig{
 		Durable:       name,
 		Description:   "jetstate eventing: " + sub.String(),
 		FilterSubject: sub.filterSubject(st),
@@ -237,7 +253,13 @@ func (e *eventing) createConsumer(ctx context.Context, sub *Subscription) (jetst
 		MaxDeliver:    -1,
 		MaxAckPending: e.cfg.MaxAckPending,
 		DeliverPolicy: policy,
-	})
+	}
+	if e.cfg.Ordered {
+		cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cc.PriorityGroups = []string{priorityGroup}
+		cc.PinnedTTL = PinnedTTL
+	}
+	cons, err := e.p.js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
 		return nil, fmt.Errorf("eventing consumer %s on %s: %w", name, stream, err)
 	}
@@ -275,6 +297,7 @@ type subscriber struct {
 	queues          map[string]*evQueue
 	ready           []*evQueue
 	inflight        map[uint64]struct{} // stream seqs received and not settled
+	pin             string              // the pin id on the messages received (Ordered)
 }
 
 type evQueue struct {
@@ -335,8 +358,37 @@ func (s *subscriber) run(ctx context.Context) error {
 		}
 	}
 	s.queues = map[string]*evQueue{}
+	s.unpin()
 	s.log.Info("eventing consumer stopped")
 	return nil
+}
+
+// unpin hands an ordered subscription to another sidecar at once, if this
+// one holds the pin (the id the server stamped on the messages it sent
+// here), instead of after PinnedTTL. Best effort; the caller holds s.mu.
+func (s *subscriber) unpin() {
+	if !s.e.cfg.Ordered || s.pin == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := s.cons.Info(ctx)
+	if err != nil {
+		s.log.Warn("unpin: consumer info", "error", err)
+		return
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group != priorityGroup || g.PinnedClientID != s.pin {
+			continue
+		}
+		st, err := s.e.p.js.Stream(ctx, s.stream)
+		if err == nil {
+			err = st.UnpinConsumer(ctx, s.name, priorityGroup)
+		}
+		if err != nil {
+			s.log.Warn("unpin", "error", err)
+		}
+	}
 }
 
 // keepAlive tells the server every third of the ack wait that the
@@ -371,7 +423,11 @@ func (s *subscriber) keepAlive(done <-chan struct{}) {
 // consume dispatches the consumer's messages until ctx ends (nil) or the
 // consumer is gone (an error).
 func (s *subscriber) consume(ctx context.Context) error {
-	it, err := s.cons.Messages(jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256)))
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256))}
+	if s.e.cfg.Ordered {
+		opts = append(opts, jetstream.PullPriorityGroup(priorityGroup), jetstream.PullExpiry(pullExpiry))
+	}
+	it, err := s.cons.Messages(opts...)
 	if err != nil {
 		return fmt.Errorf("eventing %s: consume: %w", s.name, err)
 	}
@@ -420,6 +476,9 @@ func (s *subscriber) dispatch(msg jetstream.Msg) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+		s.pin = pin
+	}
 	if _, ok := s.inflight[md.Sequence.Stream]; ok {
 		return // a redelivered copy while the first is still here
 	}

@@ -713,3 +713,88 @@ func TestEventingHeldMessagesStayInProgress(t *testing.T) {
 	}
 	waitCalls(t, f, "OnOne", 1, bySubject("slow"))
 }
+
+// TestEventingOrderedFailover: with Ordered, one sidecar of two consumes
+// the subscription (its entity orders hold across replicas: the other
+// stands by); when it stops, the other takes over at once and the order
+// still holds, nothing handled twice.
+func TestEventingOrderedFailover(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	tune := func(c *proxy.Config) { c.Eventing.Ordered = true }
+	fs := []*evFunction{newEvFunction(t, "f0"), newEvFunction(t, "f1")}
+	var ss []*evSidecar
+	for _, f := range fs {
+		f.delay = 2 * time.Millisecond
+		ss = append(ss, startEvSidecar(t, js, serveEvFunction(t, f), tune))
+	}
+	n := 0
+	emit := func(s *evSidecar, count int) {
+		for range count {
+			n++
+			s.emit(t, fs[0].types, map[string]any{"key": "k" + strconv.Itoa(n%3), "n": n})
+		}
+	}
+	// handled returns the events each function handled, and checks that
+	// none was handled twice and that each entity's are in order.
+	handled := func() [2][]int64 {
+		t.Helper()
+		var out [2][]int64
+		seen := map[string]bool{}
+		for i, f := range fs {
+			for _, c := range f.callsOf("OnOne") {
+				if seen[c.md["ce-id"]] {
+					t.Fatalf("event %s handled twice", c.md["ce-id"])
+				}
+				seen[c.md["ce-id"]] = true
+				v := fs[0].types.read("EventOne", c.payload.GetValue())["n"].(int64)
+				out[i] = append(out[i], v)
+			}
+		}
+		return out
+	}
+	inOrder := func(calls []evCall) {
+		t.Helper()
+		last := map[string]int64{}
+		for _, c := range calls {
+			v := fs[0].types.read("EventOne", c.payload.GetValue())["n"].(int64)
+			if key := c.md["ce-subject"]; v < last[key] {
+				t.Fatalf("entity %s: event %d after %d", key, v, last[key])
+			} else {
+				last[key] = v
+			}
+		}
+	}
+	emit(ss[0], 30)
+	waitFor(t, "30 events handled", func() bool { h := handled(); return len(h[0])+len(h[1]) >= 30 })
+	h := handled()
+	active := 0
+	if len(h[1]) > 0 {
+		active = 1
+	}
+	if len(h[1-active]) != 0 {
+		t.Fatalf("both sidecars handled events (%d and %d) in ordered mode", len(h[0]), len(h[1]))
+	}
+	inOrder(fs[active].callsOf("OnOne"))
+
+	if err := ss[active].stop(); err != nil {
+		t.Fatal(err)
+	}
+	other := 1 - active
+	// The stopped sidecar unpinned: the standby takes over at once, not
+	// after PinnedTTL.
+	stopped := time.Now()
+	emit(ss[other], 1)
+	for len(handled()[other]) < 1 {
+		if time.Since(stopped) > proxy.PinnedTTL/2 {
+			t.Fatalf("no takeover within %v of a graceful stop", proxy.PinnedTTL/2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	emit(ss[other], 14)
+	waitFor(t, "the standby handling the next events", func() bool { return len(handled()[other]) >= 15 })
+	if got := len(handled()[active]); got != 30 {
+		t.Fatalf("the stopped sidecar handled %d events, want 30", got)
+	}
+	inOrder(fs[other].callsOf("OnOne"))
+}
