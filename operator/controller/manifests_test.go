@@ -15,48 +15,62 @@ import (
 )
 
 // TestManifests checks that crds/kustomization.yaml names existing files
-// and that the plain manifests (namespace, RBAC, operator) are objects the
-// API server accepts.
+// and that the plain manifests (namespace, RBAC, operator) and the
+// Kubernetes example are objects the API server accepts (strict field
+// validation: a misspelt field fails).
 func TestManifests(t *testing.T) {
 	c := k8s(t)
-	dir := filepath.Join("..", "..", "crds")
-	kust, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct {
-		Resources []string `json:"resources"`
-	}
-	if err := yaml.Unmarshal(kust, &k); err != nil {
-		t.Fatal(err)
-	}
-	if len(k.Resources) == 0 {
-		t.Fatal("kustomization lists no resources")
-	}
-	for _, r := range k.Resources {
-		b, err := os.ReadFile(filepath.Join(dir, r))
+	for _, tc := range []struct {
+		dir string
+		ns  string // set on namespaced objects; "" keeps the files' own
+	}{
+		{filepath.Join("..", "..", "crds"), ""},
+		{filepath.Join("..", "..", "examples", "kubernetes"), namespace(t)},
+	} {
+		kust, err := os.ReadFile(filepath.Join(tc.dir, "kustomization.yaml"))
 		if err != nil {
-			t.Errorf("kustomization resource: %v", err)
-			continue
+			t.Fatal(err)
 		}
-		if strings.HasPrefix(r, "bases/") {
-			continue // installed by envtest already
+		var k struct {
+			Resources []string `json:"resources"`
 		}
-		dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
-		for {
-			var u unstructured.Unstructured
-			err := dec.Decode(&u.Object)
-			if errors.Is(err, io.EOF) {
-				break
-			}
+		if err := yaml.Unmarshal(kust, &k); err != nil {
+			t.Fatal(err)
+		}
+		if len(k.Resources) == 0 {
+			t.Fatalf("%s: kustomization lists no resources", tc.dir)
+		}
+		for _, r := range k.Resources {
+			b, err := os.ReadFile(filepath.Join(tc.dir, r))
 			if err != nil {
-				t.Fatalf("%s: %v", r, err)
-			}
-			if len(u.Object) == 0 {
+				t.Errorf("kustomization resource: %v", err)
 				continue
 			}
-			if err := c.Create(t.Context(), &u, client.FieldValidation("Strict")); err != nil {
-				t.Errorf("%s: create %s %s: %v", r, u.GetKind(), u.GetName(), err)
+			if strings.HasPrefix(r, "bases/") {
+				continue // installed by envtest already
+			}
+			dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+			for {
+				var u unstructured.Unstructured
+				err := dec.Decode(&u.Object)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%s: %v", r, err)
+				}
+				if len(u.Object) == 0 {
+					continue
+				}
+				if tc.ns != "" {
+					if u.GetKind() == "Namespace" {
+						continue
+					}
+					u.SetNamespace(tc.ns)
+				}
+				if err := c.Create(t.Context(), &u, client.FieldValidation("Strict")); err != nil {
+					t.Errorf("%s/%s: create %s %s: %v", tc.dir, r, u.GetKind(), u.GetName(), err)
+				}
 			}
 		}
 	}

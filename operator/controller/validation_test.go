@@ -73,6 +73,7 @@ func TestValidation(t *testing.T) {
 		"store ref shape":   svc("badref", func(s *v1alpha1.StatefulService) { s.Spec.Store.Name = "Not_A/Name" }),
 		"empty store ref":   svc("noref", func(s *v1alpha1.StatefulService) { s.Spec.Store.Name = "" }),
 		"shards 0":          svc("shards", func(s *v1alpha1.StatefulService) { s.Spec.Entities.Shards = -1 }),
+		"sidecar's name":    svc("jsname", func(s *v1alpha1.StatefulService) { s.Spec.Containers[0].Name = "jetstate" }),
 		"same ports":        svc("ports", func(s *v1alpha1.StatefulService) { s.Spec.Port, s.Spec.UserFunctionPort = 8080, 8080 }),
 		"bad duration": svc("dur", func(s *v1alpha1.StatefulService) {
 			s.Spec.Entities.PassivationTimeout = &metav1.Duration{Duration: -1}

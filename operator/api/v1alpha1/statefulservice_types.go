@@ -46,10 +46,12 @@ type StatefulService struct {
 // StatefulServiceSpec is what the user asks for.
 //
 // +kubebuilder:validation:XValidation:rule="self.port != self.userFunctionPort",message="port and userFunctionPort must differ: both listen in the same pod"
+// +kubebuilder:validation:XValidation:rule="self.containers.all(c, c.name != 'jetstate')",message="the container name jetstate is the sidecar's"
 type StatefulServiceSpec struct {
 	// Containers run the user function. The first one is the function the
-	// sidecar talks to (named "user-function" if unnamed, given PORT =
-	// userFunctionPort unless it sets PORT itself); others run beside it.
+	// sidecar talks to (given PORT = userFunctionPort unless it sets PORT
+	// itself, and kept running until the sidecar has handed its shards
+	// over); others run beside it. The name "jetstate" is the sidecar's.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=10
 	// +listType=atomic
