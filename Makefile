@@ -4,6 +4,8 @@ GO    ?= go
 PKGS  ?= ./...
 # Fuzz time per target for `make fuzz`.
 FUZZTIME ?= 30s
+# Client port of the embedded NATS server of `make run` (the projector connects to it).
+NATS_PORT ?= 4222
 # Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
 BENCHTIME ?= 20x
 
@@ -18,11 +20,17 @@ build: ## build the jetstate binary into bin/
 	$(GO) build -o bin/jetstate ./cmd/jetstate
 
 .PHONY: run
-run: build ## the shopping cart behind the sidecar, on an embedded JetStream (Ctrl-C stops all)
+run: build ## the shopping cart behind the sidecar on an embedded JetStream, projected into the read model (Ctrl-C stops all)
 	$(GO) build -o bin/shoppingcart ./examples/shoppingcart/cmd/shoppingcart
+	$(GO) build -o bin/readmodel ./examples/readmodel/cmd/readmodel
+	bin/readmodel -write-descriptors bin/cart-events.binpb
 	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
 	  HOST=127.0.0.1 PORT=8080 bin/shoppingcart & \
-	  bin/jetstate proxy -service shoppingcart -port 9000 -user-function-port 8080 -admin 127.0.0.1:9090 $(ARGS)
+	  bin/readmodel -listen 127.0.0.1:8081 & \
+	  bin/jetstate project -nats-url nats://127.0.0.1:$(NATS_PORT) -service shoppingcart -name cart-view \
+	    -sink http://127.0.0.1:8081/ -descriptors bin/cart-events.binpb -retry-max 5s -max-tries 1000 -admin 127.0.0.1:9091 & \
+	  bin/jetstate proxy -service shoppingcart -port 9000 -user-function-port 8080 -admin 127.0.0.1:9090 \
+	    -embedded-nats-port $(NATS_PORT) $(ARGS)
 
 .PHONY: demo
 demo: ## embedded JetStream and a walk through the journal's contract (Ctrl-C stops)

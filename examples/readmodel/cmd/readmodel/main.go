@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -57,7 +58,11 @@ func parse(args []string, getenv func(string) string, out io.Writer) (config, er
 	fs.SetOutput(out)
 	port := env("PORT", "8081")
 	fs.StringVar(&c.Listen, "listen", env("READMODEL_LISTEN", net.JoinHostPort(env("HOST", "127.0.0.1"), port)), "address to serve on [READMODEL_LISTEN, or HOST and PORT]")
-	fs.StringVar(&c.DB, "db", env("READMODEL_DB", "readmodel.db"), "SQLite database file [READMODEL_DB]")
+	defaultDB := "readmodel.db"
+	if dir, err := os.UserCacheDir(); err == nil {
+		defaultDB = filepath.Join(dir, "jetstate", "readmodel.db") // beside `jetstate proxy`'s embedded store
+	}
+	fs.StringVar(&c.DB, "db", env("READMODEL_DB", defaultDB), "SQLite database file [READMODEL_DB]")
 	fs.BoolVar(&c.Reset, "reset", false, "empty the view at start (then rebuild the projection: see the README)")
 	fs.StringVar(&c.Descriptors, "write-descriptors", "", "write the cart events' FileDescriptorSet (for jetstate project -descriptors) to this file and exit")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -86,6 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 		return os.WriteFile(c.Descriptors, b, 0o644)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
+	if err := os.MkdirAll(filepath.Dir(c.DB), 0o755); err != nil {
+		return err
+	}
 	store, err := readmodel.Open(ctx, c.DB)
 	if err != nil {
 		return err
