@@ -1,0 +1,382 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/streams"
+)
+
+// delivery is one event on its way to the function.
+type delivery struct {
+	payload *anypb.Any
+	ev      *event.Event
+	index   int // within the journal message; 0 for topics
+	seq     uint64
+}
+
+// process hands every event of one message to the function (or to the
+// dead-letter subject) and acknowledges it. It reports false if ctx ended
+// first; the message is then not acknowledged.
+func (s *subscriber) process(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
+	var (
+		events []delivery
+		err    error
+	)
+	if s.sub.EventLog != "" {
+		events, err = s.journalEvents(msg, md)
+	} else {
+		events, err = s.topicEvents(msg, md)
+	}
+	if err != nil {
+		if !s.deadLetter(ctx, msg, md, -1, nil, "", causeBadEvent, err, 0) {
+			return false
+		}
+		return s.ack(ctx, msg)
+	}
+	for _, d := range events {
+		if !s.handle(ctx, msg, md, d) {
+			return false
+		}
+	}
+	s.e.m.lag.WithLabelValues(s.service, s.source).Observe(time.Since(md.Timestamp).Seconds())
+	return s.ack(ctx, msg)
+}
+
+func (s *subscriber) ack(ctx context.Context, msg jetstream.Msg) bool {
+	if err := msg.Ack(); err != nil {
+		// It comes again, with the same ids.
+		s.log.WarnContext(ctx, "ack", "subject", msg.Subject(), "error", err)
+	}
+	return true
+}
+
+// journalEvents decodes a journal message into the events of one command.
+func (s *subscriber) journalEvents(msg jetstream.Msg, md *jetstream.MsgMetadata) ([]delivery, error) {
+	st := s.e.p.cfg.Storage
+	ent, err := st.ParseSubject(msg.Subject())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	recs, err := streams.DecodeEntry(md.Sequence.Stream, md.Timestamp, msg.Data())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	key := ent.Key
+	if !utf8.ValidString(key) {
+		key = streams.EncodeToken(key) // CloudEvents strings are Unicode
+	}
+	out := make([]delivery, len(recs))
+	for i, rec := range recs {
+		id := projections.EventID(s.stream, md.Sequence.Stream, i)
+		out[i] = delivery{
+			payload: &anypb.Any{TypeUrl: rec.Type, Value: rec.Data},
+			ev:      eventLogEvent(id, ent.Type, key, rec.Type, rec.Seq, rec.Time),
+			index:   i,
+			seq:     rec.Seq,
+		}
+	}
+	return out, nil
+}
+
+// topicEvents decodes a topic message.
+func (s *subscriber) topicEvents(msg jetstream.Msg, md *jetstream.MsgMetadata) ([]delivery, error) {
+	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	payload, ev, err := topicMessage(nm, s.sub.Topic, projections.EventID(s.stream, md.Sequence.Stream, 0), md.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	return []delivery{{payload: payload, ev: ev}}, nil
+}
+
+// handle offers one event to its method until the function accepts it,
+// MaxTries are used up (then it is dead-lettered) or ctx ends (false).
+func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, d delivery) bool {
+	m := s.sub.methodFor(d.payload.GetTypeUrl())
+	if m == nil {
+		s.e.m.ignored.WithLabelValues(s.service, s.source).Inc()
+		s.log.DebugContext(ctx, "no method takes the event", "type", d.payload.GetTypeUrl(), "id", d.ev.ID())
+		return true
+	}
+	if m.Desc.Input().FullName() != anyName {
+		if _, err := m.decode(d.payload.GetValue()); err != nil {
+			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, 0)
+		}
+	}
+	tries, err := retry(ctx, s.e.cfg, func() error { return s.deliver(ctx, m, d) }, func(try int, err error) {
+		s.e.m.failures.WithLabelValues(s.service, s.source).Inc()
+		s.log.WarnContext(ctx, "eventing call failed", "method", m.Path, "id", d.ev.ID(), "try", try, "error", err)
+		_ = msg.InProgress()
+	})
+	switch {
+	case err == nil:
+		s.e.m.delivered.WithLabelValues(s.service, s.source).Inc()
+		return true
+	case ctx.Err() != nil:
+		return false
+	}
+	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, tries)
+}
+
+// retry calls try until it succeeds (nil), MaxTries calls have failed (the
+// last error) or ctx ends (ctx's error), waiting between tries with
+// exponential back-off from RetryMin to RetryMax, each wait jittered to
+// [w/2, w]. failed is called after each failed try. It returns the number
+// of tries made.
+func retry(ctx context.Context, cfg EventingConfig, try func() error, failed func(n int, err error)) (int, error) {
+	wait := cfg.RetryMin
+	for n := 1; ; n++ {
+		err := try()
+		if err == nil {
+			return n, nil
+		}
+		if ctx.Err() != nil {
+			return n, ctx.Err()
+		}
+		failed(n, err)
+		if n >= cfg.MaxTries {
+			return n, err
+		}
+		if err := sleepCtx(ctx, jitter(wait)); err != nil {
+			return n, err
+		}
+		wait = min(2*wait, cfg.RetryMax)
+	}
+}
+
+// deliver makes one call of m with the event and publishes the replies if
+// m has an out topic. The call may run past ctx's end up to the command
+// timeout, so an event in hand at shutdown is finished, not abandoned.
+func (s *subscriber) deliver(ctx context.Context, m *Method, d delivery) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.e.p.cfg.CommandTimeout)
+	defer cancel()
+	md := eventMetadata(d.ev)
+	out := outIDs{base: d.ev.ID() + ":" + m.Path}
+	if m.Service.EntityType != Action {
+		resp, err := s.e.p.call(cctx, m, d.payload, nil, 0, m.Path+" (eventing)")
+		if err != nil {
+			return err
+		}
+		return s.e.p.publishReply(cctx, m, resp, out.next())
+	}
+	return s.e.p.callAction(cctx, m, d.payload, md, m.Path+" (eventing)", func(resp Response) error {
+		return s.e.p.publishReply(cctx, m, resp, out.next())
+	})
+}
+
+// outIDs numbers the replies of one eventing call: their ids (and
+// Nats-Msg-Ids) are the same on every redelivery of the event, so the topic
+// stream drops the copies.
+type outIDs struct {
+	base string
+	n    int
+}
+
+func (o *outIDs) next() string {
+	o.n++
+	return o.base + ":" + strconv.Itoa(o.n)
+}
+
+// callAction calls an action method with one command, whatever its shape,
+// and hands each reply (after its side effects and forwards) to reply.
+// Client-streaming methods do not consume events (refused by discovery).
+func (p *Proxy) callAction(ctx context.Context, m *Method, payload *anypb.Any, md *cloudstate.Metadata, trace string, reply func(Response) error) error {
+	cmd := &actionpb.ActionCommand{
+		ServiceName: string(m.Service.Desc.FullName()),
+		Name:        string(m.Desc.Name()),
+		Payload:     payload,
+		Metadata:    md,
+	}
+	handle := func(r *actionpb.ActionResponse) error {
+		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, trace)
+		if err != nil {
+			return err
+		}
+		return reply(resp)
+	}
+	var recv func() (*actionpb.ActionResponse, error)
+	switch {
+	case !m.Desc.IsStreamingServer():
+		r, err := p.actions.HandleUnary(ctx, cmd)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		return handle(r)
+	case m.Desc.IsStreamingClient(): // bidi: the header, then the payload
+		bidi, err := p.actions.HandleStreamed(ctx)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.Send(&actionpb.ActionCommand{ServiceName: cmd.ServiceName, Name: cmd.Name, Metadata: md}); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.Send(&actionpb.ActionCommand{Payload: payload}); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := bidi.CloseSend(); err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		recv = bidi.Recv
+	default:
+		out, err := p.actions.HandleStreamedOut(ctx, cmd)
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		recv = out.Recv
+	}
+	for {
+		r, err := recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+		}
+		if err := handle(r); err != nil {
+			return err
+		}
+	}
+}
+
+// publishReply publishes a reply of m to m's out topic, if it has one, as
+// a CloudEvent in binary mode with id (unless the reply's metadata sets
+// ce-id) as its Nats-Msg-Id, so a retried publish is stored once. A call
+// that gave no reply publishes nothing.
+func (p *Proxy) publishReply(ctx context.Context, m *Method, resp Response, id string) error {
+	topic := p.model.Eventing.Out[m.Path]
+	if topic == "" || resp.Payload == nil {
+		return nil
+	}
+	ev, err := outEvent(resp.Payload, resp.Metadata, string(m.Service.Desc.FullName()), id)
+	if err != nil {
+		return fmt.Errorf("publish to topic %s: %w", topic, err)
+	}
+	msg, err := projections.NATSMsg(TopicSubject(p.cfg.Storage, topic), ev, false)
+	if err != nil {
+		return fmt.Errorf("publish to topic %s: %w", topic, err)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID())
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("%w: publish to topic %s: %v", ErrEntityFailed, topic, err)
+	}
+	if p.eventing != nil {
+		p.eventing.m.published.WithLabelValues(string(m.Service.Desc.FullName()), topic).Inc()
+	}
+	return nil
+}
+
+// deadLetter publishes an event (or a whole message, index -1) the
+// subscription gives up on to the service's dead-letter subject, retrying
+// until it is stored or ctx ends (false): the consumer moves past an event
+// only once its dead letter is out. The body is the event's data (the
+// journal's event bytes, or the topic message's body); headers say where
+// it came from and why it failed.
+func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, index int, d *delivery, method, cause string, reason error, tries int) bool {
+	st := s.e.p.cfg.Storage
+	out := nats.NewMsg(DeadLetterSubject(st))
+	if s.sub.EventLog == "" {
+		for k, vs := range msg.Headers() {
+			out.Header[k] = append([]string(nil), vs...)
+		}
+		out.Header.Del(jetstream.MsgIDHeader)
+		out.Header.Set(HeaderTopicSubject, msg.Subject())
+		out.Data = msg.Data()
+	} else {
+		out.Header.Set(projections.HeaderJournalSubject, msg.Subject())
+		out.Data = msg.Data()
+		if d != nil {
+			// The journal's Any, as the function would have received it.
+			if b, err := proto.Marshal(d.payload); err == nil {
+				out.Data = b
+			}
+			out.Header.Set(projections.HeaderEventType, headerSafe(d.payload.GetTypeUrl()))
+			for _, e := range eventMetadata(d.ev).GetEntries() {
+				out.Header.Set(e.GetKey(), headerSafe(e.GetStringValue()))
+			}
+		}
+	}
+	out.Header.Set(HeaderConsumer, s.name)
+	if method != "" {
+		out.Header.Set(HeaderMethod, method)
+	}
+	out.Header.Set(projections.HeaderReason, headerSafe(reason.Error()))
+	out.Header.Set(projections.HeaderCause, cause)
+	out.Header.Set(projections.HeaderTries, strconv.Itoa(tries))
+	out.Header.Set(projections.HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
+	out.Header.Set(projections.HeaderEventIndex, strconv.Itoa(index))
+	// One dead letter per event, however often it is redelivered.
+	out.Header.Set(jetstream.MsgIDHeader, "dead:"+s.name+":"+projections.EventID(s.stream, md.Sequence.Stream, index))
+
+	wait := s.e.cfg.RetryMin
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := s.e.p.js.PublishMsg(pctx, out)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.WarnContext(ctx, "dead letter not stored, retrying", "subject", out.Subject, "error", err)
+		_ = msg.InProgress()
+		if sleepCtx(ctx, jitter(wait)) != nil {
+			return false
+		}
+		wait = min(2*wait, s.e.cfg.RetryMax)
+	}
+	s.e.m.deadLetters.WithLabelValues(s.service, s.source, cause).Inc()
+	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", out.Subject, "cause", cause, "reason", reason,
+		"tries", tries, "method", method, "subject", msg.Subject(), "stream_seq", md.Sequence.Stream, "index", index)
+	return true
+}
+
+// headerSafe keeps a header value on one line.
+func headerSafe(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c == 0x7F {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// newOutID is the id of a reply a client call publishes.
+func newOutID() string { return nuid.Next() }
