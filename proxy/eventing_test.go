@@ -195,6 +195,36 @@ func TestEventingEventLog(t *testing.T) {
 	})
 }
 
+// TestEventingEntityConsumer: an event-sourced entity's method consumes
+// the source's events: each is a command to the entity its key field
+// names (routed like a client's), whose events are stored.
+func TestEventingEntityConsumer(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	s.emit(t, f.types, map[string]any{"key": "a", "n": 1, "kind": "keyed", "count": 2}) // tally-a +1, +2
+	s.emit(t, f.types, map[string]any{"key": "b", "n": 5, "kind": "keyed"})             // tally-b +5
+	calls := waitCalls(t, f, "Count", 3, nil)
+	got := map[string][]any{}
+	for _, c := range calls {
+		got[c.md["entity"]] = append(got[c.md["entity"]], f.types.read("Keyed", c.payload.GetValue())["n"])
+	}
+	if want := map[string][]any{"tally-a": {int64(1), int64(2)}, "tally-b": {int64(5)}}; !cmp.Equal(want, got) {
+		t.Fatalf("Count commands %v, want %v", got, want)
+	}
+	// The entity stored its events: the tally's journal holds them.
+	st, err := js.Stream(t.Context(), evStorage.JournalStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := evStorage.Subject(streams.Entity{Type: "tally", Key: "tally-a"})
+	waitFor(t, "the tally's events stored", func() bool {
+		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(subj))
+		return err == nil && info.State.Subjects[subj] == 2
+	})
+}
+
 // TestEventingRetriesKeepOrder: a consumer method that fails gets the event
 // again (with back-off) until it succeeds; nothing is lost, and the
 // entity's later events wait for it.
@@ -429,8 +459,16 @@ func TestEventingStopDuringRetries(t *testing.T) {
 // TestEventingDiscoveryValidation: eventing options that cannot be served
 // stop the sidecar at start with a clear error, reported to the function.
 func TestEventingDiscoveryValidation(t *testing.T) {
+	service := func(file *descriptorpb.FileDescriptorProto, name string) *descriptorpb.ServiceDescriptorProto {
+		for _, s := range file.Service {
+			if s.GetName() == name {
+				return s
+			}
+		}
+		panic(name)
+	}
 	subscriber := func(file *descriptorpb.FileDescriptorProto) *descriptorpb.ServiceDescriptorProto {
-		return file.Service[1]
+		return service(file, "Subscriber")
 	}
 	for _, c := range []struct {
 		name string
@@ -439,13 +477,13 @@ func TestEventingDiscoveryValidation(t *testing.T) {
 	}{
 		{"unknown event log", func(file *descriptorpb.FileDescriptorProto) {
 			proto.SetExtension(subscriber(file).Method[0].Options, cloudstate.E_Eventing, fromLog("nope"))
-		}, `/evtest.Subscriber/OnOne: (cloudstate.eventing).in.event_log "nope" is not the persistence id of an event-sourced entity of this function (known: source)`},
+		}, `/evtest.Subscriber/OnOne: (cloudstate.eventing).in.event_log "nope" is not the persistence id of an event-sourced entity of this function (known: source, tally)`},
 		{"two methods for one type", func(file *descriptorpb.FileDescriptorProto) {
 			s := subscriber(file)
 			s.Method = append(s.Method, evMethod("Again", "EventOne", "Response", fromLog("source")))
 		}, `/evtest.Subscriber/OnOne and /evtest.Subscriber/Again both take evtest.EventOne from event_log:source in consumer group "evtest.Subscriber" (give them distinct consumer groups)`},
 		{"same topic in and out", func(file *descriptorpb.FileDescriptorProto) {
-			proto.SetExtension(file.Service[2].Method[0].Options, cloudstate.E_Eventing, topicInOut("loop", "loop"))
+			proto.SetExtension(service(file, "Relay").Method[0].Options, cloudstate.E_Eventing, topicInOut("loop", "loop"))
 		}, `/evtest.Relay/FromTopic: consumes and publishes to the same topic "loop"`},
 		{"client-streaming consumer", func(file *descriptorpb.FileDescriptorProto) {
 			streaming(subscriber(file).Method[0], true, false)

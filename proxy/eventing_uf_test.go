@@ -46,6 +46,9 @@ import (
 //	                                                     failure comes after the first reply
 //	                  OnAny(Any) -> Response             JSON events: Response{id = ce-subject, message = the JSON}
 //	                  Effect(Response) -> Response       replies message "effect"
+//	evtest.Tally      (event sourced, pid "tally"): Count(Keyed) -> Response, subscribed to event_log
+//	                  "source" (an entity consumer: Source emits Keyed events with kind "keyed"); adds
+//	                  n to the entity's total, emitting it
 //	evtest.Relay      (action):
 //	                  FromTopic(Any) -> Any              in.topic "in", out.topic "out": replies its input
 //	                  Typed(EventOne) -> Response        in.topic "in", out.topic "out": Response{n}
@@ -107,6 +110,7 @@ func evFileSet(tune func(*descriptorpb.FileDescriptorProto)) *descriptorpb.FileD
 				evField("key", 1, str, true), evField("n", 2, i64, false), evField("count", 3, i64, false), evField("kind", 4, str, false)}},
 			{Name: proto.String("EventOne"), Field: []*descriptorpb.FieldDescriptorProto{evField("n", 1, i64, false)}},
 			{Name: proto.String("EventTwo"), Field: []*descriptorpb.FieldDescriptorProto{evField("n", 1, i64, false)}},
+			{Name: proto.String("Keyed"), Field: []*descriptorpb.FieldDescriptorProto{evField("key", 1, str, true), evField("n", 2, i64, false)}},
 			{Name: proto.String("Response"), Field: []*descriptorpb.FieldDescriptorProto{
 				evField("id", 1, str, false), evField("n", 2, i64, false), evField("message", 3, str, false)}},
 		},
@@ -118,6 +122,7 @@ func evFileSet(tune func(*descriptorpb.FileDescriptorProto)) *descriptorpb.FileD
 				evMethod("OnAny", "google.protobuf.Any", "Response", fromLog("source")),
 				evMethod("Effect", "Response", "Response", nil),
 			}},
+			{Name: proto.String("Tally"), Method: []*descriptorpb.MethodDescriptorProto{evMethod("Count", "Keyed", "Response", fromLog("source"))}},
 			{Name: proto.String("Relay"), Method: []*descriptorpb.MethodDescriptorProto{
 				evMethod("FromTopic", "google.protobuf.Any", "google.protobuf.Any", topicInOut("in", "out")),
 				evMethod("Typed", "EventOne", "Response", topicInOut("in", "out")),
@@ -249,6 +254,7 @@ func (f *evFunction) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudsta
 			{EntityType: proxy.EventSourced, ServiceName: "evtest.Source", PersistenceId: "source"},
 			{EntityType: proxy.Action, ServiceName: "evtest.Subscriber"},
 			{EntityType: proxy.Action, ServiceName: "evtest.Relay"},
+			{EntityType: proxy.EventSourced, ServiceName: "evtest.Tally", PersistenceId: "tally"},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "evtest", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil
@@ -270,6 +276,9 @@ func (f *evFunction) Handle(stream grpc.BidiStreamingServer[eventsourced.EventSo
 		if err != nil {
 			return err
 		}
+		if init := in.GetInit(); init != nil && init.GetServiceName() == "evtest.Tally" {
+			return f.tally(init.GetEntityId(), stream)
+		}
 		cmd := in.GetCommand()
 		if cmd == nil {
 			continue // init, replayed events: the source keeps no state
@@ -287,6 +296,8 @@ func (f *evFunction) Handle(stream grpc.BidiStreamingServer[eventsourced.EventSo
 				events = append(events, &anypb.Any{TypeUrl: "json.cloudstate.io/JsonEvent", Value: wrapped(fmt.Appendf(nil, `{"n":%d}`, n+i))})
 			case "two":
 				events = append(events, f.types.anyOf("EventTwo", map[string]any{"n": n + i}))
+			case "keyed": // for the Tally entity named by the key, n times "tally-<key>"
+				events = append(events, f.types.anyOf("Keyed", map[string]any{"key": "tally-" + key, "n": n + i}))
 			default:
 				events = append(events, f.types.anyOf("EventOne", map[string]any{"n": n + i}))
 			}
@@ -295,6 +306,40 @@ func (f *evFunction) Handle(stream grpc.BidiStreamingServer[eventsourced.EventSo
 			CommandId:    cmd.GetId(),
 			Events:       events,
 			ClientAction: replyAction(f.types.anyOf("Response", map[string]any{"id": key})),
+		}}}
+		if err := stream.Send(out); err != nil {
+			return err
+		}
+	}
+}
+
+// tally serves one Tally entity: Count(Keyed) adds n to its total,
+// emitting it as an event, and replies with the total.
+func (f *evFunction) tally(id string, stream grpc.BidiStreamingServer[eventsourced.EventSourcedStreamIn, eventsourced.EventSourcedStreamOut]) error {
+	var total int64
+	for {
+		in, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if ev := in.GetEvent(); ev != nil {
+			total += f.types.read("Keyed", ev.GetPayload().GetValue())["n"].(int64)
+			continue
+		}
+		cmd := in.GetCommand()
+		if cmd == nil {
+			continue
+		}
+		f.record(evCall{method: "Count", payload: cmd.GetPayload(), md: map[string]string{"entity": id}})
+		n := f.types.read("Keyed", cmd.GetPayload().GetValue())["n"].(int64)
+		total += n
+		out := &eventsourced.EventSourcedStreamOut{Message: &eventsourced.EventSourcedStreamOut_Reply{Reply: &eventsourced.EventSourcedReply{
+			CommandId:    cmd.GetId(),
+			Events:       []*anypb.Any{f.types.anyOf("Keyed", map[string]any{"key": id, "n": n})},
+			ClientAction: replyAction(f.types.anyOf("Response", map[string]any{"id": id, "n": total})),
 		}}}
 		if err := stream.Send(out); err != nil {
 			return err
