@@ -14,7 +14,12 @@ import (
 
 // NATSSinkConfig configures a NATSSink.
 type NATSSinkConfig struct {
-	// Subject receives every event. Required.
+	// Subject receives the events. Required. It may be a template holding
+	// {type}, {key} and {event} (SubjectType, SubjectKey, SubjectEvent):
+	// the entity type and key, each escaped into one token with
+	// streams.EncodeToken, and the event type's dot-separated parts, each
+	// escaped likewise. "cart.{type}.{key}" gives every entity a subject of
+	// its own, which a subscriber to one entity (or to "cart.>") uses.
 	Subject string
 
 	// Structured sends the JSON event format (content type
@@ -54,9 +59,10 @@ type NATSSinkConfig struct {
 // key with a line break or a non-ASCII letter would corrupt the headers;
 // its sender and receiver are built on the legacy JetStream API besides.
 type NATSSink struct {
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	cfg NATSSinkConfig
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	cfg     NATSSinkConfig
+	subject subjectTemplate
 
 	mu      sync.Mutex
 	next    *flushRound // waiters for the flush after the running one
@@ -72,13 +78,14 @@ type flushRound struct {
 // NewNATSSink returns a sink publishing on nc, which the caller keeps and
 // closes.
 func NewNATSSink(nc *nats.Conn, cfg NATSSinkConfig) (*NATSSink, error) {
-	if err := checkPublishSubject(cfg.Subject); err != nil {
+	subject, err := parseSubject(cfg.Subject)
+	if err != nil {
 		return nil, fmt.Errorf("nats sink: %w", err)
 	}
 	if cfg.FlushTimeout <= 0 {
 		cfg.FlushTimeout = 10 * time.Second
 	}
-	s := &NATSSink{nc: nc, cfg: cfg}
+	s := &NATSSink{nc: nc, cfg: cfg, subject: subject}
 	if cfg.JetStream {
 		js, err := jetstream.New(nc)
 		if err != nil {
@@ -95,24 +102,28 @@ func (s *NATSSink) Send(ctx context.Context, ev *event.Event) error {
 }
 
 func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) error {
-	msg, err := NATSMsg(s.cfg.Subject, ev, s.cfg.Structured)
+	subject, err := s.subject.expand(ev)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRejected, err)
+	}
+	msg, err := NATSMsg(subject, ev, s.cfg.Structured)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
 	if s.js != nil {
 		if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID())); err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {
-				return fmt.Errorf("publish %s: %w: %v", s.cfg.Subject, ErrRejected, err)
+				return fmt.Errorf("publish %s: %w: %v", subject, ErrRejected, err)
 			}
-			return fmt.Errorf("publish %s: %w", s.cfg.Subject, err)
+			return fmt.Errorf("publish %s: %w", subject, err)
 		}
 		return nil
 	}
 	if err := s.nc.PublishMsg(msg); err != nil {
 		if errors.Is(err, nats.ErrMaxPayload) {
-			return fmt.Errorf("publish %s: %w: %v", s.cfg.Subject, ErrRejected, err)
+			return fmt.Errorf("publish %s: %w: %v", subject, ErrRejected, err)
 		}
-		return fmt.Errorf("publish %s: %w", s.cfg.Subject, err)
+		return fmt.Errorf("publish %s: %w", subject, err)
 	}
 	if !confirm {
 		return nil
