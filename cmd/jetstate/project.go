@@ -84,7 +84,10 @@ Runs one projection of a service's journals until interrupted: every event
 becomes a CloudEvent sent to the sink, at least once and in order per entity.
 The sink is nats:<subject> (core NATS), jetstream:<subject> (a publish the
 stream capturing the subject acknowledges, the event id as Nats-Msg-Id) or an
-http(s) URL such as a Knative sink (K_SINK). With -rebuild the projection is
+http(s) URL such as a Knative sink (K_SINK). A NATS subject may hold {type},
+{key} and {event}, the entity type, the entity key and the event type, each
+escaped into subject tokens: nats:cart.{type}.{key} gives every entity its own
+subject. With -rebuild the projection is
 replayed from the beginning into this sink beside the generation that serves,
 and takes over once caught up; the projector serving the old generation then
 stops (do not restart it with the old sink). /ready, /alive and /metrics are
@@ -202,10 +205,8 @@ func parseSink(s string) (kind, target string, err error) {
 		return "", "", errors.New("-sink (or K_SINK) is required: nats:<subject>, jetstream:<subject> or an http(s) URL")
 	case strings.HasPrefix(s, "nats:"), strings.HasPrefix(s, "jetstream:"):
 		kind, subject, _ := strings.Cut(s, ":")
-		for tok := range strings.SplitSeq(subject, ".") {
-			if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
-				return "", "", fmt.Errorf("-sink %q: %q is not a subject to publish to", s, subject)
-			}
+		if err := projections.CheckSubject(subject); err != nil {
+			return "", "", fmt.Errorf("-sink %q: %w", s, err)
 		}
 		return kind, subject, nil
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):

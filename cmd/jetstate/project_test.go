@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,14 +39,14 @@ func TestParseProject(t *testing.T) {
 		c.Structured || c.JSON || c.Projection.Start != projections.StartBeginning {
 		t.Fatalf("from the environment: %+v", c)
 	}
-	c, err = parseProject([]string{"-sink", "nats:cart.events", "-mode", "structured", "-descriptors", "a.binpb, b.binpb",
+	c, err = parseProject([]string{"-sink", "nats:cart.{type}.{key}", "-mode", "structured", "-descriptors", "a.binpb, b.binpb",
 		"-start", "2026-01-02T03:04:05Z", "-types", "cart,wish list", "-workers", "4", "-max-tries", "3",
 		"-retry-min", "1s", "-retry-max", "2s", "-dead-letter", "dl.view", "-rebuild"}, env.get, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.Projection
-	if c.Sink != "nats:cart.events" || !c.Structured || !c.JSON || len(c.Descriptors) != 2 || c.Descriptors[1] != "b.binpb" ||
+	if c.Sink != "nats:cart.{type}.{key}" || !c.Structured || !c.JSON || len(c.Descriptors) != 2 || c.Descriptors[1] != "b.binpb" ||
 		p.Start != projections.StartTime || !p.StartTime.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) ||
 		len(p.Types) != 2 || p.Types[1] != "wish list" || p.Workers != 4 || p.MaxTries != 3 ||
 		p.RetryMin != time.Second || p.RetryMax != 2*time.Second || p.DeadLetterSubject != "dl.view" || !c.Rebuild {
@@ -64,8 +65,9 @@ func TestParseProject(t *testing.T) {
 	}{
 		{"no sink", nil, envMap{"JETSTATE_SERVICE": "s", "JETSTATE_PROJECTION": "v"}, "-sink (or K_SINK) is required"},
 		{"bad sink", []string{"-sink", "kafka:topic"}, env, "want nats:<subject>"},
-		{"wildcard subject", []string{"-sink", "nats:a.*"}, env, "not a subject to publish to"},
-		{"empty subject", []string{"-sink", "jetstream:"}, env, "not a subject to publish to"},
+		{"wildcard subject", []string{"-sink", "nats:a.*"}, env, "not a valid publish subject"},
+		{"empty subject", []string{"-sink", "jetstream:"}, env, "empty subject"},
+		{"unknown placeholder", []string{"-sink", "nats:a.{entity}"}, env, "unknown placeholder {entity}"},
 		{"no service", []string{"-sink", "nats:x"}, envMap{"JETSTATE_PROJECTION": "v"}, "service"},
 		{"no name", []string{"-sink", "nats:x"}, envMap{"JETSTATE_SERVICE": "s"}, "name"},
 		{"bad name", []string{"-name", "a.b"}, env, "name"},
@@ -88,23 +90,6 @@ func TestParseProject(t *testing.T) {
 	if _, err := parseProject([]string{"-h"}, env.get, &bytes.Buffer{}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h = %v", err)
 	}
-}
-
-// shop provisions the service "shop" on a fresh server and returns the
-// server and a journal.
-func shop(t *testing.T) (*streamstest.Server, *streams.Journal) {
-	t.Helper()
-	srv := streamstest.RunServer(t)
-	js := srv.JetStream(t)
-	cfg := streams.Config{Service: "shop"}
-	if err := streams.Provision(t.Context(), js, cfg, streams.StoreConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	j, err := streams.NewJournal(js, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return srv, j
 }
 
 func appendString(t *testing.T, j *streams.Journal, key string, v streams.Version, s string) streams.Version {
@@ -162,13 +147,13 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 }
 
 // TestProjectCommand runs `jetstate project` started before the service
-// is provisioned (it waits), with a NATS sink and JSON data from a
+// is provisioned (it waits), with a NATS sink (a subject per entity) and JSON data from a
 // descriptor file, then operates it with `jetstate projection`.
 func TestProjectCommand(t *testing.T) {
 	srv := streamstest.RunServer(t)
 	nc := srv.Connect(t)
 	events := make(chan *event.Event, 100)
-	if _, err := nc.Subscribe("view.events", func(m *nats.Msg) {
+	if _, err := nc.Subscribe("view.cart.alice", func(m *nats.Msg) {
 		ev, err := projections.EventFromNATS(m)
 		if err != nil {
 			t.Errorf("EventFromNATS: %v", err)
@@ -185,7 +170,7 @@ func TestProjectCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := freeAddr(t)
-	stop, out := startProject(t, "-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view", "-sink", "nats:view.events",
+	stop, out := startProject(t, "-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view", "-sink", "nats:view.{type}.{key}",
 		"-descriptors", desc, "-admin", admin)
 	waitUntil(t, "the admin endpoint", func() bool { return httpStatus("http://"+admin+"/alive") == http.StatusOK })
 	if got := httpStatus("http://" + admin + "/ready"); got != http.StatusServiceUnavailable {
@@ -254,7 +239,7 @@ func TestProjectCommand(t *testing.T) {
 	if s := mustOp("pause", "view"); s != "projection view paused until resumed\n" {
 		t.Errorf("pause: %q", s)
 	}
-	v = appendString(t, j, "alice", v, "plum")
+	appendString(t, j, "alice", v, "plum")
 	waitUntil(t, "the lag while paused", func() bool {
 		s, _ := ops("status", "-name", "view")
 		return strings.Contains(s, "active  1        0") && strings.Contains(s, "  yes  ")
@@ -309,7 +294,6 @@ func TestProjectCommand(t *testing.T) {
 	if s := mustOp("list"); s != "service shop has no projections\n" {
 		t.Errorf("list after delete: %q", s)
 	}
-	_ = v
 }
 
 func next(t *testing.T, events chan *event.Event) *event.Event {
@@ -352,5 +336,54 @@ func TestParseProjection(t *testing.T) {
 	}
 	if _, err := parseProjection([]string{"list"}, envMap{}.get, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "-service") {
 		t.Errorf("list without a service: %v", err)
+	}
+}
+
+// TestProjectRebuild: `jetstate project -rebuild` replays into its own
+// sink beside the serving projector, takes over once caught up, and the
+// old projector stops (successfully: another serves).
+func TestProjectRebuild(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	if err := streams.Provision(t.Context(), js, streams.Config{Service: "shop"}, streams.StoreConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := streams.NewJournal(js, streams.Config{Service: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := srv.Connect(t)
+	count := func(subject string) *atomic.Int64 {
+		var n atomic.Int64
+		if _, err := nc.Subscribe(subject, func(*nats.Msg) { n.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		return &n
+	}
+	oldSink, newSink := count("old"), count("new")
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	v := appendString(t, j, "a", streams.Version{}, "1")
+	common := []string{"-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view"}
+	oldAdmin := freeAddr(t)
+	stopOld, _ := startProject(t, append(common, "-sink", "nats:old", "-admin", oldAdmin)...)
+	waitUntil(t, "the first projector", func() bool { return oldSink.Load() == 1 })
+
+	admin := freeAddr(t)
+	stopNew, out := startProject(t, append(common, "-sink", "nats:new", "-admin", admin, "-rebuild")...)
+	waitUntil(t, "the rebuild to take over", func() bool { return httpStatus("http://"+admin+"/ready") == http.StatusOK })
+	// The old projector ends by itself: its admin endpoint goes away.
+	waitUntil(t, "the old projector to stop", func() bool { return httpStatus("http://"+oldAdmin+"/alive") == 0 })
+	if err := stopOld(); err != nil {
+		t.Errorf("the old projector: %v", err)
+	}
+	appendString(t, j, "a", v, "2")
+	waitUntil(t, "the new projector to deliver", func() bool { return newSink.Load() == 2 })
+	if n := oldSink.Load(); n != 1 {
+		t.Errorf("old sink got %d events, want 1", n)
+	}
+	if err := stopNew(); err != nil {
+		t.Errorf("the new projector: %v\n%s", err, out.String())
 	}
 }
