@@ -75,8 +75,8 @@ func TestConfigHash(t *testing.T) {
 	hash := func(secrets ...string) string {
 		return desiredDeployment(svc, store, Config{}.withDefaults(), secrets).Spec.Template.Annotations[AnnotationConfigHash]
 	}
-	if hash() != hash() {
-		t.Error("hash not stable")
+	if first, second := hash(), hash(); first != second {
+		t.Errorf("hash not stable: %s, %s", first, second)
 	}
 	if hash("creds@1") == hash("creds@2") {
 		t.Error("a rotated secret does not change the hash")
