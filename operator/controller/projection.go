@@ -72,7 +72,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	case err != nil:
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonRolloutInProgress), err.Error()
 		switch cond.Reason {
-		case v1alpha1.ReasonSinkNotResolved, v1alpha1.ReasonStoreNotReady:
+		case v1alpha1.ReasonSinkNotResolved, v1alpha1.ReasonStoreNotReady, v1alpha1.ReasonNameConflict:
 			// Nothing watches an arbitrary addressable kind: look again.
 			result.RequeueAfter, err = cfg.NotReadyRetry, nil
 		case v1alpha1.ReasonServiceNotFound, v1alpha1.ReasonStoreNotFound, v1alpha1.ReasonInvalidSpec:

@@ -92,8 +92,12 @@ func (r *StatefulServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	switch {
 	case err != nil:
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonProvisionFailed), err.Error()
-		if r := reasonOf(err, ""); r == v1alpha1.ReasonStoreNotFound || r == v1alpha1.ReasonStoreNotReady || r == v1alpha1.ReasonInvalidSpec {
+		switch reasonOf(err, "") {
+		case v1alpha1.ReasonStoreNotFound, v1alpha1.ReasonStoreNotReady, v1alpha1.ReasonInvalidSpec:
 			err = nil // the store watch (or a spec change) brings us back
+		case v1alpha1.ReasonNameConflict:
+			// Nothing watches the other object: look again.
+			result.RequeueAfter, err = cfg.NotReadyRetry, nil
 		}
 	default:
 		svc.Status.Replicas = dep.Status.AvailableReplicas

@@ -400,3 +400,48 @@ func TestStatefulServiceStoreNotReady(t *testing.T) {
 		t.Error("no message")
 	}
 }
+
+// TestStatefulServiceNameConflict: a Deployment of the service's name that
+// the operator does not control is left alone, and the service says why;
+// once it is gone, the operator creates its own.
+func TestStatefulServiceNameConflict(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	labels := map[string]string{"app": "mine"}
+	mine := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cart"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "mine:1"}}},
+			},
+		},
+	}
+	if err := c.Create(t.Context(), mine); err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	conds := func() []metav1.Condition { return svc.Status.Conditions }
+	waitReady(t, svc, conds, metav1.ConditionFalse, v1alpha1.ReasonNameConflict)
+	var d appsv1.Deployment
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(mine), &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Spec.Template.Spec.Containers) != 1 || d.Spec.Template.Spec.Containers[0].Image != "mine:1" || metav1.GetControllerOf(&d) != nil {
+		t.Errorf("someone else's Deployment was changed: %+v", d.Spec.Template.Spec.Containers)
+	}
+	if err := c.Delete(t.Context(), mine); err != nil {
+		t.Fatal(err)
+	}
+	deployment(t, ns, "cart", func(d *appsv1.Deployment) error {
+		if container(d, "jetstate") == nil {
+			return errors.New("no sidecar yet")
+		}
+		return nil
+	})
+}

@@ -50,6 +50,11 @@ const (
 	// that does not exist or has no status.address.url yet.
 	ReasonSinkNotResolved = "SinkNotResolved"
 
+	// ReasonNameConflict: a Deployment or Service of the name the operator
+	// would create exists and belongs to someone else; the operator leaves
+	// it alone.
+	ReasonNameConflict = "NameConflict"
+
 	// ReasonDeleting: the resource is being deleted and its clean-up (the
 	// deletion policy) has not finished.
 	ReasonDeleting = "Deleting"
