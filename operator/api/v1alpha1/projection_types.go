@@ -9,8 +9,10 @@ import (
 // CloudEvents 1.0 to a sink: a NATS subject, an HTTP URL, or an addressable
 // object (a Knative Broker, Channel or Service...) whose status.address.url
 // the operator resolves. The operator runs it as a Deployment of one
-// `jetstate project` pod (the projection's consumer allows one active
-// projector; a second would only wait).
+// `jetstate project` pod, replaced (never doubled) when the spec changes.
+// Deleting a Projection stops the projector but keeps its position (the
+// durable consumers on the journal stream): a Projection of the same name
+// resumes where it stopped; `jetstate projection delete` forgets it.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
