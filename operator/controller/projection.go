@@ -70,7 +70,7 @@ func (r *ProjectionReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	var result ctrl.Result
 	switch {
 	case err != nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonRolloutInProgress), err.Error()
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonReconcileFailed), err.Error()
 		switch cond.Reason {
 		case v1alpha1.ReasonSinkNotResolved, v1alpha1.ReasonStoreNotReady, v1alpha1.ReasonNameConflict:
 			// Nothing watches an arbitrary addressable kind: look again.

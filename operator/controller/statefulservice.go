@@ -91,7 +91,7 @@ func (r *StatefulServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	var result ctrl.Result
 	switch {
 	case err != nil:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonProvisionFailed), err.Error()
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonReconcileFailed), err.Error()
 		switch reasonOf(err, "") {
 		case v1alpha1.ReasonStoreNotFound, v1alpha1.ReasonStoreNotReady, v1alpha1.ReasonInvalidSpec:
 			err = nil // the store watch (or a spec change) brings us back

@@ -50,6 +50,10 @@ const (
 	// that does not exist or has no status.address.url yet.
 	ReasonSinkNotResolved = "SinkNotResolved"
 
+	// ReasonReconcileFailed: a call to the Kubernetes API failed; the
+	// operator retries with back-off.
+	ReasonReconcileFailed = "ReconcileFailed"
+
 	// ReasonNameConflict: a Deployment or Service of the name the operator
 	// would create exists and belongs to someone else; the operator leaves
 	// it alone.
