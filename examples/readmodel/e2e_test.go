@@ -19,7 +19,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jetstate/jetstate/examples/readmodel"
 	"github.com/jetstate/jetstate/examples/shoppingcart"
@@ -379,7 +381,8 @@ func TestReadModel(t *testing.T) {
 // TestReadModelStoreFailure: while the database refuses a change (a
 // trigger raises an error), the event is answered 500, not acknowledged,
 // and the cart's later events wait behind it; once the database works,
-// the redelivered event lands once and the rest follow in order.
+// the redelivered event lands once and the rest follow in order. An event
+// of a type the view ignores is acknowledged.
 func TestReadModelStoreFailure(t *testing.T) {
 	cart := startCart(t)
 	rm := startReadModel(t)
@@ -420,6 +423,35 @@ func TestReadModelStoreFailure(t *testing.T) {
 	}
 	rm.waitView(t, "/carts/dave", `{"cartId":"dave","items":[{"productId":"boom","name":"BOOM","quantity":2},{"productId":"apple","name":"APPLE","quantity":1}]}`)
 	rm.waitView(t, "/stats", `{"eventsProcessed":2,"carts":1,"products":2}`)
+
+	// An event of a type the view does not use (another entity type of the
+	// service) is acknowledged, not retried or dead-lettered.
+	j, err := streams.NewJournal(cart.js, storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	note, _ := anypb.New(wrapperspb.String("remember the milk"))
+	if _, err := j.Append(t.Context(), streams.Entity{Type: "notes", Key: "dave"}, streams.Version{}, []streams.Event{{Type: note.TypeUrl, Data: note.Value}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		st, err := p.Status(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st[0].Pending == 0 && st[0].AckPending == 0 && st[0].AckFloor == st[0].Delivered && rm.count(http.StatusOK) >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the foreign event is not acknowledged: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rm.waitView(t, "/stats", `{"eventsProcessed":2,"carts":1,"products":2}`)
+	if n := rm.count(http.StatusBadRequest); n != 0 {
+		t.Errorf("%d events refused", n)
+	}
 }
 
 // TestReadModelBadInput: malformed CloudEvents and data are refused with
