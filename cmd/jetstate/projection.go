@@ -30,7 +30,8 @@ any machine, whether a projector runs or not:
             place: a running projector carries on with the new generation. Empty the
             read model first (pause, reset it, rebuild, resume). For a rebuild into a
             new sink beside the serving one, run 'jetstate project -rebuild'.
-  delete    forget the projection's position (the sink's data is not touched)
+  delete    forget the projection's position (the sink's data is not touched); stop
+            its projector first, or it starts the projection over (at its -start)
 
 `
 
