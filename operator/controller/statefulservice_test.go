@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
 	"github.com/jetstate/jetstate/operator/autoscaler"
 	"github.com/jetstate/jetstate/operator/controller"
+	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
 
@@ -444,4 +446,37 @@ func TestStatefulServiceNameConflict(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestStatefulServiceProvisionFailed: provisioning that the server refuses
+// (a service recreated with another shard count) or that cannot reach it
+// leaves no Deployment and says ProvisionFailed.
+func TestStatefulServiceProvisionFailed(t *testing.T) {
+	ns := namespace(t)
+	store, srv := readyStore(t, ns, "nats")
+	c := k8s(t)
+	// The service existed before with 7 shards; the spec asks for 100.
+	if err := streams.Provision(t.Context(), srv.JetStream(t), streams.Config{Service: "cart"}, streams.StoreConfig{Shards: 7, Storage: streams.MemoryStorage}); err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	cond := waitReady(t, svc, func() []metav1.Condition { return svc.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed)
+	if !strings.Contains(cond.Message, "7 shards") {
+		t.Errorf("message %q does not name the shard count", cond.Message)
+	}
+	var d appsv1.Deployment
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), &d); !apierrors.IsNotFound(err) {
+		t.Errorf("a Deployment without streams: %v", err)
+	}
+
+	// The server goes away (the store has not noticed yet).
+	srv.Stop()
+	other := newService(ns, "other", store.Name)
+	if err := c.Create(t.Context(), other); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, other, func() []metav1.Condition { return other.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed)
 }
