@@ -387,3 +387,27 @@ func TestProjectRebuild(t *testing.T) {
 		t.Errorf("the new projector: %v\n%s", err, out.String())
 	}
 }
+
+// TestOverrideSink: K_CE_OVERRIDES extensions are set on every event sent;
+// an invalid one is a rejection (dead letter), not a retry.
+func TestOverrideSink(t *testing.T) {
+	var got *event.Event
+	next := projections.SinkFunc(func(_ context.Context, ev *event.Event) error { got = ev; return nil })
+	ev := event.New()
+	ev.SetID("1")
+	ev.SetSource("/s")
+	ev.SetType("t")
+	if err := (overrideSink{next: next, ext: map[string]string{"team": "carts"}}).Send(t.Context(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if got.Extensions()["team"] != "carts" {
+		t.Errorf("extensions %v", got.Extensions())
+	}
+	if _, ok := ev.Extensions()["team"]; ok {
+		t.Error("the projection's event was changed")
+	}
+	err := (overrideSink{next: next, ext: map[string]string{"Bad-Name": "x"}}).Send(t.Context(), &ev)
+	if !errors.Is(err, projections.ErrRejected) {
+		t.Errorf("invalid extension: %v", err)
+	}
+}
