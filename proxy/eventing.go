@@ -249,7 +249,7 @@ func prefixOf(c streams.Config) string {
 
 // EventingStream is the stream holding every topic and eventing dead letter
 // of the prefix's services.
-func EventingStream(c streams.Config) string { return prefixOf(c) + "_eventing" }
+func EventingStream(c streams.Config) string { return c.EventingStream() }
 
 // TopicSubject is the NATS subject of a topic.
 func TopicSubject(c streams.Config, topic string) string {

@@ -23,7 +23,7 @@ const (
 	DefaultEventingAckWait       = 30 * time.Second
 	DefaultEventingMaxAckPending = 1000
 	DefaultEventingWorkers       = 16
-	DefaultTopicMaxAge           = 7 * 24 * time.Hour
+	DefaultTopicMaxAge           = streams.DefaultTopicMaxAge
 )
 
 // Dead-letter headers of eventing beyond those projections define
@@ -164,41 +164,14 @@ func (p *Proxy) newEventing(ctx context.Context, ev *Eventing, m *eventingMetric
 	return e, nil
 }
 
-// ensureStream creates the prefix's eventing stream unless it exists. It is
-// shared by every service of the prefix, so an existing one is left as it
-// is (whoever provisioned it decided its limits).
+// ensureStream creates the prefix's eventing stream unless it exists (see
+// streams.EnsureEventingStream; Provision creates it too).
 func (e *eventing) ensureStream(ctx context.Context) error {
-	st := e.p.cfg.Storage
-	name := EventingStream(st)
-	if _, err := e.p.js.Stream(ctx, name); err == nil {
-		return nil
-	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("eventing stream %s: %w", name, err)
-	}
-	replicas, storage := 1, jetstream.FileStorage
+	var sc streams.StoreConfig
 	if pc := e.p.cfg.Provision; pc != nil {
-		if pc.Replicas > 0 {
-			replicas = pc.Replicas
-		}
-		if pc.Storage == streams.MemoryStorage {
-			storage = jetstream.MemoryStorage
-		}
+		sc = *pc
 	}
-	_, err := e.p.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:        name,
-		Description: "jetstate eventing: topics and dead letters",
-		Subjects:    []string{prefixOf(st) + "_topic.>", prefixOf(st) + "_deadletter.>"},
-		Retention:   jetstream.LimitsPolicy,
-		MaxAge:      e.cfg.TopicMaxAge,
-		Storage:     storage,
-		Replicas:    replicas,
-		Duplicates:  min(2*time.Minute, e.cfg.TopicMaxAge),
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create eventing stream %s: %w", name, err)
-	}
-	e.p.log.InfoContext(ctx, "eventing stream created", "stream", name)
-	return nil
+	return streams.EnsureEventingStream(ctx, e.p.js, e.p.cfg.Storage, sc, e.cfg.TopicMaxAge)
 }
 
 // subscribe binds a subscription to its durable consumer.

@@ -110,6 +110,21 @@ func (c Config) LoadSubjects() string {
 	return c.Prefix + "_load.*"
 }
 
+// EventingStream is the stream of the prefix's eventing topics and dead
+// letters (of eventing and of projections), shared by every service under
+// c.Prefix (c.Service is ignored): <prefix>_eventing.
+func (c Config) EventingStream() string {
+	c = c.withDefaults()
+	return c.Prefix + "_eventing"
+}
+
+// EventingSubjects are the subjects EventingStream captures:
+// <prefix>_topic.> and <prefix>_deadletter.>.
+func (c Config) EventingSubjects() []string {
+	c = c.withDefaults()
+	return []string{c.Prefix + "_topic.>", c.Prefix + "_deadletter.>"}
+}
+
 // JournalSubjects is the wildcard subject covering every journal of the
 // service: "<prefix>.<service>.>".
 func (c Config) JournalSubjects() string {

@@ -209,7 +209,48 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc Store
 			return fmt.Errorf("provision bucket %s: %w", kv.Bucket, err)
 		}
 	}
-	return provisionOwnership(ctx, js, cfg, sc, meta)
+	if err := provisionOwnership(ctx, js, cfg, sc, meta); err != nil {
+		return err
+	}
+	return EnsureEventingStream(ctx, js, cfg, sc, 0)
+}
+
+// DefaultTopicMaxAge is how long the eventing stream keeps topic messages
+// and dead letters unless told otherwise.
+const DefaultTopicMaxAge = 7 * 24 * time.Hour
+
+// EnsureEventingStream creates the prefix's eventing stream (topics and dead
+// letters, see Config.EventingStream) with the store's replicas and storage
+// unless it exists. It is shared by every service of the prefix, so an
+// existing one is left as it is: whoever created it chose its limits.
+// maxAge 0 means DefaultTopicMaxAge.
+func EnsureEventingStream(ctx context.Context, js jetstream.JetStream, cfg Config, sc StoreConfig, maxAge time.Duration) error {
+	sc = sc.withDefaults()
+	if maxAge <= 0 {
+		maxAge = DefaultTopicMaxAge
+	}
+	name := cfg.EventingStream()
+	if _, err := js.Stream(ctx, name); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("eventing stream %s: %w", name, err)
+	}
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        name,
+		Description: "jetstate eventing: topics and dead letters",
+		Subjects:    cfg.EventingSubjects(),
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      maxAge,
+		MaxMsgSize:  sc.MaxMsgSize,
+		Storage:     sc.storageType(),
+		Replicas:    sc.Replicas,
+		Duplicates:  min(2*time.Minute, maxAge),
+		Metadata:    map[string]string{"jetstate.format": "1"},
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create eventing stream %s: %w", name, err)
+	}
+	return nil
 }
 
 func orUnlimited(n int64) int64 {
