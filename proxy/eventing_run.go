@@ -66,17 +66,20 @@ type EventingConfig struct {
 	// TopicMaxAge is how long the eventing stream keeps topic messages and
 	// dead letters, when the sidecar creates it. Default 7 days.
 	TopicMaxAge time.Duration
-	// Ordered makes one sidecar of the service at a time consume each
-	// subscription (the pinned client of a JetStream priority group,
-	// ADR-42), so that an entity's events are handled in order across
-	// replicas too; the others stand by. A sidecar that stops hands over at
-	// once; one that dies, after PinnedTTL. Around a failover two sidecars
-	// may briefly both deliver (a pin is not exclusive). Default false: the
-	// sidecars share the work.
-	Ordered bool
+	// Shared makes every sidecar of the service consume each subscription
+	// together (one consumer group; JetStream hands each message to one of
+	// them), for throughput: an entity's events are then handled in order
+	// within one sidecar only, and two replicas may handle one entity's
+	// events out of order or concurrently. Default false, ordered: one
+	// sidecar at a time consumes (the pinned client of a JetStream priority
+	// group, ADR-42), so an entity's events are handled in order across
+	// replicas too, and the others stand by. A sidecar that stops hands over
+	// at once; one that dies, after PinnedTTL. Around a failover two
+	// sidecars may briefly both deliver (a pin is not exclusive).
+	Shared bool
 }
 
-// Ordered mode: the priority group, how long a silent pinned sidecar keeps
+// Ordered mode (not Shared): the priority group, how long a silent pinned sidecar keeps
 // the pin, and how often a sidecar renews its pull requests (well within).
 const (
 	priorityGroup = "eventing"
@@ -217,7 +220,7 @@ func (e *eventing) createConsumer(ctx context.Context, sub *Subscription) (jetst
 		MaxAckPending: e.cfg.MaxAckPending,
 		DeliverPolicy: policy,
 	}
-	if e.cfg.Ordered {
+	if !e.cfg.Shared {
 		cc.PriorityPolicy = jetstream.PriorityPolicyPinned
 		cc.PriorityGroups = []string{priorityGroup}
 		cc.PinnedTTL = PinnedTTL
@@ -260,7 +263,7 @@ type subscriber struct {
 	queues          map[string]*evQueue
 	ready           []*evQueue
 	inflight        map[uint64]struct{} // stream seqs received and not settled
-	pin             string              // the pin id on the messages received (Ordered)
+	pin             string              // the pin id on the messages received (not Shared)
 }
 
 type evQueue struct {
@@ -330,7 +333,7 @@ func (s *subscriber) run(ctx context.Context) error {
 // one holds the pin (the id the server stamped on the messages it sent
 // here), instead of after PinnedTTL. Best effort; the caller holds s.mu.
 func (s *subscriber) unpin() {
-	if !s.e.cfg.Ordered || s.pin == "" {
+	if s.e.cfg.Shared || s.pin == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -387,7 +390,7 @@ func (s *subscriber) keepAlive(done <-chan struct{}) {
 // consumer is gone (an error).
 func (s *subscriber) consume(ctx context.Context) error {
 	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256))}
-	if s.e.cfg.Ordered {
+	if !s.e.cfg.Shared {
 		opts = append(opts, jetstream.PullPriorityGroup(priorityGroup), jetstream.PullExpiry(pullExpiry))
 	}
 	it, err := s.cons.Messages(opts...)

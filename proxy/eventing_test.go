@@ -394,7 +394,7 @@ func TestEventingPoisonEvent(t *testing.T) {
 func TestEventingReplicasShareWork(t *testing.T) {
 	srv := streamstest.RunServer(t)
 	js := srv.JetStream(t)
-	tune := func(c *proxy.Config) { c.Eventing.MaxAckPending = 4 }
+	tune := func(c *proxy.Config) { c.Eventing.MaxAckPending = 4; c.Eventing.Shared = true }
 	f1, f2 := newEvFunction(t, "f1"), newEvFunction(t, "f2")
 	f1.delay, f2.delay = 5*time.Millisecond, 5*time.Millisecond
 	s1 := startEvSidecar(t, js, serveEvFunction(t, f1), tune)
@@ -573,7 +573,10 @@ func TestEventingHeldMessagesStayInProgress(t *testing.T) {
 	js := srv.JetStream(t)
 	f := newEvFunction(t, "f")
 	f.delay = 2500 * time.Millisecond
-	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) { c.Eventing.AckWait = time.Second })
+	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) {
+		c.Eventing.AckWait = time.Second
+		c.Eventing.Shared = true // a rival plain client can pull
+	})
 	s.emit(t, f.types, map[string]any{"key": "slow", "n": 1})
 	waitFor(t, "the event in the sidecar's hands", func() bool {
 		c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
@@ -598,14 +601,14 @@ func TestEventingHeldMessagesStayInProgress(t *testing.T) {
 	waitCalls(t, f, "OnOne", 1, bySubject("slow"))
 }
 
-// TestEventingOrderedFailover: with Ordered, one sidecar of two consumes
+// TestEventingOrderedFailover: by default (not Shared), one sidecar of two consumes
 // the subscription (its entity orders hold across replicas: the other
 // stands by); when it stops, the other takes over at once and the order
 // still holds, nothing handled twice.
 func TestEventingOrderedFailover(t *testing.T) {
 	srv := streamstest.RunServer(t)
 	js := srv.JetStream(t)
-	tune := func(c *proxy.Config) { c.Eventing.Ordered = true }
+	tune := func(c *proxy.Config) {} // ordered is the default
 	fs := []*evFunction{newEvFunction(t, "f0"), newEvFunction(t, "f1")}
 	var ss []*evSidecar
 	for _, f := range fs {

@@ -73,7 +73,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
 	evTries := fs.Int("eventing-max-tries", 0, "tries of one event before it goes to the dead-letter subject (default 10)")
-	evOrdered := fs.Bool("eventing-ordered", false, "one sidecar at a time consumes each eventing subscription, keeping entity order across replicas")
+	evShared := fs.Bool("eventing-shared", false, "every sidecar consumes each eventing subscription together (throughput), instead of one at a time (an entity's events in order across replicas)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -92,7 +92,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		PassivationTimeout: *passivation,
 		CommandTimeout:     *timeout,
 		RouteTimeout:       *routeTimeout,
-		Eventing:           proxy.EventingConfig{MaxTries: *evTries, Ordered: *evOrdered},
+		Eventing:           proxy.EventingConfig{MaxTries: *evTries, Shared: *evShared},
 	}
 	if *verbose {
 		c.LogLevel = slog.LevelDebug
