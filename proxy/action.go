@@ -38,6 +38,20 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		}
 		return &actionpb.ActionCommand{Payload: &anypb.Any{TypeUrl: m.InputURL, Value: in.data}}, nil
 	}
+	// The metadata of the first reply becomes the response's headers (they
+	// go out with it); later replies' metadata cannot reach the client.
+	headerSent := false
+	sendReply := func(resp Response) error {
+		if !headerSent {
+			headerSent = true
+			if md := outgoingMetadata(resp.Metadata); md.Len() > 0 {
+				if err := stream.SetHeader(md); err != nil {
+					return err
+				}
+			}
+		}
+		return stream.SendMsg(&frame{data: resp.Payload.GetValue()})
+	}
 	// send processes one response from the function and passes its reply on.
 	send := func(r *actionpb.ActionResponse) error {
 		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, m.Path)
@@ -50,7 +64,7 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
 			return grpcStatus(err).Err()
 		}
-		return stream.SendMsg(&frame{data: resp.Payload.GetValue()})
+		return sendReply(resp)
 	}
 
 	switch {
@@ -108,7 +122,7 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
 			return grpcStatus(err).Err()
 		}
-		return stream.SendMsg(&frame{data: resp.Payload.GetValue()}) // no reply: the default message
+		return sendReply(resp) // no reply: the default message
 
 	default: // bidi
 		bidi, err := p.actions.HandleStreamed(ctx)

@@ -2,12 +2,17 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"slices"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // TestStreamedActionMalformedRequest sends a request that does not decode
@@ -51,5 +56,56 @@ func TestStreamedActionMalformedRequest(t *testing.T) {
 	}
 	if err := s.RecvMsg(h.types.msg("Value")); err != nil {
 		t.Fatalf("Chat after the malformed requests: %v", err)
+	}
+}
+
+// TestStreamReplyMetadataHeaders: the metadata of a server stream's first
+// reply reaches the client as response headers, over gRPC and over
+// HTTP/JSON (binary values in base64 there); later replies' metadata
+// cannot (the headers are gone) and reserved headers are not overwritten.
+func TestStreamReplyMetadataHeaders(t *testing.T) {
+	h := startHarness(t, nil)
+	s, err := h.conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true}, "/test.Echo/Count")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := h.types.msg("Value")
+	req.Set(req.Descriptor().Fields().ByName("n"), protoreflect.ValueOfInt64(3))
+	if err := s.SendMsg(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		if err := s.RecvMsg(h.types.msg("Value")); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	hdr, err := s.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || !slices.Equal(hdr.Get("x-reply"), []string{"1"}) || !slices.Equal(hdr.Get("x-reply-bin"), []string{"\x00\x01"}) {
+		t.Fatalf("gRPC: %d replies, headers %v; want 3 and x-reply [1], x-reply-bin [\\x00\\x01]", n, hdr)
+	}
+
+	for _, accept := range []string{"", "text/event-stream"} {
+		resp := h.httpOpen(t, t.Context(), "POST", "/test.Echo/Count", accept, `{"n":2}`)
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.Header.Values("X-Reply"); resp.StatusCode != 200 || !slices.Equal(got, []string{"1"}) {
+			t.Errorf("HTTP (accept %q): %d, X-Reply %q; want 200 and [1]", accept, resp.StatusCode, got)
+		}
+		if got := resp.Header.Get("X-Reply-Bin"); got != base64.RawStdEncoding.EncodeToString([]byte{0, 1}) {
+			t.Errorf("HTTP (accept %q): X-Reply-Bin %q", accept, got)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct == "text/evil" {
+			t.Errorf("HTTP (accept %q): reply metadata replaced the Content-Type", accept)
+		}
 	}
 }

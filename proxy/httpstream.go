@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -224,6 +225,7 @@ type httpStream struct {
 	codec   jsonCodec
 	sse     bool
 	started bool
+	header  metadata.MD // the function's reply metadata, sent with the status
 }
 
 func (s *httpStream) Context() context.Context {
@@ -302,6 +304,17 @@ func (s *httpStream) start(contentType string) {
 	s.started = true
 	s.resp.streamed = true
 	h := s.resp.ResponseWriter.Header()
+	for k, vs := range s.header {
+		if reservedHeader(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = base64.RawStdEncoding.EncodeToString([]byte(v))
+			}
+			h.Add(k, v)
+		}
+	}
 	h.Set("Content-Type", contentType)
 	if contentType == "text/event-stream" {
 		h.Set("Cache-Control", "no-cache")
@@ -338,10 +351,30 @@ func (s *httpStream) fail(description string) {
 	_ = s.write(b)
 }
 
-// Headers and trailers of the function's replies do not reach HTTP streams.
-func (s *httpStream) SetHeader(metadata.MD) error  { return nil }
-func (s *httpStream) SendHeader(metadata.MD) error { return nil }
-func (s *httpStream) SetTrailer(metadata.MD)       {}
+// SetHeader keeps the metadata of the function's first reply for the HTTP
+// response's headers (binary "-bin" values in base64, as gRPC sends them);
+// once the stream started, headers can no longer change. Trailers do not
+// reach HTTP streams.
+func (s *httpStream) SetHeader(md metadata.MD) error {
+	if s.started {
+		return errors.New("http stream: headers already sent")
+	}
+	s.header = metadata.Join(s.header, md)
+	return nil
+}
+
+func (s *httpStream) SendHeader(md metadata.MD) error { return s.SetHeader(md) }
+func (s *httpStream) SetTrailer(metadata.MD)          {}
+
+// reservedHeader tells the headers that the HTTP transport or the stream's
+// own framing own, which reply metadata must not set.
+func reservedHeader(k string) bool {
+	switch strings.ToLower(k) {
+	case "content-type", "content-length", "transfer-encoding", "connection", "cache-control", "te", "trailer", "upgrade":
+		return true
+	}
+	return strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":")
+}
 
 // acceptsEventStream tells whether an Accept header lists text/event-stream
 // (with a non-zero quality).

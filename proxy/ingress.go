@@ -130,6 +130,9 @@ func incomingMetadata(stream grpc.ServerStream) *cloudstate.Metadata {
 func outgoingMetadata(md *cloudstate.Metadata) metadata.MD {
 	out := metadata.MD{}
 	for _, e := range md.GetEntries() {
+		if reservedHeader(e.GetKey()) {
+			continue // the transport's own (content type, grpc-status, ...)
+		}
 		switch v := e.GetValue().(type) {
 		case *cloudstate.MetadataEntry_StringValue:
 			out.Append(e.GetKey(), v.StringValue)

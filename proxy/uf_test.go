@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -438,7 +439,14 @@ func (f *testFunction) HandleStreamedOut(cmd *actionpb.ActionCommand, stream grp
 		return stream.Context().Err()
 	}
 	for i := int64(1); i <= n; i++ {
-		if err := stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: f.types.value(i)}}}); err != nil {
+		// Each reply carries metadata; only the first one's can become
+		// response headers (action_test.go).
+		md := &cloudstate.Metadata{Entries: []*cloudstate.MetadataEntry{
+			{Key: "x-reply", Value: &cloudstate.MetadataEntry_StringValue{StringValue: strconv.FormatInt(i, 10)}},
+			{Key: "x-reply-bin", Value: &cloudstate.MetadataEntry_BytesValue{BytesValue: []byte{0, byte(i)}}},
+			{Key: "content-type", Value: &cloudstate.MetadataEntry_StringValue{StringValue: "text/evil"}},
+		}}
+		if err := stream.Send(&actionpb.ActionResponse{Response: &actionpb.ActionResponse_Reply{Reply: &cloudstate.Reply{Payload: f.types.value(i), Metadata: md}}}); err != nil {
 			return err
 		}
 	}
