@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -292,9 +293,15 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jets
 	out := nats.NewMsg(DeadLetterSubject(st))
 	if s.sub.EventLog == "" {
 		for k, vs := range msg.Headers() {
+			// Headers the server acts on (Nats-Expected-*, Nats-Rollup,
+			// Nats-TTL, Nats-Msg-Id, ...) held for the topic message;
+			// on the dead letter they would get it refused for ever or
+			// purge other dead letters.
+			if len(k) >= len("Nats-") && strings.EqualFold(k[:len("Nats-")], "Nats-") {
+				continue
+			}
 			out.Header[k] = append([]string(nil), vs...)
 		}
-		out.Header.Del(jetstream.MsgIDHeader)
 		out.Header.Set(HeaderTopicSubject, msg.Subject())
 		out.Data = msg.Data()
 	} else {

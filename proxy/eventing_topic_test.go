@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,5 +168,43 @@ func TestEventingMalformedTopicMessages(t *testing.T) {
 	}
 	if n := len(f.callsOf("Typed")); n != 0 {
 		t.Fatalf("Typed called %d times with a malformed message", n)
+	}
+}
+
+// TestEventingDeadLetterDropsServerHeaders: a malformed topic message that
+// was published with headers the server acts on (here an expected stream
+// and last sequence) is dead-lettered without them: copied onto the dead
+// letter they made the server refuse it for ever, and the message's key
+// stayed stuck.
+func TestEventingDeadLetterDropsServerHeaders(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+
+	publishTopic(t, js, nats.Header{"Content-Type": {"application/protobuf"}}, []byte("first"))
+	readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)
+
+	info, err := js.Stream(t.Context(), proxy.EventingStream(evStorage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := strconv.FormatUint(info.CachedInfo().State.LastSeq, 10)
+	publishTopic(t, js, nats.Header{
+		"Content-Type":                {"application/protobuf"}, // no type: a bad event
+		"Nats-Expected-Last-Sequence": {last},
+		"Nats-Expected-Stream":        {proxy.EventingStream(evStorage)},
+	}, []byte("second"))
+	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("fine"))
+	waitCalls(t, f, "FromTopic", 1, nil)
+
+	dls := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 2)
+	if got := string(dls[1].Data()); got != "second" {
+		t.Fatalf("second dead letter %q", got)
+	}
+	for k := range dls[1].Headers() {
+		if strings.HasPrefix(strings.ToLower(k), "nats-expected") {
+			t.Errorf("dead letter keeps header %s", k)
+		}
 	}
 }
