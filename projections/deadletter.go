@@ -34,6 +34,10 @@ const (
 	HeaderEventIndex     = "Jetstate-Event-Index"
 	// HeaderEventType is the journal's type URL of a raw event.
 	HeaderEventType = "Jetstate-Event-Type"
+	// HeaderDataOmitted is set, to the size of the data left out, on a dead
+	// letter whose data would have made it too large for the server or the
+	// stream; HeaderJournalSubject and HeaderStreamSeq find the event.
+	HeaderDataOmitted = "Jetstate-Dead-Letter-Data-Omitted"
 )
 
 // deadLetter is what goes to the dead-letter subject.
@@ -83,6 +87,13 @@ func (d *delivery) deadLetter(ctx context.Context, msg jetstream.Msg, pos positi
 		if ctx.Err() != nil {
 			return false
 		}
+		if len(out.Data) > 0 && tooLarge(err) {
+			// The event filled the limit and the headers push it over:
+			// the dead letter says where the event is instead.
+			out.Header.Set(HeaderDataOmitted, strconv.Itoa(len(out.Data)))
+			out.Data = nil
+			continue
+		}
 		log.WarnContext(ctx, "dead letter not published, retrying", "subject", cfg.DeadLetterSubject, "error", err)
 		_ = msg.InProgress()
 		if sleep(ctx, jitter(wait)) != nil {
@@ -114,6 +125,14 @@ func (d *delivery) publishDeadLetter(ctx context.Context, out *nats.Msg) error {
 	d.p.log.WarnContext(ctx, "no stream captures the dead-letter subject: dead letter published but not stored",
 		"subject", d.p.cfg.DeadLetterSubject)
 	return nil
+}
+
+// tooLarge reports a publish refused for its size, by the server's max
+// payload or by the stream's max message size: trying again cannot help.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
 // headerSafe keeps a header value on one line.
