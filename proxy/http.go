@@ -11,6 +11,8 @@ import (
 	"connectrpc.com/vanguard"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -70,12 +72,17 @@ func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return grpcWebText(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("K-Network-Probe") == "queue" { // Knative's queue-proxy probe
 			_, _ = w.Write([]byte("queue"))
 			return
 		}
 		ct := r.Header.Get("Content-Type")
+		if strings.HasPrefix(ct, "application/grpc-web") && p.model.Methods[r.URL.Path] == nil {
+			// As gRPC answers (vanguard would say 404 Not Found).
+			grpcErrorAs(w, ct, status.Newf(codes.Unimplemented, "unknown method %s", r.URL.Path))
+			return
+		}
 		if r.Method == http.MethodPost && defaults[r.URL.Path] && r.Header.Get("Connect-Protocol-Version") == "" &&
 			strings.HasPrefix(ct, "application/json") {
 			r.Header.Set("Connect-Protocol-Version", "1")
@@ -90,7 +97,7 @@ func (p *Proxy) httpHandler(gs *grpc.Server) (http.Handler, error) {
 		if ew.abort {
 			panic(http.ErrAbortHandler) // a raw stream failed: the client must not see a clean end
 		}
-	}), nil
+	}), int64(p.cfg.MaxMessageSize)), nil
 }
 
 // jsonCodec is vanguard's JSON codec writing like the reference proxy

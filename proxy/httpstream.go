@@ -420,7 +420,10 @@ func headerMetadata(h http.Header) metadata.MD {
 // grpcError answers the transcoder's gRPC request with a trailers-only
 // failure; the transcoder turns it into the HTTP error (errorBody then makes
 // the body the plain message).
-func grpcError(w http.ResponseWriter, st *status.Status) {
+func grpcError(w http.ResponseWriter, st *status.Status) { grpcErrorAs(w, "application/grpc", st) }
+
+// grpcErrorAs is grpcError for another gRPC content type (gRPC-Web).
+func grpcErrorAs(w http.ResponseWriter, contentType string, st *status.Status) {
 	var msg strings.Builder
 	for _, c := range []byte(st.Message()) { // gRPC's percent-encoding
 		if c < ' ' || c > '~' || c == '%' {
@@ -430,7 +433,7 @@ func grpcError(w http.ResponseWriter, st *status.Status) {
 		}
 	}
 	h := w.Header()
-	h.Set("Content-Type", "application/grpc")
+	h.Set("Content-Type", contentType)
 	h.Set("Grpc-Status", strconv.Itoa(int(st.Code())))
 	h.Set("Grpc-Message", msg.String())
 	w.WriteHeader(http.StatusOK)
