@@ -286,8 +286,9 @@ func (p *Proxy) publishReply(ctx context.Context, m *Method, resp Response, id s
 // subscription gives up on to the service's dead-letter subject, retrying
 // until it is stored or ctx ends (false): the consumer moves past an event
 // only once its dead letter is out. The body is the event's data (the
-// journal's event bytes, or the topic message's body); headers say where
-// it came from and why it failed.
+// journal's event bytes, or the topic message's body), left out (with
+// projections.HeaderDataOmitted) if it would make the dead letter too large;
+// headers say where it came from and why it failed.
 func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, index int, d *delivery, method, cause string, reason error, tries int) bool {
 	st := s.e.p.cfg.Storage
 	out := nats.NewMsg(DeadLetterSubject(st))
@@ -341,6 +342,13 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jets
 		if ctx.Err() != nil {
 			return false
 		}
+		if len(out.Data) > 0 && tooLarge(err) {
+			// The message filled the limit and the headers push it
+			// over: the dead letter says where it is instead.
+			out.Header.Set(projections.HeaderDataOmitted, strconv.Itoa(len(out.Data)))
+			out.Data = nil
+			continue
+		}
 		s.log.WarnContext(ctx, "dead letter not stored, retrying", "subject", out.Subject, "error", err)
 		_ = msg.InProgress()
 		if sleepCtx(ctx, jitter(wait)) != nil {
@@ -352,6 +360,14 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jets
 	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", out.Subject, "cause", cause, "reason", reason,
 		"tries", tries, "method", method, "subject", msg.Subject(), "stream_seq", md.Sequence.Stream, "index", index)
 	return true
+}
+
+// tooLarge reports a publish refused for its size, by the server's max
+// payload or by the stream's max message size: trying again cannot help.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
 
 // headerSafe keeps a header value on one line.

@@ -685,3 +685,25 @@ func TestEventingOrderedFailover(t *testing.T) {
 	}
 	inOrder(fs[other].callsOf("OnOne"))
 }
+
+// TestEventingDeadLetterTooLarge: a bad journal message that fills the
+// server's max payload is dead-lettered without its body (with the dead
+// letter's headers it was too large, and the subscription retried its
+// publication for ever); a header says how much was left out.
+func TestEventingDeadLetterTooLarge(t *testing.T) {
+	const maxPayload = 16 << 10
+	srv := streamstest.RunServer(t, streamstest.WithMaxPayload(maxPayload))
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	subject := evStorage.Subject(streams.Entity{Type: "source", Key: "big"})
+	ack, err := js.Publish(t.Context(), subject, []byte(strings.Repeat("x", maxPayload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	if hd := h.Headers(); hd.Get(projections.HeaderCause) != "bad_event" || hd.Get(projections.HeaderDataOmitted) != strconv.Itoa(maxPayload) ||
+		hd.Get(projections.HeaderStreamSeq) != strconv.FormatUint(ack.Sequence, 10) || len(h.Data()) != 0 {
+		t.Fatalf("dead letter: headers %v, %d bytes", hd, len(h.Data()))
+	}
+}
