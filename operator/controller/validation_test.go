@@ -87,16 +87,24 @@ func TestValidation(t *testing.T) {
 		"autoscaling min > max": svc("as", func(s *v1alpha1.StatefulService) {
 			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: 2}
 		}),
-		"store without URLs":   store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
-		"store http URL":       store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
-		"store 2 replicas":     store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
-		"store storage":        store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
-		"store durability":     store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
-		"store prefix":         store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
-		"projection two sinks": proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),
-		"projection no sink":   proj("none", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{} }),
-		"projection ftp sink":  proj("ftp", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{URI: "ftp://x/y"} }),
-		"projection wildcard":  proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
+		// The sidecar's admin port listens in the same pod as its ingress
+		// and the user function (default 9090 when spec.sidecar is unset).
+		"admin port = ingress port": svc("adm1", func(s *v1alpha1.StatefulService) { s.Spec.Sidecar.AdminPort = 9000 }),
+		"admin port = function port": svc("adm2", func(s *v1alpha1.StatefulService) {
+			s.Spec.Sidecar.AdminPort, s.Spec.UserFunctionPort = 7000, 7000
+		}),
+		"ingress port = default admin port":  svc("adm3", func(s *v1alpha1.StatefulService) { s.Spec.Port = 9090 }),
+		"function port = default admin port": svc("adm4", func(s *v1alpha1.StatefulService) { s.Spec.UserFunctionPort = 9090 }),
+		"store without URLs":                 store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
+		"store http URL":                     store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
+		"store 2 replicas":                   store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
+		"store storage":                      store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
+		"store durability":                   store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
+		"store prefix":                       store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
+		"projection two sinks":               proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),
+		"projection no sink":                 proj("none", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{} }),
+		"projection ftp sink":                proj("ftp", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{URI: "ftp://x/y"} }),
+		"projection wildcard":                proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
 		"projection ref no kind": proj("nokind", func(p *v1alpha1.Projection) {
 			p.Spec.Sink = v1alpha1.ProjectionSink{Ref: &v1alpha1.SinkReference{APIVersion: "v1", Name: "x"}}
 		}),
@@ -128,4 +136,27 @@ func TestValidation(t *testing.T) {
 	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
 		t.Errorf("changing serviceName: %v, want Invalid", err)
 	}
+
+	// Without spec.serviceName the service name is metadata.name: setting
+	// one later (or removing it) renames the service just as well, unless
+	// it names the same.
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok-svc"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.ServiceName = "renamed"
+	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
+		t.Errorf("setting serviceName: %v, want Invalid", err)
+	}
+	s.Spec.ServiceName = "ok-svc"
+	if err := c.Update(t.Context(), &s); err != nil {
+		t.Errorf("setting serviceName to the name in use: %v", err)
+	}
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok.with.dots"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.ServiceName = ""
+	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
+		t.Errorf("removing serviceName: %v, want Invalid", err)
+	}
+
 }

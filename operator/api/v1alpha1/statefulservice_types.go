@@ -29,6 +29,7 @@ const (
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=stsvc;jss,categories=jetstate
 // +kubebuilder:validation:XValidation:rule="has(self.spec.serviceName) || (!self.metadata.name.contains('.') && self.metadata.name.size() <= 64)",message="a name with dots or longer than 64 characters needs spec.serviceName (letters, digits, - and _)"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.serviceName) ? self.spec.serviceName : self.metadata.name) == (has(oldSelf.spec.serviceName) ? oldSelf.spec.serviceName : oldSelf.metadata.name)",message="the service name (spec.serviceName, default metadata.name) is immutable: setting or removing spec.serviceName would leave the data behind"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Store",type=string,JSONPath=`.spec.store.name`
@@ -46,6 +47,7 @@ type StatefulService struct {
 // StatefulServiceSpec is what the user asks for.
 //
 // +kubebuilder:validation:XValidation:rule="self.port != self.userFunctionPort",message="port and userFunctionPort must differ: both listen in the same pod"
+// +kubebuilder:validation:XValidation:rule="(has(self.sidecar) && has(self.sidecar.adminPort) ? self.sidecar.adminPort : 9090) != self.port && (has(self.sidecar) && has(self.sidecar.adminPort) ? self.sidecar.adminPort : 9090) != self.userFunctionPort",message="sidecar.adminPort (default 9090) must differ from port and userFunctionPort: all listen in the same pod"
 // +kubebuilder:validation:XValidation:rule="self.containers.all(c, c.name != 'jetstate')",message="the container name jetstate is the sidecar's"
 type StatefulServiceSpec struct {
 	// Containers run the user function. The first one is the function the
