@@ -6,7 +6,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -95,16 +97,26 @@ func TestValidation(t *testing.T) {
 		}),
 		"ingress port = default admin port":  svc("adm3", func(s *v1alpha1.StatefulService) { s.Spec.Port = 9090 }),
 		"function port = default admin port": svc("adm4", func(s *v1alpha1.StatefulService) { s.Spec.UserFunctionPort = 9090 }),
-		"store without URLs":                 store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
-		"store http URL":                     store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
-		"store 2 replicas":                   store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
-		"store storage":                      store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
-		"store durability":                   store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
-		"store prefix":                       store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
-		"projection two sinks":               proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),
-		"projection no sink":                 proj("none", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{} }),
-		"projection ftp sink":                proj("ftp", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{URI: "ftp://x/y"} }),
-		"projection wildcard":                proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
+		// The autoscaler refuses these (Policy.Validate) tick after tick.
+		"autoscaling rate factor 1": svc("asf", func(s *v1alpha1.StatefulService) {
+			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, RequestRateThresholdFactor: ptr.To(resource.MustParse("1"))}
+		}),
+		"autoscaling function target 0": svc("asuf", func(s *v1alpha1.StatefulService) {
+			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, TargetUserFunctionConcurrency: ptr.To(resource.MustParse("0"))}
+		}),
+		"autoscaling request target negative": svc("asrc", func(s *v1alpha1.StatefulService) {
+			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, TargetRequestConcurrency: ptr.To(resource.MustParse("-5"))}
+		}),
+		"store without URLs":   store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
+		"store http URL":       store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
+		"store 2 replicas":     store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
+		"store storage":        store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
+		"store durability":     store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
+		"store prefix":         store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
+		"projection two sinks": proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),
+		"projection no sink":   proj("none", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{} }),
+		"projection ftp sink":  proj("ftp", func(p *v1alpha1.Projection) { p.Spec.Sink = v1alpha1.ProjectionSink{URI: "ftp://x/y"} }),
+		"projection wildcard":  proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
 		"projection ref no kind": proj("nokind", func(p *v1alpha1.Projection) {
 			p.Spec.Sink = v1alpha1.ProjectionSink{Ref: &v1alpha1.SinkReference{APIVersion: "v1", Name: "x"}}
 		}),
@@ -159,4 +171,32 @@ func TestValidation(t *testing.T) {
 		t.Errorf("removing serviceName: %v, want Invalid", err)
 	}
 
+	// Valid autoscaling targets and factor.
+	ok := svc("ok-as", func(s *v1alpha1.StatefulService) {
+		s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, RequestRateThresholdFactor: ptr.To(resource.MustParse("2")),
+			TargetUserFunctionConcurrency: ptr.To(resource.MustParse("500m")), TargetRequestConcurrency: ptr.To(resource.MustParse("20"))}
+	})
+	if err := c.Create(t.Context(), ok); err != nil {
+		t.Errorf("valid autoscaling refused: %v", err)
+	}
+	// Quantities written as YAML integers.
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "jetstate.io/v1alpha1", "kind": "StatefulService",
+		"metadata": map[string]any{"namespace": ns, "name": "ok-as-int"},
+		"spec": map[string]any{
+			"containers": []any{map[string]any{"name": "uf", "image": "cart:1"}},
+			"store":      map[string]any{"name": "nats"},
+			"autoscaling": map[string]any{"enabled": true, "requestRateThresholdFactor": int64(2),
+				"targetUserFunctionConcurrency": int64(3), "targetRequestConcurrency": int64(20)},
+		},
+	}}
+	if err := c.Create(t.Context(), u); err != nil {
+		t.Errorf("valid autoscaling with integers refused: %v", err)
+	}
+	u.SetName("bad-as-int")
+	u.SetResourceVersion("")
+	_ = unstructured.SetNestedField(u.Object, int64(1), "spec", "autoscaling", "requestRateThresholdFactor")
+	if err := c.Create(t.Context(), u); !apierrors.IsInvalid(err) {
+		t.Errorf("rate factor 1 as an integer: %v, want Invalid", err)
+	}
 }

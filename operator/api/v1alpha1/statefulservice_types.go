@@ -242,6 +242,7 @@ type AutoscalingSpec struct {
 	// TargetUserFunctionConcurrency is the average number of commands in
 	// the user function per pod the autoscaler aims at.
 	// +kubebuilder:default="1"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="targetUserFunctionConcurrency must be positive"
 	// +optional
 	TargetUserFunctionConcurrency *resource.Quantity `json:"targetUserFunctionConcurrency,omitempty"`
 
@@ -249,6 +250,7 @@ type AutoscalingSpec struct {
 	// sidecar per pod (minus the time spent waiting on the journal) the
 	// autoscaler aims at.
 	// +kubebuilder:default="50"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="targetRequestConcurrency must be positive"
 	// +optional
 	TargetRequestConcurrency *resource.Quantity `json:"targetRequestConcurrency,omitempty"`
 
@@ -272,6 +274,7 @@ type AutoscalingSpec struct {
 	// request rate above the rate at the scale-up times this factor scales
 	// up further.
 	// +kubebuilder:default="1.5"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('1'))",message="requestRateThresholdFactor must exceed 1"
 	// +optional
 	RequestRateThresholdFactor *resource.Quantity `json:"requestRateThresholdFactor,omitempty"`
 
