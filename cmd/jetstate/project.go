@@ -178,6 +178,12 @@ func parseProject(args []string, getenv func(string) string, out io.Writer) (pro
 		if err := json.Unmarshal([]byte(v), &o); err != nil {
 			errs = append(errs, fmt.Errorf("K_CE_OVERRIDES: %w", err))
 		}
+		// Checked here: at send time every event would be rejected.
+		for name, val := range o.Extensions {
+			if err := (&event.EventContextV1{}).SetExtension(name, val); err != nil {
+				errs = append(errs, fmt.Errorf("K_CE_OVERRIDES: extension %s: %w", name, err))
+			}
+		}
 		c.Overrides = o.Extensions
 	}
 	if *verbose {

@@ -77,6 +77,11 @@ func TestParseProject(t *testing.T) {
 		{"bad start", []string{"-start", "yesterday"}, env, "-start"},
 		{"retry min above max", []string{"-retry-min", "5s", "-retry-max", "1s"}, env, "retry min"},
 		{"bad overrides", nil, envMap{"JETSTATE_SERVICE": "s", "JETSTATE_PROJECTION": "v", "K_SINK": "nats:x", "K_CE_OVERRIDES": "{"}, "K_CE_OVERRIDES"},
+		// Found only at the first event, every event was dead-lettered.
+		{"override name", nil, envMap{"JETSTATE_SERVICE": "s", "JETSTATE_PROJECTION": "v", "K_SINK": "nats:x",
+			"K_CE_OVERRIDES": `{"extensions":{"my-team":"x"}}`}, "K_CE_OVERRIDES: extension my-team"},
+		{"override of an attribute", nil, envMap{"JETSTATE_SERVICE": "s", "JETSTATE_PROJECTION": "v", "K_SINK": "nats:x",
+			"K_CE_OVERRIDES": `{"extensions":{"subject":"x"}}`}, "K_CE_OVERRIDES: extension subject"},
 		{"stray argument", []string{"view"}, env, "unexpected arguments"},
 		{"unknown flag", []string{"-nope"}, env, "-nope"},
 	} {
