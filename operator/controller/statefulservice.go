@@ -172,7 +172,9 @@ func (r *StatefulServiceReconciler) provision(ctx context.Context, svc *v1alpha1
 		Shards:     st.shards,
 		MemberTTL:  st.memberTTL.Duration,
 	}
-	key := fmt.Sprintf("%s|%s|%v|%s|%+v", store.UID, store.ResourceVersion, store.Spec.URLs, scfg.Prefix+"_"+scfg.Service, sc)
+	// The store's generation, not its resourceVersion: every check of the
+	// store writes its status, which must not count as a change.
+	key := fmt.Sprintf("%s|%d|%v|%s|%+v", store.UID, store.Generation, store.Spec.URLs, scfg.Prefix+"_"+scfg.Service, sc)
 	name := client.ObjectKeyFromObject(svc)
 	r.mu.Lock()
 	last, ok := r.provisioned[name]

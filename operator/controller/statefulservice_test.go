@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,8 +16,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
@@ -479,4 +482,74 @@ func TestStatefulServiceProvisionFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitReady(t, other, func() []metav1.Condition { return other.Status.Conditions }, metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed)
+}
+
+// eventLog records the events a reconciler run by a test emits.
+type eventLog struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (l *eventLog) Eventf(_, _ runtime.Object, _, reason, _, _ string, _ ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reasons = append(l.reasons, reason)
+}
+
+func (l *eventLog) count(reason string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.reasons {
+		if r == reason {
+			n++
+		}
+	}
+	return n
+}
+
+// TestStatefulServiceProvisionOnce checks that a store's periodic check
+// (a status write: a new resourceVersion, the same spec) does not make the
+// next reconcile provision again (and announce it): provisioning is redone
+// for a changed store spec or after ProvisionRefresh only.
+func TestStatefulServiceProvisionOnce(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	deployment(t, ns, "cart", nil)
+
+	// A reconciler of our own, called directly (the manager's runs too).
+	rec := &eventLog{}
+	r := &controller.StatefulServiceReconciler{Client: c, Secrets: c, Recorder: rec, Config: testConfig}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(svc)}
+	if _, err := r.Reconcile(t.Context(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.count("Provisioned"); n != 1 {
+		t.Fatalf("%d Provisioned events after the first reconcile, want 1", n)
+	}
+
+	// The store is checked again: only its status changes.
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(store), store); err != nil {
+		t.Fatal(err)
+	}
+	rv := store.ResourceVersion
+	orig := store.DeepCopy()
+	store.Status.LastChecked = ptr.To(metav1.NewTime(time.Now().Add(time.Second)))
+	if err := c.Status().Patch(t.Context(), store, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	if store.ResourceVersion == rv {
+		t.Fatal("the store's resourceVersion did not change")
+	}
+	if _, err := r.Reconcile(t.Context(), req); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.count("Provisioned"); n != 1 {
+		t.Errorf("%d Provisioned events after a store check, want 1: provisioned again", n)
+	}
 }
