@@ -13,6 +13,9 @@ import (
 )
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// Leader election records its events ("became leader") with the core/v1
+// API, unlike the reconcilers (events.k8s.io).
+// +kubebuilder:rbac:groups=core,resources=events,verbs=create;patch
 
 // Setup validates cfg and registers the three reconcilers with mgr, whose
 // scheme must know v1alpha1, apps/v1 and core/v1 (NewScheme).
