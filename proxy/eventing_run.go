@@ -2,16 +2,20 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -432,13 +436,7 @@ func (s *subscriber) dispatch(msg jetstream.Msg) {
 	s.e.m.pending.WithLabelValues(s.service, s.source).Set(float64(md.NumPending))
 	key := msg.Subject()
 	if s.sub.EventLog == "" {
-		// Topic messages keep their order per CloudEvent subject; those
-		// without one are independent.
-		if subj := headerValue(msg.Headers(), "ce-subject"); subj != "" {
-			key = "s:" + subj
-		} else {
-			key = "#" + strconv.FormatUint(md.Sequence.Stream, 10)
-		}
+		key = topicKey(msg.Headers(), msg.Data(), md.Sequence.Stream)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -459,6 +457,31 @@ func (s *subscriber) dispatch(msg jetstream.Msg) {
 		s.ready = append(s.ready, q)
 		s.wake.Signal()
 	}
+}
+
+// topicKey is the ordering key of a topic message: topic messages keep
+// their order per CloudEvent subject, in binary mode (the ce-subject
+// header, percent-decoded) and in structured mode (the JSON body's
+// subject) alike; those without one are independent.
+func topicKey(h nats.Header, data []byte, seq uint64) string {
+	subj := headerValue(h, "ce-subject")
+	if subj != "" {
+		if v, err := url.PathUnescape(subj); err == nil {
+			subj = v
+		}
+	} else if headerValue(h, "ce-specversion") == "" &&
+		strings.HasPrefix(headerValue(h, "content-type"), projections.ContentTypeCloudEventsJSON) {
+		var ev struct {
+			Subject string `json:"subject"`
+		}
+		if json.Unmarshal(data, &ev) == nil {
+			subj = ev.Subject
+		}
+	}
+	if subj == "" {
+		return "#" + strconv.FormatUint(seq, 10)
+	}
+	return "s:" + subj
 }
 
 // work handles queued messages until the subscriber closes. A queue is in

@@ -208,3 +208,45 @@ func TestEventingDeadLetterDropsServerHeaders(t *testing.T) {
 		}
 	}
 }
+
+// TestEventingStructuredTopicOrder: structured-mode CloudEvents (the
+// subject inside the JSON body, no ce-subject header) of one subject are
+// handled one at a time in stream order, like binary ones: while the
+// first is retried, the second waits.
+func TestEventingStructuredTopicOrder(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	f.fails[1] = 3
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	et := f.types
+	for _, n := range []int{1, 2} {
+		data, _ := proto.Marshal(et.build("EventOne", map[string]any{"n": n}))
+		ev := event.New()
+		ev.SetID("st-" + strconv.Itoa(n))
+		ev.SetSource("test")
+		ev.SetType("evtest.EventOne")
+		ev.SetSubject("same")
+		if err := ev.SetData(projections.ContentTypeProtobuf, data); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := projections.NATSMsg(proxy.TopicSubject(evStorage, "in"), &ev, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		publishTopic(t, js, msg.Header, msg.Data)
+	}
+	waitCalls(t, f, "Typed", 2, func(c evCall) bool { return !c.failed })
+	var got []int64
+	for _, c := range f.callsOf("Typed") {
+		n := et.read("EventOne", c.payload.GetValue())["n"].(int64)
+		if !c.failed {
+			got = append(got, n)
+		} else if slices.Contains(got, 2) {
+			t.Fatalf("event 1 retried after event 2 was handled")
+		}
+	}
+	if !slices.Equal(got, []int64{1, 2}) {
+		t.Fatalf("handled %v, want [1 2] in this order", got)
+	}
+}

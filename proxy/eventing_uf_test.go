@@ -420,8 +420,13 @@ func (f *evFunction) HandleUnary(ctx context.Context, cmd *actionpb.ActionComman
 		f.record(c)
 		return actionReply(cmd.GetPayload(), map[string]string{"ce-subject": "relayed", "ce-relayedby": "evtest"}), nil
 	case "Typed":
-		f.record(c)
 		n := f.types.read("EventOne", cmd.GetPayload().GetValue())["n"].(int64)
+		if f.shouldFail(n) {
+			c.failed = true
+			f.record(c)
+			return &actionpb.ActionResponse{Response: &actionpb.ActionResponse_Failure{Failure: &cloudstate.Failure{Description: fmt.Sprintf("planned failure of %d", n)}}}, nil
+		}
+		f.record(c)
 		return actionReply(f.types.anyOf("Response", map[string]any{"n": n, "id": md["ce-id"]}), nil), nil
 	case "Publish":
 		f.record(c)
