@@ -241,7 +241,7 @@ func TestProjectCommand(t *testing.T) {
 	}
 
 	// Paused: nothing is delivered, the lag shows; resumed: it flows.
-	if s := mustOp("pause", "view"); s != "projection view paused until resumed\n" {
+	if s := mustOp("pause", "view"); s != "projection view paused until resumed\nno event in flight: the sink receives nothing more until resumed\n" {
 		t.Errorf("pause: %q", s)
 	}
 	appendString(t, j, "alice", v, "plum")
@@ -414,5 +414,77 @@ func TestOverrideSink(t *testing.T) {
 	err := (overrideSink{next: next, ext: map[string]string{"Bad-Name": "x"}}).Send(t.Context(), &ev)
 	if !errors.Is(err, projections.ErrRejected) {
 		t.Errorf("invalid extension: %v", err)
+	}
+}
+
+// TestProjectionPauseWaitsForHeldEvents: `projection pause` returns once
+// the events a projector received before the pause are accepted by its
+// sink, so a read model reset after it gets nothing more (the documented
+// rebuild in place: pause, reset, rebuild, resume). It used to return at
+// once while the projector still sent what it held into the freshly reset
+// view, where the replay's dedupe then kept those events out of order.
+func TestProjectionPauseWaitsForHeldEvents(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	storage := streams.Config{Service: "shop"}
+	if err := streams.Provision(t.Context(), js, storage, streams.StoreConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	j, err := streams.NewJournal(js, storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v streams.Version
+	for _, s := range []string{"a1", "a2", "a3"} {
+		v = appendString(t, j, "a", v, s)
+	}
+	release := make(chan struct{})
+	var sent atomic.Int32
+	sink := projections.SinkFunc(func(ctx context.Context, _ *event.Event) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		sent.Add(1)
+		return nil
+	})
+	p, err := projections.New(js, projections.Config{Storage: storage, Name: "view", Sink: sink, InfoInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	runDone := make(chan error, 1)
+	go func() { runDone <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-runDone })
+	waitUntil(t, "the events held by the projector", func() bool {
+		st, err := p.Status(t.Context())
+		return err == nil && st[0].AckPending == 3
+	})
+
+	var out bytes.Buffer
+	paused := make(chan error, 1)
+	go func() {
+		paused <- dispatch(t.Context(), []string{"projection", "pause", "view", "-nats-url", srv.ClientURL(), "-service", "shop"}, &out)
+	}()
+	select {
+	case err := <-paused:
+		t.Fatalf("pause returned (%v) while the projector still held 3 events:\n%s", err, out.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	select {
+	case err := <-paused:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pause did not return after the events were sent")
+	}
+	if n := sent.Load(); n != 3 {
+		t.Fatalf("pause returned with %d of 3 held events sent", n)
+	}
+	if s := out.String(); !strings.Contains(s, "paused until resumed") || !strings.Contains(s, "no event in flight") {
+		t.Errorf("pause said %q", s)
 	}
 }

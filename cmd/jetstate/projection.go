@@ -24,7 +24,8 @@ any machine, whether a projector runs or not:
 
   list      every projection of the service with its lag
   status    a projection's generations: lag, acknowledged and delivered positions, pause
-  pause     stop delivery (-for or -until bound it; default until resume)
+  pause     stop delivery (-for or -until bound it; default until resume), then wait
+            (up to 20 s) until a running projector has sent the events it held
   resume    lift a pause
   rebuild   replay every event from the beginning into the projection's sink, in
             place: a running projector carries on with the new generation. Empty the
@@ -180,6 +181,16 @@ func projectionOp(ctx context.Context, js jetstream.JetStream, c projectionConfi
 		} else {
 			fmt.Fprintf(out, "projection %s paused until %s\n", c.Name, c.Until.UTC().Format(time.RFC3339))
 		}
+		held, err := waitHeld(ctx, p)
+		if err != nil {
+			return err
+		}
+		if held == 0 {
+			fmt.Fprintln(out, "no event in flight: the sink receives nothing more until resumed")
+		} else {
+			fmt.Fprintf(out, "%d events received before the pause are not acknowledged yet: a projector is still sending them, "+
+				"or one that stopped holds them (they come again on resume); 'status' shows them as ACK PENDING\n", held)
+		}
 	case "resume":
 		if err := p.Resume(ctx); err != nil {
 			return err
@@ -198,6 +209,43 @@ func projectionOp(ctx context.Context, js jetstream.JetStream, c projectionConfi
 		fmt.Fprintf(out, "projection %s deleted\n", c.Name)
 	}
 	return nil
+}
+
+// pauseWait bounds how long pause waits for a projector to send the events
+// it received before the pause.
+const pauseWait = 20 * time.Second
+
+// waitHeld waits until no generation of a paused projection has events
+// delivered and not acknowledged (a running projector finishes those it
+// holds, up to max ack pending of them), or pauseWait passes. It returns
+// how many are still held.
+func waitHeld(ctx context.Context, p *projections.Projection) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, pauseWait)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	held := 0
+	for {
+		st, err := p.Status(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return held, nil
+			}
+			return 0, err
+		}
+		held = 0
+		for _, g := range st {
+			held += g.AckPending
+		}
+		if held == 0 {
+			return 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return held, nil
+		case <-t.C:
+		}
+	}
 }
 
 func printProjections(out io.Writer, storage streams.Config, list []projections.Summary) {
