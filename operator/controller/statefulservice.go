@@ -77,7 +77,7 @@ func (r *StatefulServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	if !controllerutil.ContainsFinalizer(&svc, Finalizer) {
 		orig := svc.DeepCopy()
 		controllerutil.AddFinalizer(&svc, Finalizer)
-		if err := r.Client.Patch(ctx, &svc, client.MergeFrom(orig)); err != nil {
+		if err := r.Client.Patch(ctx, &svc, finalizerPatch(orig)); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
 	}
@@ -272,11 +272,20 @@ func (r *StatefulServiceReconciler) finalize(ctx context.Context, svc *v1alpha1.
 	}
 	orig := svc.DeepCopy()
 	controllerutil.RemoveFinalizer(svc, Finalizer)
-	if err := r.Client.Patch(ctx, svc, client.MergeFrom(orig)); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Client.Patch(ctx, svc, finalizerPatch(orig)); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
 	r.forget(client.ObjectKeyFromObject(svc))
 	return ctrl.Result{}, nil
+}
+
+// finalizerPatch is the patch of a change of orig's finalizers. A merge
+// patch replaces the whole list, so it carries orig's resourceVersion: from
+// an outdated copy it fails with a conflict (and the reconcile is retried)
+// instead of dropping a finalizer someone else added, or putting back one
+// they removed.
+func finalizerPatch(orig client.Object) client.Patch {
+	return client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})
 }
 
 // deprovision deletes the service's streams. A store that no longer exists

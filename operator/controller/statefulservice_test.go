@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -551,5 +552,70 @@ func TestStatefulServiceProvisionOnce(t *testing.T) {
 	}
 	if n := rec.count("Provisioned"); n != 1 {
 		t.Errorf("%d Provisioned events after a store check, want 1: provisioned again", n)
+	}
+}
+
+// staleServices is a client whose Get of a StatefulService returns an old
+// copy, as a lagging cache does.
+type staleServices struct {
+	client.Client
+	old *v1alpha1.StatefulService
+}
+
+func (c staleServices) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if s, ok := obj.(*v1alpha1.StatefulService); ok && key == client.ObjectKeyFromObject(c.old) {
+		c.old.DeepCopyInto(s)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestStatefulServiceFinalizerKeepsOthers checks that adding the
+// finalizer from an outdated copy of the object never drops a finalizer
+// someone else added meanwhile (a merge patch replaces the whole list).
+func TestStatefulServiceFinalizerKeepsOthers(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	// What a cache still shows right after the creation: no finalizer.
+	stale := svc.DeepCopy()
+	eventually(t, 10*time.Second, func() error {
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), svc); err != nil {
+			return err
+		}
+		if !slices.Contains(svc.Finalizers, controller.Finalizer) {
+			return errors.New("no finalizer yet")
+		}
+		return nil
+	})
+	const other = "example.com/backup"
+	eventually(t, 10*time.Second, func() error { // the manager writes the status meanwhile
+		if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), svc); err != nil {
+			return err
+		}
+		orig := svc.DeepCopy()
+		svc.Finalizers = append(svc.Finalizers, other)
+		return c.Patch(t.Context(), svc, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+	})
+	t.Cleanup(func() {
+		var s v1alpha1.StatefulService
+		if c.Get(context.Background(), client.ObjectKeyFromObject(svc), &s) == nil {
+			o := s.DeepCopy()
+			s.Finalizers = slices.DeleteFunc(s.Finalizers, func(f string) bool { return f == other })
+			_ = c.Patch(context.Background(), &s, client.MergeFrom(o))
+		}
+	})
+
+	r := &controller.StatefulServiceReconciler{Client: staleServices{Client: c, old: stale}, Secrets: c, Recorder: &eventLog{}, Config: testConfig}
+	_, _ = r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(svc)}) // a conflict is fine: it is retried
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(svc), svc); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(svc.Finalizers, other) || !slices.Contains(svc.Finalizers, controller.Finalizer) {
+		t.Errorf("finalizers %v, want both %s and %s", svc.Finalizers, controller.Finalizer, other)
 	}
 }
