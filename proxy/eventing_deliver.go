@@ -131,12 +131,21 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 		return true
 	case ctx.Err() != nil:
 		return false
+	case badEventError(err):
+		return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, tries)
 	}
 	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, tries)
 }
 
-// retry calls try until it succeeds (nil), MaxTries calls have failed (the
-// last error) or ctx ends (ctx's error), waiting between tries with
+// badEventError reports a failure that the event itself causes, so no
+// retry can help: its entity key names no entity.
+func badEventError(err error) bool {
+	return errors.Is(err, ErrInvalidEntityKey) || errors.Is(err, streams.ErrInvalidKey)
+}
+
+// retry calls try until it succeeds (nil), MaxTries calls have failed or
+// one failed for a reason of the event's own (badEventError; the last
+// error) or ctx ends (ctx's error), waiting between tries with
 // exponential back-off from RetryMin to RetryMax, each wait jittered to
 // [w/2, w]. failed is called after each failed try. It returns the number
 // of tries made.
@@ -151,7 +160,7 @@ func retry(ctx context.Context, cfg EventingConfig, try func() error, failed fun
 			return n, ctx.Err()
 		}
 		failed(n, err)
-		if n >= cfg.MaxTries {
+		if n >= cfg.MaxTries || badEventError(err) {
 			return n, err
 		}
 		if err := sleepCtx(ctx, jitter(wait)); err != nil {

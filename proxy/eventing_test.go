@@ -707,3 +707,22 @@ func TestEventingDeadLetterTooLarge(t *testing.T) {
 		t.Fatalf("dead letter: headers %v, %d bytes", hd, len(h.Data()))
 	}
 }
+
+// TestEventingInvalidKeyIsBadEvent: an event whose entity key cannot name
+// an entity (here one byte over streams.MaxKeyLen) is dead-lettered as a
+// bad event after one try, not retried MaxTries times (with the default
+// back-off the source entity's next events waited half a minute for a
+// call that could never succeed).
+func TestEventingInvalidKeyIsBadEvent(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	long := strings.Repeat("k", streams.MaxKeyLen-len("tally-")+1)
+	s.emit(t, f.types, map[string]any{"key": long, "n": 1, "kind": "keyed"})
+	dl := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	h := dl.Headers()
+	if h.Get(projections.HeaderCause) != "bad_event" || h.Get(projections.HeaderTries) != "1" || h.Get(proxy.HeaderMethod) != "/evtest.Tally/Count" {
+		t.Fatalf("dead letter headers %v", h)
+	}
+}
