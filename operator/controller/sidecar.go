@@ -62,8 +62,11 @@ func (m *natsMounts) add(volume, secret string, items map[string]string, env map
 	for _, key := range sortedKeys(items) {
 		keys = append(keys, corev1.KeyToPath{Key: key, Path: items[key]})
 	}
+	// Read-only for everyone: the files are root:root (the pod sets no
+	// fsGroup) and the jetstate image runs as a non-root user; only the
+	// sidecar (or projector) container mounts them.
 	m.volumes = append(m.volumes, corev1.Volume{Name: "nats-" + volume, VolumeSource: corev1.VolumeSource{
-		Secret: &corev1.SecretVolumeSource{SecretName: secret, Items: keys, DefaultMode: ptr.To[int32](0o440)}}})
+		Secret: &corev1.SecretVolumeSource{SecretName: secret, Items: keys, DefaultMode: ptr.To[int32](0o444)}}})
 	m.mounts = append(m.mounts, corev1.VolumeMount{Name: "nats-" + volume, MountPath: dir, ReadOnly: true})
 	for _, name := range sortedKeys(env) {
 		m.env = append(m.env, corev1.EnvVar{Name: name, Value: path.Join(dir, env[name])})

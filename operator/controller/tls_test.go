@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
 	"github.com/jetstate/jetstate/streams/streamstest"
@@ -138,5 +139,24 @@ func TestStatefulStoreTLS(t *testing.T) {
 	}
 	if n := len(d.Spec.Template.Spec.Volumes); n != 2 {
 		t.Errorf("%d volumes, want the CA and the client certificate", n)
+	}
+	// The jetstate image runs as a non-root user (distroless nonroot,
+	// 65532:65532) and the pod sets no fsGroup: the secret files are
+	// root:root, so the user reads them only if "other" may.
+	if sc := d.Spec.Template.Spec.SecurityContext; sc == nil || sc.FSGroup == nil {
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Secret == nil {
+				continue
+			}
+			mode := ptr.Deref(v.Secret.DefaultMode, 0o644)
+			for _, it := range v.Secret.Items {
+				if it.Mode != nil {
+					mode = *it.Mode
+				}
+			}
+			if mode&0o004 == 0 {
+				t.Errorf("volume %s: mode %#o, unreadable by the sidecar's non-root user", v.Name, mode)
+			}
+		}
 	}
 }
