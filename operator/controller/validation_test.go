@@ -53,7 +53,7 @@ func TestValidation(t *testing.T) {
 	}
 	valid := []client.Object{
 		svc("ok-svc", func(*v1alpha1.StatefulService) {}),
-		svc("ok.with.dots", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "ok_with_dots" }),
+		svc("ok-sn", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "ok_sn" }),
 		store("ok-store", func(*v1alpha1.StatefulStore) {}),
 		proj("ok-nats", func(*v1alpha1.Projection) {}),
 		proj("ok-uri", func(p *v1alpha1.Projection) {
@@ -84,8 +84,14 @@ func TestValidation(t *testing.T) {
 			s.Spec.Entities.MemberTTL = &metav1.Duration{Duration: 100 * time.Millisecond}
 		}),
 		"dotted name without serviceName": svc("a.b", func(*v1alpha1.StatefulService) {}),
-		"bad serviceName":                 svc("sn", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "a.b" }),
-		"deletion policy":                 svc("dp", func(s *v1alpha1.StatefulService) { s.Spec.DeletionPolicy = "Shred" }),
+		// metadata.name names the Service too: a DNS-1035 label.
+		"dotted name with serviceName": svc("a.c", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "ac" }),
+		"name starting with a digit":   svc("1cart", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "cart1" }),
+		"name of 64 characters": svc("a234567890123456789012345678901234567890123456789012345678901234", func(s *v1alpha1.StatefulService) {
+			s.Spec.ServiceName = "long"
+		}),
+		"bad serviceName": svc("sn", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "a.b" }),
+		"deletion policy": svc("dp", func(s *v1alpha1.StatefulService) { s.Spec.DeletionPolicy = "Shred" }),
 		"autoscaling min > max": svc("as", func(s *v1alpha1.StatefulService) {
 			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, MinReplicas: 5, MaxReplicas: 2}
 		}),
@@ -136,7 +142,7 @@ func TestValidation(t *testing.T) {
 
 	// Immutable once created: the shard count and the service name.
 	var s v1alpha1.StatefulService
-	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok.with.dots"}, &s); err != nil {
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok-sn"}, &s); err != nil {
 		t.Fatal(err)
 	}
 	s.Spec.Entities.Shards = 7
@@ -163,7 +169,7 @@ func TestValidation(t *testing.T) {
 	if err := c.Update(t.Context(), &s); err != nil {
 		t.Errorf("setting serviceName to the name in use: %v", err)
 	}
-	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok.with.dots"}, &s); err != nil {
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok-sn"}, &s); err != nil {
 		t.Fatal(err)
 	}
 	s.Spec.ServiceName = ""

@@ -28,7 +28,7 @@ const (
 // +kubebuilder:subresource:status
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=stsvc;jss,categories=jetstate
-// +kubebuilder:validation:XValidation:rule="has(self.spec.serviceName) || (!self.metadata.name.contains('.') && self.metadata.name.size() <= 64)",message="a name with dots or longer than 64 characters needs spec.serviceName (letters, digits, - and _)"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name also names the Service: a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting with a letter)"
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.serviceName) ? self.spec.serviceName : self.metadata.name) == (has(oldSelf.spec.serviceName) ? oldSelf.spec.serviceName : oldSelf.metadata.name)",message="the service name (spec.serviceName, default metadata.name) is immutable: setting or removing spec.serviceName would leave the data behind"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
@@ -88,7 +88,7 @@ type StatefulServiceSpec struct {
 
 	// ServiceName is the jetstate service name: it names the streams and
 	// buckets ("<prefix>_<serviceName>_journal", ...). Letters, digits,
-	// '-' and '_'. Default: metadata.name (which must then have no dots).
+	// '-' and '_'. Default: metadata.name.
 	// It cannot change: the data would stay behind under the old name.
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-]+$`
 	// +kubebuilder:validation:MaxLength=64
