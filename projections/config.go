@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -190,6 +191,10 @@ func (c Config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown start policy %d", c.Start))
+	}
+	// Checked here: at send time every event would be a bad event.
+	if _, err := url.Parse(c.Source + "/x"); err != nil {
+		errs = append(errs, fmt.Errorf("source %q is not a URI reference: %w", c.Source, err))
 	}
 	if c.RetryMin > c.RetryMax {
 		errs = append(errs, fmt.Errorf("retry min %v exceeds retry max %v", c.RetryMin, c.RetryMax))

@@ -166,6 +166,10 @@ func TestConfigValidate(t *testing.T) {
 		{"dead letters into the journal", func(c *Config) { c.DeadLetterSubject = "jetstate.shop.dlq" }, []string{"inside"}},
 		{"wildcard dead letters", func(c *Config) { c.DeadLetterSubject = "dlq.>" }, []string{"dead-letter"}},
 		{"unknown start", func(c *Config) { c.Start = 7 }, []string{"start policy"}},
+		{"source URL", func(c *Config) { c.Source = "https://example.com/shop" }, nil},
+		// Found only at the first event, every event was dead-lettered.
+		{"source not a URI reference", func(c *Config) { c.Source = "/shop/50%" }, []string{"source"}},
+		{"source with a space", func(c *Config) { c.Source = " https://example.com" }, []string{"source"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
