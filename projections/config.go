@@ -178,10 +178,15 @@ func (c Config) Validate() error {
 	if c.Name == "" || len(c.Name) > maxNameLen || !plainName(c.Name) {
 		errs = append(errs, fmt.Errorf("name %q must be 1 to %d letters, digits, '-' or '_'", c.Name, maxNameLen))
 	}
+	seen := map[string]bool{}
 	for _, t := range c.Types {
 		if err := (streams.Entity{Type: t}).Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("types: %w", err))
 		}
+		if seen[t] {
+			errs = append(errs, fmt.Errorf("types: %q twice (the consumer's filters may not overlap)", t))
+		}
+		seen[t] = true
 	}
 	switch c.Start {
 	case StartBeginning, StartNew:

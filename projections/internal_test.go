@@ -163,6 +163,9 @@ func TestConfigValidate(t *testing.T) {
 		}, []string{"service", "name", "StartTime", "retry min"}},
 		{"long name", func(c *Config) { c.Name = strings.Repeat("n", 49) }, []string{"name"}},
 		{"empty type", func(c *Config) { c.Types = []string{""} }, []string{"types"}},
+		// Overlapping filters: the server refused the consumer, and Run
+		// failed at every start.
+		{"type twice", func(c *Config) { c.Types = []string{"cart", "wish", "cart"} }, []string{`"cart" twice`}},
 		{"dead letters into the journal", func(c *Config) { c.DeadLetterSubject = "jetstate.shop.dlq" }, []string{"inside"}},
 		{"wildcard dead letters", func(c *Config) { c.DeadLetterSubject = "dlq.>" }, []string{"dead-letter"}},
 		{"unknown start", func(c *Config) { c.Start = 7 }, []string{"start policy"}},
