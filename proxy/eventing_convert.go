@@ -67,17 +67,24 @@ var ErrBadEvent = errors.New("bad event")
 //	text/*                                     p.cloudstate.io/string
 //	anything else                              p.cloudstate.io/bytes
 //
-// A plain message gets the id defaultID (stable across redeliveries), the
+// A structured-mode event's data without a datacontenttype is JSON, as the
+// JSON event format says. A plain message gets the id defaultID (stable across redeliveries), the
 // source "topic:<name>" and the time it was stored. Errors wrap ErrBadEvent.
 func topicMessage(msg *nats.Msg, topic, defaultID string, stored time.Time) (*anypb.Any, *event.Event, error) {
 	var ev *event.Event
 	ct := headerValue(msg.Header, "content-type")
 	if headerValue(msg.Header, "ce-specversion") != "" || strings.HasPrefix(ct, projections.ContentTypeCloudEventsJSON) {
 		var err error
+		structured := headerValue(msg.Header, "ce-specversion") == ""
 		if ev, err = projections.EventFromNATS(msg); err != nil {
 			return nil, nil, fmt.Errorf("%w: %v", ErrBadEvent, err)
 		}
 		ct = ev.DataContentType()
+		if ct == "" && structured && !ev.DataBase64 && len(ev.Data()) > 0 {
+			// The JSON event format: data without a datacontenttype is
+			// application/json.
+			ct = projections.ContentTypeJSON
+		}
 	} else {
 		if !utf8.ValidString(ct) {
 			return nil, nil, fmt.Errorf("%w: content type %q is not UTF-8", ErrBadEvent, ct)

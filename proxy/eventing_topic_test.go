@@ -250,3 +250,20 @@ func TestEventingStructuredTopicOrder(t *testing.T) {
 		t.Fatalf("handled %v, want [1 2] in this order", got)
 	}
 }
+
+// TestEventingStructuredWithoutContentType: a structured-mode CloudEvent
+// whose data is JSON and that names no datacontenttype is JSON (the JSON
+// event format says to proceed as if it were application/json), so it
+// reaches the function as json.cloudstate.io/<type>, not as bytes.
+func TestEventingStructuredWithoutContentType(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	publishTopic(t, js, nats.Header{"Content-Type": {projections.ContentTypeCloudEventsJSON}},
+		[]byte(`{"specversion":"1.0","id":"st-1","source":"x","type":"Note","data":{"a":1}}`))
+	c := waitCalls(t, f, "FromTopic", 1, nil)[0]
+	if c.payload.GetTypeUrl() != "json.cloudstate.io/Note" || string(unwrapped(c.payload.GetValue())) != `{"a":1}` {
+		t.Fatalf("payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
+	}
+}
