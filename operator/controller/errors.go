@@ -5,6 +5,9 @@ import (
 	"fmt"
 )
 
+// errSecretMissing: a secret a StatefulStore names does not exist.
+var errSecretMissing = errors.New("not found")
+
 // reasonError is an error with the Ready condition's reason it surfaces as.
 type reasonError struct {
 	Reason string

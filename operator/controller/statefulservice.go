@@ -94,6 +94,11 @@ func (r *StatefulServiceReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, reasonOf(err, v1alpha1.ReasonReconcileFailed), err.Error()
 		switch reasonOf(err, "") {
 		case v1alpha1.ReasonStoreNotFound, v1alpha1.ReasonStoreNotReady, v1alpha1.ReasonInvalidSpec:
+			if errors.Is(err, errSecretMissing) {
+				// Secrets are not watched, and a Ready store whose
+				// secret comes back (a rotation) does not change.
+				result.RequeueAfter = cfg.NotReadyRetry
+			}
 			err = nil // the store watch (or a spec change) brings us back
 		case v1alpha1.ReasonNameConflict:
 			// Nothing watches the other object: look again.
@@ -222,7 +227,7 @@ func (r *StatefulServiceReconciler) secretVersions(ctx context.Context, store *v
 		var s corev1.Secret
 		if err := r.Secrets.Get(ctx, types.NamespacedName{Namespace: store.Namespace, Name: name}, &s); err != nil {
 			if apierrors.IsNotFound(err) {
-				return nil, reasonf(v1alpha1.ReasonStoreNotReady, "secret %s of StatefulStore %s not found", name, store.Name)
+				return nil, reasonf(v1alpha1.ReasonStoreNotReady, "secret %s of StatefulStore %s: %w", name, store.Name, errSecretMissing)
 			}
 			return nil, err
 		}

@@ -18,8 +18,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
+	"github.com/jetstate/jetstate/operator/controller"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
 
@@ -158,5 +161,58 @@ func TestStatefulStoreTLS(t *testing.T) {
 				t.Errorf("volume %s: mode %#o, unreadable by the sidecar's non-root user", v.Name, mode)
 			}
 		}
+	}
+}
+
+// TestStatefulServiceSecretGone checks that a service whose store's secret
+// is missing when its pods are configured (the store still Ready: its
+// next check has not come) is looked at again, not left until the store's
+// Ready condition changes: a secret deleted and created again (a rotation)
+// never changes it.
+func TestStatefulServiceSecretGone(t *testing.T) {
+	ns := namespace(t)
+	c := k8s(t)
+	pki := newPKI(t)
+	srv := streamstest.RunServer(t, func(o *server.Options) {
+		o.TLS, o.AllowNonTLS, o.TLSTimeout = true, true, 2
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{pki.serverCert}, MinVersion: tls.VersionTLS12}
+	})
+	ca := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nats-ca"}, Data: map[string][]byte{"ca.crt": pki.caPEM}}
+	if err := c.Create(t.Context(), ca); err != nil {
+		t.Fatal(err)
+	}
+	store := &v1alpha1.StatefulStore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "nats"},
+		Spec: v1alpha1.StatefulStoreSpec{URLs: []string{strings.Replace(srv.ClientURL(), "nats://", "tls://", 1)},
+			TLS: &v1alpha1.TLSSpec{CA: &v1alpha1.SecretKeyReference{Name: "nats-ca"}}},
+	}
+	if err := c.Create(t.Context(), store); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, store, func() []metav1.Condition { return store.Status.Conditions }, metav1.ConditionTrue, v1alpha1.ReasonReady)
+	svc := newService(ns, "cart", store.Name)
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+
+	// A reconciler of our own, called directly: it provisions, then the
+	// secret goes.
+	r := &controller.StatefulServiceReconciler{Client: c, Secrets: c, Recorder: &eventLog{}, Config: testConfig}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(svc)}
+	eventually(t, 10*time.Second, func() error { // conflicts with the manager's reconciler
+		_, err := r.Reconcile(t.Context(), req)
+		return err
+	})
+	if err := c.Delete(t.Context(), ca); err != nil {
+		t.Fatal(err)
+	}
+	var res ctrl.Result
+	eventually(t, 10*time.Second, func() error {
+		var err error
+		res, err = r.Reconcile(t.Context(), req)
+		return err
+	})
+	if res.RequeueAfter <= 0 {
+		t.Errorf("result %+v: nothing brings the service back when the secret returns", res)
 	}
 }
