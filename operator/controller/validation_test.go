@@ -1,6 +1,7 @@
 package controller_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ func TestValidation(t *testing.T) {
 		svc("ok-sn", func(s *v1alpha1.StatefulService) { s.Spec.ServiceName = "ok_sn" }),
 		store("ok-store", func(*v1alpha1.StatefulStore) {}),
 		proj("ok-nats", func(*v1alpha1.Projection) {}),
+		proj("ok-template", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.{type}.{key}.{event}" }),
 		proj("ok-uri", func(p *v1alpha1.Projection) {
 			p.Spec.Sink = v1alpha1.ProjectionSink{URI: "http://readmodel.default.svc/events"}
 		}),
@@ -125,6 +127,16 @@ func TestValidation(t *testing.T) {
 		"projection wildcard":  proj("wild", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.>" }),
 		"projection ref no kind": proj("nokind", func(p *v1alpha1.Projection) {
 			p.Spec.Sink = v1alpha1.ProjectionSink{Ref: &v1alpha1.SinkReference{APIVersion: "v1", Name: "x"}}
+		}),
+		// What `jetstate project` refuses at start (a projector that never
+		// becomes ready).
+		"projection empty subject token":     proj("tok", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts..events" }),
+		"projection subject ends in a dot":   proj("dot", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts." }),
+		"projection unknown placeholder":     proj("ph", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.{user}" }),
+		"projection unclosed placeholder":    proj("ph2", func(p *v1alpha1.Projection) { p.Spec.Sink.NATS.Subject = "carts.{type" }),
+		"projection dead letter empty token": proj("dl", func(p *v1alpha1.Projection) { p.Spec.Delivery.DeadLetterSubject = ".dead" }),
+		"projection entity type too long": proj("et", func(p *v1alpha1.Projection) {
+			p.Spec.Source.EntityTypes = []string{strings.Repeat("t", 129)}
 		}),
 		"projection mode":      proj("mode", func(p *v1alpha1.Projection) { p.Spec.Delivery.Mode = "batched" }),
 		"projection start":     proj("start", func(p *v1alpha1.Projection) { p.Spec.Delivery.Start = "yesterday" }),

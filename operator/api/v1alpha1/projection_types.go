@@ -66,6 +66,7 @@ type ProjectionSource struct {
 	// (persistence ids). Empty: every type of the service.
 	// +kubebuilder:validation:MaxItems=64
 	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=128
 	// +listType=set
 	// +optional
 	EntityTypes []string `json:"entityTypes,omitempty"`
@@ -95,8 +96,12 @@ type ProjectionSink struct {
 
 // NATSSink is a NATS subject.
 type NATSSink struct {
-	// Subject to publish on (no wildcards).
+	// Subject to publish on (no wildcards). It may hold the placeholders
+	// {type}, {key} and {event}, replaced per event (escaped into subject
+	// tokens).
 	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('.') && !self.endsWith('.') && !self.contains('..')",message="a subject's tokens (between dots) must not be empty"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([^{}]|[{](type|key|event)[}])*$')",message="the placeholders are {type}, {key} and {event}"
 	// +kubebuilder:validation:MaxLength=255
 	Subject string `json:"subject"`
 
@@ -141,6 +146,7 @@ type DeliverySpec struct {
 	// DeadLetterSubject receives the events the sink refused. Default
 	// "<prefix>_deadletter.<service>.<projection>".
 	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('.') && !self.endsWith('.') && !self.contains('..')",message="a subject's tokens (between dots) must not be empty"
 	// +optional
 	DeadLetterSubject string `json:"deadLetterSubject,omitempty"`
 
