@@ -115,10 +115,13 @@ func TestValidation(t *testing.T) {
 		"autoscaling request target negative": svc("asrc", func(s *v1alpha1.StatefulService) {
 			s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, TargetRequestConcurrency: ptr.To(resource.MustParse("-5"))}
 		}),
-		"store without URLs":   store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
-		"store http URL":       store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
-		"store 2 replicas":     store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
-		"store storage":        store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
+		"store without URLs": store("nourl", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = nil }),
+		"store http URL":     store("http", func(s *v1alpha1.StatefulStore) { s.Spec.URLs = []string{"http://nats:4222"} }),
+		"store 2 replicas":   store("r2", func(s *v1alpha1.StatefulStore) { s.Spec.StreamReplicas = 2 }),
+		"store storage":      store("disk", func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "disk" }),
+		"store credentials and nkey": store("both", func(s *v1alpha1.StatefulStore) {
+			s.Spec.Credentials, s.Spec.NKey = &v1alpha1.SecretKeyReference{Name: "creds"}, &v1alpha1.SecretKeyReference{Name: "nkey"}
+		}),
 		"store durability":     store("dur", func(s *v1alpha1.StatefulStore) { s.Spec.Durability = "sometimes" }),
 		"store prefix":         store("prefix", func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "a.b" }),
 		"projection two sinks": proj("two", func(p *v1alpha1.Projection) { p.Spec.Sink.URI = "http://x" }),

@@ -27,6 +27,8 @@ type StatefulStore struct {
 }
 
 // StatefulStoreSpec says how to reach NATS and how to provision streams.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.credentials) && has(self.nkey))",message="credentials and nkey are two ways to authenticate: set one"
 type StatefulStoreSpec struct {
 	// URLs of the NATS servers (nats://, tls://, ws:// or wss://); the
 	// client picks any and fails over to the others.
