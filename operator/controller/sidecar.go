@@ -339,7 +339,10 @@ func desiredDeployment(svc *v1alpha1.StatefulService, store *v1alpha1.StatefulSt
 	return d
 }
 
-// desiredService exposes the sidecars' ingress and admin ports.
+// desiredService exposes the sidecars' ingress and admin ports. The target
+// ports are numbers, not the sidecar's port names: a named target port
+// resolves to the first container port of that name in the pod, which
+// could be a user container's.
 func desiredService(svc *v1alpha1.StatefulService, cfg Config) *corev1.Service {
 	st := settingsOf(svc, cfg)
 	return &corev1.Service{
@@ -348,8 +351,8 @@ func desiredService(svc *v1alpha1.StatefulService, cfg Config) *corev1.Service {
 		Spec: corev1.ServiceSpec{
 			Selector: serviceSelector(svc),
 			Ports: []corev1.ServicePort{
-				{Name: "grpc-http", Port: st.port, TargetPort: intstr.FromString(ingressPortName), Protocol: corev1.ProtocolTCP},
-				{Name: "metrics", Port: st.adminPort, TargetPort: intstr.FromString(adminPortName), Protocol: corev1.ProtocolTCP},
+				{Name: "grpc-http", Port: st.port, TargetPort: intstr.FromInt32(st.port), Protocol: corev1.ProtocolTCP},
+				{Name: "metrics", Port: st.adminPort, TargetPort: intstr.FromInt32(st.adminPort), Protocol: corev1.ProtocolTCP},
 			},
 		},
 	}

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -164,7 +165,7 @@ func TestStatefulServiceDeployment(t *testing.T) {
 
 	var s corev1.Service
 	eventually(t, 10*time.Second, func() error { return c.Get(t.Context(), client.ObjectKeyFromObject(svc), &s) })
-	if len(s.Spec.Ports) != 2 || s.Spec.Ports[0].Port != 9000 || s.Spec.Ports[0].TargetPort.String() != "ingress" ||
+	if len(s.Spec.Ports) != 2 || s.Spec.Ports[0].Port != 9000 || s.Spec.Ports[0].TargetPort.IntValue() != 9000 ||
 		!cmp.Equal(s.Spec.Selector, map[string]string{controller.LabelService: "cart"}) || metav1.GetControllerOf(&s) == nil {
 		t.Errorf("service %+v", s.Spec)
 	}
@@ -617,5 +618,49 @@ func TestStatefulServiceFinalizerKeepsOthers(t *testing.T) {
 	}
 	if !slices.Contains(svc.Finalizers, other) || !slices.Contains(svc.Finalizers, controller.Finalizer) {
 		t.Errorf("finalizers %v, want both %s and %s", svc.Finalizers, controller.Finalizer, other)
+	}
+}
+
+// TestStatefulServicePortNames checks that the Service reaches the
+// sidecar even when a user container names one of its ports like the
+// sidecar's: a named targetPort resolves to the first container port of
+// that name in the pod, and the user's containers come first.
+func TestStatefulServicePortNames(t *testing.T) {
+	ns := namespace(t)
+	store, _ := readyStore(t, ns, "nats")
+	c := k8s(t)
+	svc := newService(ns, "cart", store.Name)
+	svc.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "ingress", ContainerPort: 8443}, {Name: "admin", ContainerPort: 8081}}
+	if err := c.Create(t.Context(), svc); err != nil {
+		t.Fatal(err)
+	}
+	d := deployment(t, ns, "cart", nil)
+	var s corev1.Service
+	eventually(t, 10*time.Second, func() error { return c.Get(t.Context(), client.ObjectKeyFromObject(svc), &s) })
+	// The endpoints controller's resolution (podutil.FindPort).
+	find := func(tp intstr.IntOrString) (string, int32) {
+		if tp.Type == intstr.Int {
+			for _, ctr := range d.Spec.Template.Spec.Containers {
+				for _, p := range ctr.Ports {
+					if p.ContainerPort == tp.IntVal {
+						return ctr.Name, p.ContainerPort
+					}
+				}
+			}
+			return "", tp.IntVal
+		}
+		for _, ctr := range d.Spec.Template.Spec.Containers {
+			for _, p := range ctr.Ports {
+				if p.Name == tp.StrVal {
+					return ctr.Name, p.ContainerPort
+				}
+			}
+		}
+		return "", 0
+	}
+	for _, p := range s.Spec.Ports {
+		if ctr, port := find(p.TargetPort); ctr != "jetstate" {
+			t.Errorf("service port %s goes to container %q port %d, not the sidecar", p.Name, ctr, port)
+		}
 	}
 }
