@@ -192,6 +192,29 @@ func TestValidation(t *testing.T) {
 		t.Errorf("removing serviceName: %v, want Invalid", err)
 	}
 
+	// A store's prefix names every stream, bucket and subject of its
+	// services, and JetStream cannot change a stream's storage: neither
+	// may change. Its replicas may.
+	var st v1alpha1.StatefulStore
+	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok-store"}, &st); err != nil {
+		t.Fatal(err)
+	}
+	for what, mut := range map[string]func(*v1alpha1.StatefulStore){
+		"prefix":  func(s *v1alpha1.StatefulStore) { s.Spec.Prefix = "other" },
+		"storage": func(s *v1alpha1.StatefulStore) { s.Spec.Storage = "memory" },
+	} {
+		changed := st.DeepCopy()
+		mut(changed)
+		if err := c.Patch(t.Context(), changed, client.MergeFrom(&st)); !apierrors.IsInvalid(err) {
+			t.Errorf("changing a store's %s: %v, want Invalid", what, err)
+		}
+	}
+	changed := st.DeepCopy()
+	changed.Spec.StreamReplicas = 3
+	if err := c.Patch(t.Context(), changed, client.MergeFrom(&st)); err != nil {
+		t.Errorf("changing a store's replicas: %v", err)
+	}
+
 	// Valid autoscaling targets and factor.
 	ok := svc("ok-as", func(s *v1alpha1.StatefulService) {
 		s.Spec.Autoscaling = &v1alpha1.AutoscalingSpec{Enabled: true, RequestRateThresholdFactor: ptr.To(resource.MustParse("2")),

@@ -62,9 +62,10 @@ type StatefulStoreSpec struct {
 	StreamReplicas int32 `json:"streamReplicas,omitempty"`
 
 	// Storage of the streams: file (default) or memory (tests and demos:
-	// lost when the servers restart).
+	// lost when the servers restart). It cannot change.
 	// +kubebuilder:default=file
 	// +kubebuilder:validation:Enum=file;memory
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="storage cannot change: JetStream cannot change an existing stream's storage"
 	// +optional
 	Storage string `json:"storage,omitempty"`
 
@@ -79,10 +80,11 @@ type StatefulStoreSpec struct {
 	Durability string `json:"durability,omitempty"`
 
 	// Prefix is the first part of every stream, bucket and subject name, so
-	// several installations can share one NATS account.
+	// several installations can share one NATS account. It cannot change.
 	// +kubebuilder:default=jetstate
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_-]+$`
 	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="prefix is immutable: the services' data would stay behind under the old one"
 	// +optional
 	Prefix string `json:"prefix,omitempty"`
 
