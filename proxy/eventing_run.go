@@ -198,7 +198,7 @@ func (e *eventing) subscribe(ctx context.Context, sub *Subscription) (*subscribe
 		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
 		log:      e.p.log.With("consumer", name, "source", sub.Source()),
 		queues:   map[string]*evQueue{},
-		inflight: map[uint64]struct{}{},
+		inflight: map[msgKey]struct{}{},
 	}
 	s.wake = sync.NewCond(&s.mu)
 	return s, nil
@@ -266,8 +266,21 @@ type subscriber struct {
 	closed          bool
 	queues          map[string]*evQueue
 	ready           []*evQueue
-	inflight        map[uint64]struct{} // stream seqs received and not settled
+	inflight        map[msgKey]struct{} // messages received and not settled
 	pin             string              // the pin id on the messages received (not Shared)
+}
+
+// msgKey identifies a stored message across redeliveries: its stream
+// sequence and the time it was stored, since a stream deleted and made
+// again (the eventing stream, by this sidecar) numbers its messages from 1
+// again while the old ones may still be in hand.
+type msgKey struct {
+	seq    uint64
+	stored int64
+}
+
+func keyOf(md *jetstream.MsgMetadata) msgKey {
+	return msgKey{md.Sequence.Stream, md.Timestamp.UnixNano()}
 }
 
 type evQueue struct {
@@ -309,7 +322,14 @@ func (s *subscriber) run(ctx context.Context) error {
 			break
 		}
 		wait = min(2*wait, s.e.cfg.RetryMax)
-		if cons, err := s.e.createConsumer(ctx, s.sub); err != nil {
+		cons, err := s.e.createConsumer(ctx, s.sub)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && s.sub.EventLog == "" {
+			// The eventing stream was deleted: make it again, as at start.
+			if err = s.e.ensureStream(ctx); err == nil {
+				cons, err = s.e.createConsumer(ctx, s.sub)
+			}
+		}
+		if err != nil {
 			s.log.WarnContext(ctx, "eventing consumer not re-created", "error", err)
 		} else {
 			s.cons = cons // only this goroutine reads cons
@@ -443,10 +463,10 @@ func (s *subscriber) dispatch(msg jetstream.Msg) {
 	if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
 		s.pin = pin
 	}
-	if _, ok := s.inflight[md.Sequence.Stream]; ok {
+	if _, ok := s.inflight[keyOf(md)]; ok {
 		return // a redelivered copy while the first is still here
 	}
-	s.inflight[md.Sequence.Stream] = struct{}{}
+	s.inflight[keyOf(md)] = struct{}{}
 	q := s.queues[key]
 	if q == nil {
 		q = &evQueue{key: key}
@@ -511,7 +531,7 @@ func (s *subscriber) work(ctx context.Context) {
 			s.mu.Unlock()
 			return
 		}
-		delete(s.inflight, next.md.Sequence.Stream)
+		delete(s.inflight, keyOf(next.md))
 		q.msgs[0] = evMsg{}
 		q.msgs = q.msgs[1:]
 		if len(q.msgs) > 0 {

@@ -267,3 +267,35 @@ func TestEventingStructuredWithoutContentType(t *testing.T) {
 		t.Fatalf("payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
 	}
 }
+
+// TestEventingStreamDeleted: a sidecar whose eventing stream is deleted
+// under it makes the stream again with its topic consumers, as it does
+// a deleted consumer, so topics work again without a restart (its
+// consumers retried for ever against the missing stream).
+func TestEventingStreamDeleted(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	startEvSidecar(t, js, serveEvFunction(t, f), nil)
+	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("one"))
+	waitCalls(t, f, "FromTopic", 1, nil)
+	if err := js.DeleteStream(t.Context(), proxy.EventingStream(evStorage)); err != nil {
+		t.Fatal(err)
+	}
+	// Published once the sidecar's consumer is back.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := js.Consumer(t.Context(), proxy.EventingStream(evStorage), "ev=_evtest=2ERelay=_in")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic consumer not made again: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("two"))
+	// "one" may come again too: its reply could not be published while
+	// the stream was gone.
+	waitCalls(t, f, "FromTopic", 1, func(c evCall) bool { return string(unwrapped(c.payload.GetValue())) == "two" })
+}
