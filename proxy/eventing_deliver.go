@@ -172,10 +172,15 @@ func retry(ctx context.Context, cfg EventingConfig, try func() error, failed fun
 
 // deliver makes one call of m with the event and publishes the replies if
 // m has an out topic. The call may run past ctx's end up to the command
-// timeout, so an event in hand at shutdown is finished, not abandoned.
+// timeout, so an event in hand at shutdown is finished, not abandoned,
+// unless the sidecar's drain time runs out first (eventing.abort: the event
+// is then handed back and delivered again).
 func (s *subscriber) deliver(ctx context.Context, m *Method, d delivery) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.e.p.cfg.CommandTimeout)
 	defer cancel()
+	if s.e.abort != nil {
+		defer context.AfterFunc(s.e.abort, cancel)()
+	}
 	md := eventMetadata(d.ev)
 	out := outIDs{base: d.ev.ID() + ":" + m.Path}
 	if m.Service.EntityType != Action {

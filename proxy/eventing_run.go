@@ -141,6 +141,11 @@ type eventing struct {
 	cfg  EventingConfig
 	m    *eventingMetrics
 	subs []*subscriber
+	// abort, once done, cancels the calls in hand that run cannot stop
+	// (they outlive run's context up to the command timeout): Run ends it
+	// when the drain time is over, so shutdown stays bounded for the shard
+	// handoff that follows. Nil: never.
+	abort context.Context
 }
 
 // newEventing binds the model's eventing: it creates the eventing stream

@@ -726,3 +726,39 @@ func TestEventingInvalidKeyIsBadEvent(t *testing.T) {
 		t.Fatalf("dead letter headers %v", h)
 	}
 }
+
+// TestEventingStopAbortsAHangingCall: an event whose call hangs when the
+// sidecar stops has the drain time to finish, then its call is cancelled
+// (the shard handoff after the drain is not held up to the command
+// timeout) and the event goes to the next sidecar.
+func TestEventingStopAbortsAHangingCall(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	slow := newEvFunction(t, "slow")
+	slow.delay = 8 * time.Second
+	tune := func(c *proxy.Config) {
+		c.DrainTimeout = time.Second
+		c.CommandTimeout = 30 * time.Second
+	}
+	s1 := startEvSidecar(t, js, serveEvFunction(t, slow), tune)
+	s1.emit(t, slow.types, map[string]any{"key": "h", "n": 1})
+	waitFor(t, "the event in the sidecar's hands", func() bool {
+		c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(t.Context())
+		return err == nil && info.NumAckPending == 1
+	})
+	time.Sleep(200 * time.Millisecond) // the call is under way
+	start := time.Now()
+	if err := s1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stop took %v with a call hanging: the drain time (1 s) did not bound it", d)
+	}
+	fast := newEvFunction(t, "fast")
+	startEvSidecar(t, js, serveEvFunction(t, fast), tune)
+	waitCalls(t, fast, "OnOne", 1, bySubject("h"))
+}

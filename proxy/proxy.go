@@ -251,11 +251,23 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go func() { serveErr <- srv.Serve(split.http) }()
 	// Eventing consumers run while the sidecar is ready; they stop when
 	// draining begins and are waited for before the runtimes stop.
-	evCtx, stopEventing := context.WithCancel(context.WithoutCancel(ctx))
+	evCtx, cancelEventing := context.WithCancel(context.WithoutCancel(ctx))
+	abortCtx, abortEventing := context.WithCancel(context.Background())
+	if p.eventing != nil {
+		p.eventing.abort = abortCtx
+	}
+	// stopEventing stops the consumers and gives the events in hand the
+	// drain time to finish; then their calls are cancelled (the messages
+	// come back), so the shard handoff after the drain is not held up.
+	stopEventing := sync.OnceFunc(func() {
+		cancelEventing()
+		time.AfterFunc(p.cfg.DrainTimeout, abortEventing)
+	})
 	evDone := make(chan struct{})
 	defer func() {
 		stopEventing()
 		<-evDone
+		abortEventing()
 	}()
 	p.ready.Store(true)
 	close(p.serving)
