@@ -160,11 +160,17 @@ func TestValidation(t *testing.T) {
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "ok-sn"}, &s); err != nil {
 		t.Fatal(err)
 	}
+	oldStore := s.Spec.Store
 	s.Spec.Entities.Shards = 7
 	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
 		t.Errorf("changing shards: %v, want Invalid", err)
 	}
 	s.Spec.Entities.Shards = 100
+	s.Spec.Store.Name = "another"
+	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
+		t.Errorf("changing the store: %v, want Invalid", err)
+	}
+	s.Spec.Store = oldStore
 	s.Spec.ServiceName = "renamed"
 	if err := c.Update(t.Context(), &s); !apierrors.IsInvalid(err) {
 		t.Errorf("changing serviceName: %v, want Invalid", err)

@@ -83,7 +83,10 @@ type StatefulServiceSpec struct {
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// Store names the StatefulStore (same namespace) holding the service's
-	// state.
+	// state. Immutable: another store would start the service empty and
+	// leave its data behind (delete the service with the Retain policy and
+	// create it again to move it on purpose).
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="store is immutable: another store would leave the service's data behind"
 	Store StoreReference `json:"store"`
 
 	// ServiceName is the jetstate service name: it names the streams and
