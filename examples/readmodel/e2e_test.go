@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -514,6 +516,13 @@ func TestReadModelBadInput(t *testing.T) {
 	if code := post(map[string]string{"Content-Type": "application/json"}, ""); code != 400 {
 		t.Errorf("empty body: %d", code)
 	}
+	huge := `{"item":{"productId":"a","name":"` + strings.Repeat("x", readmodel.MaxEventBytes) + `","quantity":1}}`
+	if code := post(binary(readmodel.TypeItemAdded, "bob", "application/json"), huge); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized event: %d, want 413", code)
+	}
+	if got := rm.get(t, "/carts/bob"); got != `{"cartId":"bob","items":[]}` {
+		t.Errorf("cart after an oversized event: %s", got)
+	}
 	resp, err := http.Get(rm.URL + "/products/top?n=0")
 	if err != nil {
 		t.Fatal(err)
@@ -521,5 +530,28 @@ func TestReadModelBadInput(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("n=0: %d", resp.StatusCode)
+	}
+}
+
+// TestOpenOddPath: a database path with the characters a file: URI gives
+// meaning to ('?', '#', '%') opens that very file.
+func TestOpenOddPath(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "view?mode=ro#x%41.db")
+	store, err := readmodel.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Contains(names, "view?mode=ro#x%41.db") {
+		t.Fatalf("files %q, want view?mode=ro#x%%41.db", names)
 	}
 }

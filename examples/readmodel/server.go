@@ -38,6 +38,10 @@ type Server struct {
 	mux   *http.ServeMux
 }
 
+// MaxEventBytes bounds a received CloudEvent's body: a cart event is a
+// few hundred bytes, and a bigger body is refused (413) unread.
+const MaxEventBytes = 1 << 20
+
 // NewServer serves store; log may be nil.
 func NewServer(store *Store, log *slog.Logger) *Server {
 	if log == nil {
@@ -64,9 +68,15 @@ func (e badEvent) Error() string { return e.err.Error() }
 // before, or is of a type the view ignores), 400 if it is malformed, 500
 // if it could not be stored (the projection retries).
 func (s *Server) receive(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBytes)
 	ev, err := cehttp.NewEventFromHTTPRequest(r)
 	if err == nil {
 		err = ev.Validate()
+	}
+	if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+		s.log.Warn("CloudEvent too large", "limit", MaxEventBytes)
+		http.Error(w, fmt.Sprintf("CloudEvent larger than %d bytes", MaxEventBytes), http.StatusRequestEntityTooLarge)
+		return
 	}
 	if err != nil {
 		s.log.Warn("malformed CloudEvent", "error", err)
