@@ -3,12 +3,11 @@ package projections
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -78,7 +77,7 @@ func (d *delivery) deadLetter(ctx context.Context, msg jetstream.Msg, pos positi
 	out.Header.Set(HeaderEventIndex, strconv.Itoa(pos.index))
 
 	log := d.p.log.With(pos.attrs()...)
-	wait := cfg.RetryMin
+	bo := backoff.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax}
 	for {
 		err := d.publishDeadLetter(ctx, out)
 		if err == nil {
@@ -96,10 +95,9 @@ func (d *delivery) deadLetter(ctx context.Context, msg jetstream.Msg, pos positi
 		}
 		log.WarnContext(ctx, "dead letter not published, retrying", "subject", cfg.DeadLetterSubject, "error", err)
 		_ = msg.InProgress()
-		if sleep(ctx, jitter(wait)) != nil {
+		if bo.Wait(ctx) != nil {
 			return false
 		}
-		wait = min(2*wait, cfg.RetryMax)
 	}
 	d.p.m.deadLetters.WithLabelValues(dl.cause).Inc()
 	log.WarnContext(ctx, "event dead-lettered", "cause", dl.cause, "reason", dl.reason, "tries", dl.tries)
@@ -143,24 +141,4 @@ func headerSafe(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// jitter returns a random duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleep waits for d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

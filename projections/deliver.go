@@ -11,6 +11,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -308,7 +309,7 @@ type retrier struct {
 // the last error once it gives up, or ctx's error. failed is called after
 // every failed try.
 func (r *retrier) send(ctx context.Context, send func(context.Context, *event.Event) error, ev *event.Event, failed func(try int, err error)) (int, error) {
-	wait := r.min
+	bo := backoff.Backoff{Min: r.min, Max: r.max}
 	for try := 1; ; try++ {
 		var err error
 		if r.sendTimeout > 0 {
@@ -330,10 +331,9 @@ func (r *retrier) send(ctx context.Context, send func(context.Context, *event.Ev
 		if errors.Is(err, ErrRejected) || try >= r.maxTries {
 			return try, err
 		}
-		if err := sleep(ctx, jitter(wait)); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return try, err
 		}
-		wait = min(2*wait, r.max)
 	}
 }
 

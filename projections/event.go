@@ -13,10 +13,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
+	"github.com/jetstate/jetstate/internal/payload"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -37,8 +37,8 @@ const (
 // Type URL prefixes of the CloudState payload conventions: JSON and
 // primitive values wrapped in a message whose field 1 holds the value.
 const (
-	cloudstateJSON      = "json.cloudstate.io/"
-	cloudstatePrimitive = "p.cloudstate.io/"
+	cloudstateJSON      = payload.JSONPrefix
+	cloudstatePrimitive = payload.PrimitivePrefix
 )
 
 // EventID is the CloudEvents id of the index-th event (from 0) of the
@@ -130,7 +130,7 @@ func typeName(typeURL string) string {
 func (c *converter) data(typeURL string, raw []byte) (ct string, data []byte, base64 bool, err error) {
 	switch {
 	case strings.HasPrefix(typeURL, cloudstateJSON):
-		v, err := wrappedValue(raw)
+		v, err := payload.Unwrap(raw)
 		if err != nil {
 			return "", nil, false, err
 		}
@@ -139,7 +139,7 @@ func (c *converter) data(typeURL string, raw []byte) (ct string, data []byte, ba
 		}
 		return ContentTypeJSON, v, false, nil
 	case typeURL == cloudstatePrimitive+"string":
-		v, err := wrappedValue(raw)
+		v, err := payload.Unwrap(raw)
 		if err != nil {
 			return "", nil, false, err
 		}
@@ -148,7 +148,7 @@ func (c *converter) data(typeURL string, raw []byte) (ct string, data []byte, ba
 		}
 		return ContentTypeBytes, v, true, nil
 	case typeURL == cloudstatePrimitive+"bytes":
-		v, err := wrappedValue(raw)
+		v, err := payload.Unwrap(raw)
 		return ContentTypeBytes, v, true, err
 	}
 	if c.resolver != nil {
@@ -172,31 +172,4 @@ func (c *converter) data(typeURL string, raw []byte) (ct string, data []byte, ba
 		}
 	}
 	return ContentTypeProtobuf, raw, true, nil
-}
-
-// wrappedValue reads field 1 (bytes or string) of a CloudState primitive
-// or JSON wrapper message; an absent field is the empty value.
-func wrappedValue(b []byte) ([]byte, error) {
-	var v []byte
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			val, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			v, b = val, b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return v, nil
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"mime"
@@ -15,10 +14,10 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/cloudevents/sdk-go/v2/types"
 	"github.com/nats-io/nats.go"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/internal/payload"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 )
@@ -30,8 +29,8 @@ const (
 	// journal's Any, unchanged.
 	ContentTypeAny = "application/vnd.cloudstate.protobuf.any"
 
-	jsonURLPrefix      = "json.cloudstate.io/"
-	primitiveURLPrefix = "p.cloudstate.io/"
+	jsonURLPrefix      = payload.JSONPrefix
+	primitiveURLPrefix = payload.PrimitivePrefix
 	stringURL          = primitiveURLPrefix + "string"
 	bytesURL           = primitiveURLPrefix + "bytes"
 )
@@ -147,11 +146,11 @@ func anyOfData(contentType, ceType string, data []byte) (*anypb.Any, string, err
 		if i := strings.LastIndexByte(typ, '/'); i >= 0 {
 			typ = typ[i+1:]
 		}
-		return &anypb.Any{TypeUrl: jsonURLPrefix + typ, Value: wrap(data)}, ceType, nil
+		return &anypb.Any{TypeUrl: jsonURLPrefix + typ, Value: payload.Wrap(data)}, ceType, nil
 	case strings.HasPrefix(media, "text/") && utf8.Valid(data):
-		return &anypb.Any{TypeUrl: stringURL, Value: wrap(data)}, stringURL, nil
+		return &anypb.Any{TypeUrl: stringURL, Value: payload.Wrap(data)}, stringURL, nil
 	}
-	return &anypb.Any{TypeUrl: bytesURL, Value: wrap(data)}, bytesURL, nil
+	return &anypb.Any{TypeUrl: bytesURL, Value: payload.Wrap(data)}, bytesURL, nil
 }
 
 // dataOfAny inverts anyOfData for a reply published to a topic: JSON,
@@ -162,13 +161,13 @@ func dataOfAny(a *anypb.Any) (contentType, typ string, data []byte, err error) {
 	url := a.GetTypeUrl()
 	switch {
 	case strings.HasPrefix(url, jsonURLPrefix):
-		v, err := unwrap(a.GetValue())
+		v, err := payload.Unwrap(a.GetValue())
 		return projections.ContentTypeJSON, strings.TrimPrefix(url, jsonURLPrefix), v, err
 	case url == stringURL:
-		v, err := unwrap(a.GetValue())
+		v, err := payload.Unwrap(a.GetValue())
 		return projections.ContentTypeText, stringURL, v, err
 	case url == bytesURL:
-		v, err := unwrap(a.GetValue())
+		v, err := payload.Unwrap(a.GetValue())
 		return projections.ContentTypeBytes, bytesURL, v, err
 	case strings.HasPrefix(url, primitiveURLPrefix):
 		// Another primitive (int64, bool, ...): no raw form; the Any itself.
@@ -185,42 +184,6 @@ func typeName(url string) string {
 		return url
 	}
 	return url[strings.LastIndexByte(url, '/')+1:]
-}
-
-// wrap puts v into field 1 of a message, the CloudState JSON and primitive
-// payload convention (empty values encode to nothing).
-func wrap(v []byte) []byte {
-	if len(v) == 0 {
-		return nil
-	}
-	b := protowire.AppendTag(nil, 1, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-// unwrap reads field 1 of a JSON or primitive payload; absent is empty.
-func unwrap(b []byte) ([]byte, error) {
-	var v []byte
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			val, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, protowire.ParseError(n)
-			}
-			v, b = val, b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		b = b[n:]
-	}
-	return bytes.Clone(v), nil
 }
 
 // eventMetadata renders a CloudEvent's attributes as the metadata of a

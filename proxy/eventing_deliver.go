@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
@@ -150,7 +150,7 @@ func badEventError(err error) bool {
 // [w/2, w]. failed is called after each failed try. It returns the number
 // of tries made.
 func retry(ctx context.Context, cfg EventingConfig, try func() error, failed func(n int, err error)) (int, error) {
-	wait := cfg.RetryMin
+	bo := backoff.Backoff{Min: cfg.RetryMin, Max: cfg.RetryMax}
 	for n := 1; ; n++ {
 		err := try()
 		if err == nil {
@@ -163,10 +163,9 @@ func retry(ctx context.Context, cfg EventingConfig, try func() error, failed fun
 		if n >= cfg.MaxTries || badEventError(err) {
 			return n, err
 		}
-		if err := sleepCtx(ctx, jitter(wait)); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return n, err
 		}
-		wait = min(2*wait, cfg.RetryMax)
 	}
 }
 
@@ -178,8 +177,16 @@ func retry(ctx context.Context, cfg EventingConfig, try func() error, failed fun
 func (s *subscriber) deliver(ctx context.Context, m *Method, d delivery) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.e.p.cfg.CommandTimeout)
 	defer cancel()
-	if s.e.abort != nil {
-		defer context.AfterFunc(s.e.abort, cancel)()
+	if abort := s.e.abort; abort != nil {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			select {
+			case <-abort:
+				cancel()
+			case <-done:
+			}
+		}()
 	}
 	md := eventMetadata(d.ev)
 	out := outIDs{base: d.ev.ID() + ":" + m.Path}
@@ -345,7 +352,7 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jets
 	// One dead letter per event, however often it is redelivered.
 	out.Header.Set(jetstream.MsgIDHeader, "dead:"+s.name+":"+projections.EventID(s.stream, md.Sequence.Stream, index))
 
-	wait := s.e.cfg.RetryMin
+	bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
 	for {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := s.e.p.js.PublishMsg(pctx, out)
@@ -365,10 +372,9 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jets
 		}
 		s.log.WarnContext(ctx, "dead letter not stored, retrying", "subject", out.Subject, "error", err)
 		_ = msg.InProgress()
-		if sleepCtx(ctx, jitter(wait)) != nil {
+		if bo.Wait(ctx) != nil {
 			return false
 		}
-		wait = min(2*wait, s.e.cfg.RetryMax)
 	}
 	s.e.m.deadLetters.WithLabelValues(s.service, s.source, cause).Inc()
 	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", out.Subject, "cause", cause, "reason", reason,
@@ -393,26 +399,6 @@ func headerSafe(s string) string {
 		}
 	}
 	return string(b)
-}
-
-// jitter returns a random duration in [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // newOutID is the id of a reply a client call publishes.

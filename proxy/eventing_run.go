@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/streams"
 )
@@ -141,11 +142,11 @@ type eventing struct {
 	cfg  EventingConfig
 	m    *eventingMetrics
 	subs []*subscriber
-	// abort, once done, cancels the calls in hand that run cannot stop
-	// (they outlive run's context up to the command timeout): Run ends it
-	// when the drain time is over, so shutdown stays bounded for the shard
-	// handoff that follows. Nil: never.
-	abort context.Context
+	// abort, once closed, cancels the calls in hand that run cannot stop
+	// (they outlive run's context up to the command timeout): Run closes
+	// it when the drain time is over, so shutdown stays bounded for the
+	// shard handoff that follows. Nil: never.
+	abort <-chan struct{}
 }
 
 // newEventing binds the model's eventing: it creates the eventing stream
@@ -314,7 +315,7 @@ func (s *subscriber) run(ctx context.Context) error {
 		s.wake.Broadcast()
 	})
 	defer stop()
-	wait := s.e.cfg.RetryMin
+	bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
 	for ctx.Err() == nil {
 		err := s.consume(ctx)
 		if err == nil || ctx.Err() != nil {
@@ -322,11 +323,11 @@ func (s *subscriber) run(ctx context.Context) error {
 		}
 		// The consumer was deleted (by an operator, or with its stream):
 		// make it again and go on, the sidecar stays ready.
+		wait := bo.Next()
 		s.log.WarnContext(ctx, "eventing consumer lost, re-creating", "error", err, "in", wait)
-		if sleepCtx(ctx, jitter(wait)) != nil {
+		if backoff.Sleep(ctx, wait) != nil {
 			break
 		}
-		wait = min(2*wait, s.e.cfg.RetryMax)
 		cons, err := s.e.createConsumer(ctx, s.sub)
 		if errors.Is(err, jetstream.ErrStreamNotFound) && s.sub.EventLog == "" {
 			// The eventing stream was deleted: make it again, as at start.

@@ -252,9 +252,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	// Eventing consumers run while the sidecar is ready; they stop when
 	// draining begins and are waited for before the runtimes stop.
 	evCtx, cancelEventing := context.WithCancel(context.WithoutCancel(ctx))
-	abortCtx, abortEventing := context.WithCancel(context.Background())
+	abort := make(chan struct{})
+	abortEventing := sync.OnceFunc(func() { close(abort) })
 	if p.eventing != nil {
-		p.eventing.abort = abortCtx
+		p.eventing.abort = abort
 	}
 	// stopEventing stops the consumers and gives the events in hand the
 	// drain time to finish; then their calls are cancelled (the messages

@@ -45,7 +45,7 @@ type casWriter struct {
 func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, expected uint64) (uint64, error) {
 	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expected, 10)}
 	msg.Header[writeIDHeader] = []string{writeID}
-	var bo backoff
+	bo := newBackoff()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
 		ack, err := w.js.PublishMsg(actx, msg, noRetry)
@@ -80,7 +80,7 @@ func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, e
 			return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
 		}
 		w.cfg.Logger.DebugContext(ctx, "append retry", "subject", msg.Subject, "attempt", attempt, "error", err)
-		if err := bo.wait(ctx); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return 0, fmt.Errorf("append %s: %w", msg.Subject, err)
 		}
 	}

@@ -128,7 +128,7 @@ func lastMsg(ctx context.Context, js jetstream.JetStream, stream, subject string
 
 // leaderGetRetry is leaderGet retried through leader elections.
 func leaderGetRetry(ctx context.Context, js jetstream.JetStream, stream string, get msgGetRequest, cfg Config) (*storedMsg, error) {
-	var bo backoff
+	bo := newBackoff()
 	for {
 		actx, cancel := context.WithTimeout(ctx, cfg.AttemptTimeout)
 		m, err := leaderGet(actx, js, stream, get)
@@ -137,7 +137,7 @@ func leaderGetRetry(ctx context.Context, js jetstream.JetStream, stream string, 
 			return m, err
 		}
 		cfg.Logger.DebugContext(ctx, "msg get retry", "stream", stream, "error", err)
-		if err := bo.wait(ctx); err != nil {
+		if err := bo.Wait(ctx); err != nil {
 			return nil, err
 		}
 	}

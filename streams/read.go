@@ -91,7 +91,7 @@ func (j *Journal) Read(ctx context.Context, e Entity, after Version) iter.Seq2[R
 		// Start at after.StreamSeq itself: a Version may point into the
 		// middle of a multi-event message; replay skips what came before.
 		from := max(after.StreamSeq, 1)
-		var bo backoff
+		bo := newBackoff()
 		empty := 0
 		pending := uint64(0) // messages left after the last page, as the server counted them
 		for from <= head.Sequence {
@@ -122,7 +122,7 @@ func (j *Journal) Read(ctx context.Context, e Entity, after Version) iter.Seq2[R
 			}
 			if got > 0 {
 				from = r.lastStreamSeq + 1
-				bo = backoff{}
+				bo.Reset()
 				continue
 			}
 			// The replica answering Direct Get is behind the leader: wait,
@@ -131,7 +131,7 @@ func (j *Journal) Read(ctx context.Context, e Entity, after Version) iter.Seq2[R
 				yield(Record{}, fmt.Errorf("read %s: stream seq %d..%d not readable: %w", subject, from, head.Sequence, ErrCorrupt))
 				return
 			}
-			if err := bo.wait(ctx); err != nil {
+			if err := bo.Wait(ctx); err != nil {
 				yield(Record{}, fmt.Errorf("read %s: %w", subject, err))
 				return
 			}
