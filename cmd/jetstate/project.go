@@ -344,26 +344,10 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	admin := &http.Server{Addr: c.AdminListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
+	stopAdmin := serveAdmin(gctx, g, c.AdminListen, mux)
 	g.Go(func() error {
-		if err := admin.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("admin: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return admin.Shutdown(sctx)
-	})
-	g.Go(func() error {
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = admin.Shutdown(sctx)
-		}()
+		defer func() { _ = stopAdmin() }()
 		fmt.Fprintf(out, "projection %q of service %q to %s, admin %s\n", cfg.Name, cfg.Storage.Service, c.Sink, c.AdminListen)
 		return projectLoop(gctx, p, c.Rebuild, &ready, &promoted, log)
 	})

@@ -108,12 +108,18 @@ func appendString(t *testing.T, j *streams.Journal, key string, v streams.Versio
 }
 
 // startProject runs `jetstate project` with args in the background.
-func startProject(t *testing.T, args ...string) (stop func() error, out *syncBuffer) {
+//
+// exited is closed once the command returned, whether stop was called or not.
+func startProject(t *testing.T, args ...string) (stop func() error, out *syncBuffer, exited <-chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	out = &syncBuffer{}
 	done := make(chan error, 1)
-	go func() { done <- dispatch(ctx, append([]string{"project"}, args...), out) }()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		done <- dispatch(ctx, append([]string{"project"}, args...), out)
+	}()
 	stopped := false
 	var err error
 	stop = func() error {
@@ -129,7 +135,7 @@ func startProject(t *testing.T, args ...string) (stop func() error, out *syncBuf
 		return err
 	}
 	t.Cleanup(func() { _ = stop() })
-	return stop, out
+	return stop, out, ended
 }
 
 func httpStatus(url string) int {
@@ -175,7 +181,7 @@ func TestProjectCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin := freeAddr(t)
-	stop, out := startProject(t, "-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view", "-sink", "nats:view.{type}.{key}",
+	stop, out, _ := startProject(t, "-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view", "-sink", "nats:view.{type}.{key}",
 		"-descriptors", desc, "-admin", admin)
 	waitUntil(t, "the admin endpoint", func() bool { return httpStatus("http://"+admin+"/alive") == http.StatusOK })
 	if got := httpStatus("http://" + admin + "/ready"); got != http.StatusServiceUnavailable {
@@ -372,14 +378,19 @@ func TestProjectRebuild(t *testing.T) {
 	v := appendString(t, j, "a", streams.Version{}, "1")
 	common := []string{"-nats-url", srv.ClientURL(), "-service", "shop", "-name", "view"}
 	oldAdmin := freeAddr(t)
-	stopOld, _ := startProject(t, append(common, "-sink", "nats:old", "-admin", oldAdmin)...)
+	stopOld, _, oldExited := startProject(t, append(common, "-sink", "nats:old", "-admin", oldAdmin)...)
 	waitUntil(t, "the first projector", func() bool { return oldSink.Load() == 1 })
 
 	admin := freeAddr(t)
-	stopNew, out := startProject(t, append(common, "-sink", "nats:new", "-admin", admin, "-rebuild")...)
+	stopNew, out, _ := startProject(t, append(common, "-sink", "nats:new", "-admin", admin, "-rebuild")...)
 	waitUntil(t, "the rebuild to take over", func() bool { return httpStatus("http://"+admin+"/ready") == http.StatusOK })
 	// The old projector ends by itself: its admin endpoint goes away.
 	waitUntil(t, "the old projector to stop", func() bool { return httpStatus("http://"+oldAdmin+"/alive") == 0 })
+	select { // the command returns: a pod's container ends instead of idling without probes
+	case <-oldExited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the old projector's command did not return by itself")
+	}
 	if err := stopOld(); err != nil {
 		t.Errorf("the old projector: %v", err)
 	}

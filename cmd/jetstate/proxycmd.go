@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -189,20 +188,8 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	admin := &http.Server{Addr: c.AdminListen, Handler: p.AdminHandler(reg), ReadHeaderTimeout: 5 * time.Second}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := admin.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("admin: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return admin.Shutdown(sctx)
-	})
+	serveAdmin(gctx, g, c.AdminListen, p.AdminHandler(reg))
 	g.Go(func() error {
 		fmt.Fprintf(out, "sidecar for service %q: user function %s, ingress %s, admin %s\n",
 			c.Proxy.Storage.Service, c.Proxy.UserFunction, c.Proxy.Listen, c.AdminListen)
