@@ -1,10 +1,11 @@
 package projections
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetstate/jetstate/internal/prom"
 )
 
 // metrics are a projection's Prometheus metrics, labelled by service and
@@ -63,14 +64,14 @@ func newMetrics(reg prometheus.Registerer, service, name string) *metrics {
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 16),
 	}, labels)
 	if reg != nil {
-		pending = register(reg, pending)
-		ackPending = register(reg, ackPending)
-		paused = register(reg, paused)
-		generation = register(reg, generation)
-		delivered = register(reg, delivered)
-		failures = register(reg, failures)
-		deadLetters = register(reg, deadLetters)
-		lag = register(reg, lag)
+		pending = prom.Register(reg, pending)
+		ackPending = prom.Register(reg, ackPending)
+		paused = prom.Register(reg, paused)
+		generation = prom.Register(reg, generation)
+		delivered = prom.Register(reg, delivered)
+		failures = prom.Register(reg, failures)
+		deadLetters = prom.Register(reg, deadLetters)
+		lag = prom.Register(reg, lag)
 	}
 	return &metrics{
 		pending:     pending.WithLabelValues(service, name),
@@ -82,21 +83,6 @@ func newMetrics(reg prometheus.Registerer, service, name string) *metrics {
 		deadLetters: deadLetters.MustCurryWith(prometheus.Labels{"service": service, "projection": name}),
 		lag:         lag.WithLabelValues(service, name),
 	}
-}
-
-// register registers c, or returns the collector already registered under
-// its name so several projections share one set of metrics.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 func (m *metrics) accepted(appended time.Time) {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jetstate/jetstate/internal/prom"
 	"github.com/jetstate/jetstate/protocol/jetstate/load"
 	"github.com/jetstate/jetstate/streams"
 )
@@ -92,7 +93,7 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 			Name: "jetstate_autoscaler_load_reports_total", Help: "Load reports received from sidecars, by outcome (ok or invalid).",
 		}, []string{"outcome"}),
 	}
-	a.reports = register(cfg.Registry, a.reports)
+	a.reports = prom.Register(cfg.Registry, a.reports)
 	return a
 }
 

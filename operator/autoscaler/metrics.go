@@ -1,9 +1,9 @@
 package autoscaler
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jetstate/jetstate/internal/prom"
 )
 
 // phases lists every phase, for the phase gauge.
@@ -40,32 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "jetstate_autoscaler_decisions_total", Help: "Scale changes decided, by direction (up or down).",
 		}, []string{"service", "direction"}),
 	}
-	m.current = register(reg, m.current)
-	m.desired = register(reg, m.desired)
-	m.ready = register(reg, m.ready)
-	m.reporting = register(reg, m.reporting)
-	m.phase = register(reg, m.phase)
-	m.decisions = register(reg, m.decisions)
+	m.current = prom.Register(reg, m.current)
+	m.desired = prom.Register(reg, m.desired)
+	m.ready = prom.Register(reg, m.ready)
+	m.reporting = prom.Register(reg, m.reporting)
+	m.phase = prom.Register(reg, m.phase)
+	m.decisions = prom.Register(reg, m.decisions)
 	return m
-}
-
-// register registers c with reg (nil: nowhere) and returns it, or the
-// collector registered before under the same name: several Runners and
-// Aggregators (one per NATS store) share their metrics.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // observe records a tick's view of svc.
