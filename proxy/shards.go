@@ -139,16 +139,11 @@ func (s *sharding) join(ctx context.Context) error {
 		case <-time.After(s.interval):
 		}
 	}
-	w, err := s.own.Watch(ctx)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-w.Ready():
-	case <-ctx.Done():
+	// The watch is retried like the heartbeat: right after a NATS node
+	// restarts, creating it can time out while the bucket elects a leader.
+	if !s.rewatch(ctx) {
 		return ctx.Err()
 	}
-	s.watch = w
 	s.log.Info("joined", "member", s.me, "shards", s.own.Shards(), "member_ttl", s.own.MemberTTL())
 	return nil
 }
@@ -197,8 +192,8 @@ func (s *sharding) run(ctx context.Context) {
 	}
 }
 
-// rewatch replaces an ended ownership watch, retrying every interval; it
-// returns false when ctx ends first.
+// rewatch starts the ownership watch (or replaces an ended one), retrying
+// every interval; it returns false when ctx ends first.
 func (s *sharding) rewatch(ctx context.Context) bool {
 	for {
 		w, err := s.own.Watch(ctx)
