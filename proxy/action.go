@@ -6,65 +6,52 @@ import (
 	"fmt"
 	"io"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/proxy/entity"
+	"github.com/jetstate/jetstate/proxy/model"
 )
 
-// streamAction serves a client-, server- or bidi-streaming action method:
-// the first message to the function names the service and command and
-// carries the stream's metadata; each client message follows as a payload;
-// each response's side effects run and its reply (or the reply of its
-// forward) goes to the client. A failure ends the client's stream with the
-// failure's description.
-func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
-	ctx, cancel := context.WithCancel(stream.Context())
+// stream runs a streamed action call of m, whatever its shape: the first
+// message to the function names the service and command and carries md
+// (for a server stream it carries the one payload too); each payload recv
+// returns follows (io.EOF ends them); each response's side effects run and
+// its reply (or the reply of its forward) goes to send, in order. A server
+// or bidi stream's responses without a reply send nothing; a client
+// stream's one reply is always sent (without payload: the default
+// message). A failure ends the call with *model.UserFailure. This is the
+// one implementation of the streamed shapes, for clients (gRPC, HTTP) and
+// for eventing alike.
+func (p *Proxy) stream(ctx context.Context, m *model.Method, md *cloudstate.Metadata, recv func() (*anypb.Any, error),
+	send func(*cloudstate.Reply) error, trace string) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	header := &actionpb.ActionCommand{
 		ServiceName: string(m.Service.Desc.FullName()),
 		Name:        string(m.Desc.Name()),
-		Metadata:    incomingMetadata(stream),
+		Metadata:    md,
 	}
 	next := func() (*actionpb.ActionCommand, error) {
-		var in frame
-		if err := stream.RecvMsg(&in); err != nil {
+		payload, err := recv()
+		if err != nil {
 			return nil, err
 		}
-		if _, err := m.decode(in.data); err != nil {
-			return nil, grpcStatus(err).Err()
-		}
-		return &actionpb.ActionCommand{Payload: &anypb.Any{TypeUrl: m.InputURL, Value: in.data}}, nil
+		return &actionpb.ActionCommand{Payload: payload}, nil
 	}
-	// The metadata of the first reply becomes the response's headers (they
-	// go out with it); later replies' metadata cannot reach the client.
-	headerSent := false
-	sendReply := func(resp Response) error {
-		if !headerSent {
-			headerSent = true
-			if md := outgoingMetadata(resp.Metadata); md.Len() > 0 {
-				if err := stream.SetHeader(md); err != nil {
-					return err
-				}
-			}
-		}
-		return stream.SendMsg(&frame{data: resp.Payload.GetValue()})
-	}
-	// send processes one response from the function and passes its reply on.
-	send := func(r *actionpb.ActionResponse) error {
-		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, m.Path)
+	// reply processes one response from the function and passes its reply on.
+	reply := func(r *actionpb.ActionResponse) error {
+		resp, err := p.complete(ctx, m, actionResult(r), 0, trace)
 		if err != nil {
-			return grpcStatus(err).Err()
+			return err
 		}
-		if resp.Payload == nil {
+		if resp.GetPayload() == nil {
 			return nil
 		}
-		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
-			return grpcStatus(err).Err()
-		}
-		return sendReply(resp)
+		return send(resp)
 	}
 
 	switch {
@@ -76,7 +63,7 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 		header.Payload = cmd.Payload
 		out, err := p.actions.HandleStreamedOut(ctx, header)
 		if err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
 		for {
 			r, err := out.Recv()
@@ -84,9 +71,9 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 				return nil
 			}
 			if err != nil {
-				return actionErr(err)
+				return actionErr(m, err)
 			}
-			if err := send(r); err != nil {
+			if err := reply(r); err != nil {
 				return err
 			}
 		}
@@ -94,10 +81,10 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 	case m.Desc.IsStreamingClient() && !m.Desc.IsStreamingServer():
 		in, err := p.actions.HandleStreamedIn(ctx)
 		if err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
 		if err := in.Send(header); err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
 		for {
 			cmd, err := next()
@@ -108,29 +95,26 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 				return err
 			}
 			if err := in.Send(cmd); err != nil {
-				return actionErr(err)
+				return actionErr(m, err)
 			}
 		}
 		r, err := in.CloseAndRecv()
 		if err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
-		resp, err := p.complete(ctx, m, actionToClientAction(r), r.GetSideEffects(), 0, m.Path)
+		resp, err := p.complete(ctx, m, actionResult(r), 0, trace)
 		if err != nil {
-			return grpcStatus(err).Err()
+			return err
 		}
-		if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
-			return grpcStatus(err).Err()
-		}
-		return sendReply(resp) // no reply: the default message
+		return send(resp) // no reply: the default message
 
-	default: // bidi
+	case m.Desc.IsStreamingClient() && m.Desc.IsStreamingServer():
 		bidi, err := p.actions.HandleStreamed(ctx)
 		if err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
 		if err := bidi.Send(header); err != nil {
-			return actionErr(err)
+			return actionErr(m, err)
 		}
 		// upstream passes the client's requests on. When they fail (a request
 		// that does not decode, a cancelled client), it ends the function's
@@ -171,19 +155,21 @@ func (p *Proxy) streamAction(stream grpc.ServerStream, m *Method) error {
 					}
 				default:
 				}
-				return actionErr(err)
+				return actionErr(m, err)
 			}
-			if err := send(r); err != nil {
+			if err := reply(r); err != nil {
 				return err // cancel (deferred) ends the function's stream too
 			}
 		}
 	}
+	return fmt.Errorf("%w: %s is not a streamed method", model.ErrUnknownMethod, m.Path)
 }
 
-// actionErr maps an error talking to the function about an action.
-func actionErr(err error) error {
+// actionErr maps an error talking to the function about an action: a
+// cancelled call stays cancelled, anything else is the function's failure.
+func actionErr(m *model.Method, err error) error {
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled {
 		return err
 	}
-	return grpcStatus(fmt.Errorf("%w: action: %v", ErrEntityFailed, err)).Err()
+	return fmt.Errorf("%w: action %s: %v", entity.ErrEntityFailed, m.Path, err)
 }

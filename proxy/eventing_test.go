@@ -20,6 +20,8 @@ import (
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
+	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -99,7 +101,7 @@ func TestEventingEventLog(t *testing.T) {
 			"ce-subject":     "eventlogeventing:1",
 			"ce-time":        c.md["ce-time"],
 			"ce-jetstateseq": "1",
-			"Content-Type":   proxy.ContentTypeAny,
+			"Content-Type":   eventing.ContentTypeAny,
 		}
 		if d := cmp.Diff(want, c.md); d != "" {
 			t.Fatalf("metadata (-want +got):\n%s", d)
@@ -131,7 +133,7 @@ func TestEventingEventLog(t *testing.T) {
 		if c.payload.GetTypeUrl() != "json.cloudstate.io/JsonEvent" || string(unwrapped(c.payload.GetValue())) != `{"n":3}` {
 			t.Fatalf("OnAny payload %s %q", c.payload.GetTypeUrl(), unwrapped(c.payload.GetValue()))
 		}
-		if c.md["ce-type"] != "json.cloudstate.io/JsonEvent" || c.md["ce-source"] != "source" || c.md["Content-Type"] != proxy.ContentTypeAny {
+		if c.md["ce-type"] != "json.cloudstate.io/JsonEvent" || c.md["ce-source"] != "source" || c.md["Content-Type"] != eventing.ContentTypeAny {
 			t.Fatalf("OnAny metadata %v", c.md)
 		}
 	})
@@ -165,7 +167,7 @@ func TestEventingEventLog(t *testing.T) {
 		if got := et.read("EventTwo", calls[1].payload.GetValue())["n"]; got != int64(4) || calls[0].md["ce-id"] != calls[1].md["ce-id"] {
 			t.Fatalf("OnTwo got n %v, ids %s and %s", got, calls[0].md["ce-id"], calls[1].md["ce-id"])
 		}
-		out := readSubject(t, js, proxy.TopicSubject(evStorage, "out2"), 2)
+		out := readSubject(t, js, eventing.TopicSubject(evStorage, "out2"), 2)
 		for i, m := range out {
 			ev := outEventOf(t, m)
 			checkEvent(t, ev, fmt.Sprintf("%s:/evtest.Subscriber/OnTwo:%d", calls[0].md["ce-id"], i+1), "evtest.Subscriber", "evtest.Response", "", projections.ContentTypeProtobuf)
@@ -181,15 +183,15 @@ func TestEventingEventLog(t *testing.T) {
 			info, err := c.Info(t.Context())
 			return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 		})
-		st, err := js.Stream(t.Context(), proxy.EventingStream(evStorage))
+		st, err := js.Stream(t.Context(), eventing.EventingStream(evStorage))
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(proxy.TopicSubject(evStorage, "out2")))
+		info, err := st.Info(t.Context(), jetstream.WithSubjectFilter(eventing.TopicSubject(evStorage, "out2")))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := info.State.Subjects[proxy.TopicSubject(evStorage, "out2")]; n != 2 {
+		if n := info.State.Subjects[eventing.TopicSubject(evStorage, "out2")]; n != 2 {
 			t.Fatalf("out2 holds %d messages, want 2 (the retry's copy dropped)", n)
 		}
 	})
@@ -307,7 +309,7 @@ func readSubject(t *testing.T, js jetstream.JetStream, subject string, n int) []
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, proxy.EventingStream(evStorage), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	cons, err := js.OrderedConsumer(ctx, eventing.EventingStream(evStorage), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +355,7 @@ func TestEventingPoisonEvent(t *testing.T) {
 	if tries != 3 {
 		t.Fatalf("poison event tried %d times, want 3", tries)
 	}
-	dl := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	dl := readSubject(t, js, eventing.DeadLetterSubject(evStorage), 1)[0]
 	h := dl.Headers()
 	seq := strconv.FormatUint(journalSeq(t, js, "p")-1, 10) // the poison is the entity's second of three messages
 	for k, want := range map[string]string{
@@ -363,8 +365,8 @@ func TestEventingPoisonEvent(t *testing.T) {
 		projections.HeaderEventIndex:     "0",
 		projections.HeaderJournalSubject: evStorage.Subject(streams.Entity{Type: "source", Key: "p"}),
 		projections.HeaderEventType:      "type.googleapis.com/evtest.EventOne",
-		proxy.HeaderMethod:               "/evtest.Subscriber/OnOne",
-		proxy.HeaderConsumer:             "eventing=_evtest=2ESubscriber=_source",
+		eventing.HeaderMethod:            "/evtest.Subscriber/OnOne",
+		eventing.HeaderConsumer:          "eventing=_evtest=2ESubscriber=_source",
 		"ce-id":                          poisonID,
 		"ce-subject":                     "p",
 	} {
@@ -506,7 +508,7 @@ func TestEventingDiscoveryValidation(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			err = p.Run(ctx)
-			var verr *proxy.ValidationError
+			var verr *model.ValidationError
 			if !errors.As(err, &verr) || !slices.ContainsFunc(verr.Problems, func(p string) bool { return strings.HasPrefix(p, c.want) }) {
 				t.Fatalf("Run = %v, want a validation error with %q", err, c.want)
 			}
@@ -673,8 +675,8 @@ func TestEventingOrderedFailover(t *testing.T) {
 	stopped := time.Now()
 	emit(ss[other], 1)
 	for len(handled()[other]) < 1 {
-		if time.Since(stopped) > proxy.PinnedTTL/2 {
-			t.Fatalf("no takeover within %v of a graceful stop", proxy.PinnedTTL/2)
+		if time.Since(stopped) > eventing.PinnedTTL/2 {
+			t.Fatalf("no takeover within %v of a graceful stop", eventing.PinnedTTL/2)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -701,7 +703,7 @@ func TestEventingDeadLetterTooLarge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	h := readSubject(t, js, eventing.DeadLetterSubject(evStorage), 1)[0]
 	if hd := h.Headers(); hd.Get(projections.HeaderCause) != "bad_event" || hd.Get(projections.HeaderDataOmitted) != strconv.Itoa(maxPayload) ||
 		hd.Get(projections.HeaderStreamSeq) != strconv.FormatUint(ack.Sequence, 10) || len(h.Data()) != 0 {
 		t.Fatalf("dead letter: headers %v, %d bytes", hd, len(h.Data()))
@@ -720,9 +722,9 @@ func TestEventingInvalidKeyIsBadEvent(t *testing.T) {
 	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
 	long := strings.Repeat("k", streams.MaxKeyLen-len("tally-")+1)
 	s.emit(t, f.types, map[string]any{"key": long, "n": 1, "kind": "keyed"})
-	dl := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)[0]
+	dl := readSubject(t, js, eventing.DeadLetterSubject(evStorage), 1)[0]
 	h := dl.Headers()
-	if h.Get(projections.HeaderCause) != "bad_event" || h.Get(projections.HeaderTries) != "1" || h.Get(proxy.HeaderMethod) != "/evtest.Tally/Count" {
+	if h.Get(projections.HeaderCause) != "bad_event" || h.Get(projections.HeaderTries) != "1" || h.Get(eventing.HeaderMethod) != "/evtest.Tally/Count" {
 		t.Fatalf("dead letter headers %v", h)
 	}
 }

@@ -15,14 +15,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/jetstate/jetstate/projections"
-	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
 
 // publishTopic stores a message on topic "in".
 func publishTopic(t *testing.T, js jetstream.JetStream, header nats.Header, data []byte) {
 	t.Helper()
-	msg := &nats.Msg{Subject: proxy.TopicSubject(evStorage, "in"), Header: header, Data: data}
+	msg := &nats.Msg{Subject: eventing.TopicSubject(evStorage, "in"), Header: header, Data: data}
 	if _, err := js.PublishMsg(t.Context(), msg); err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +38,7 @@ func TestEventingTopics(t *testing.T) {
 	f := newEvFunction(t, "f")
 	s := startEvSidecar(t, js, serveEvFunction(t, f), nil)
 	et := f.types
-	outSubject := proxy.TopicSubject(evStorage, "out")
+	outSubject := eventing.TopicSubject(evStorage, "out")
 
 	// A binary-mode CloudEvent with JSON data -> FromTopic (Any) -> out.
 	publishTopic(t, js, nats.Header{
@@ -68,7 +68,7 @@ func TestEventingTopics(t *testing.T) {
 	one, _ := proto.Marshal(et.build("EventOne", map[string]any{"n": 42}))
 	publishTopic(t, js, nats.Header{"Content-Type": {"application/protobuf; proto=evtest.EventOne"}}, one)
 	c = waitCalls(t, f, "Typed", 1, nil)[0]
-	if c.md["ce-type"] != "evtest.EventOne" || !strings.HasPrefix(c.md["ce-id"], proxy.EventingStream(evStorage)+":") ||
+	if c.md["ce-type"] != "evtest.EventOne" || !strings.HasPrefix(c.md["ce-id"], eventing.EventingStream(evStorage)+":") ||
 		c.md["ce-source"] != "topic:in" || c.md["Content-Type"] != "application/protobuf; proto=evtest.EventOne" {
 		t.Fatalf("Typed metadata %v", c.md)
 	}
@@ -158,11 +158,11 @@ func TestEventingMalformedTopicMessages(t *testing.T) {
 	if string(unwrapped(c.payload.GetValue())) != "fine" {
 		t.Fatalf("FromTopic got %q", unwrapped(c.payload.GetValue()))
 	}
-	dls := readSubject(t, js, proxy.DeadLetterSubject(evStorage), len(bad))
+	dls := readSubject(t, js, eventing.DeadLetterSubject(evStorage), len(bad))
 	for i, dl := range dls {
 		h := dl.Headers()
 		if h.Get(projections.HeaderCause) != "bad_event" || !strings.Contains(h.Get(projections.HeaderReason), bad[i].reason) ||
-			string(dl.Data()) != string(bad[i].data) || h.Get(proxy.HeaderTopicSubject) != proxy.TopicSubject(evStorage, "in") {
+			string(dl.Data()) != string(bad[i].data) || h.Get(eventing.HeaderTopicSubject) != eventing.TopicSubject(evStorage, "in") {
 			t.Errorf("dead letter %d: headers %v, body %q; want reason %q", i, h, dl.Data(), bad[i].reason)
 		}
 	}
@@ -183,9 +183,9 @@ func TestEventingDeadLetterDropsServerHeaders(t *testing.T) {
 	startEvSidecar(t, js, serveEvFunction(t, f), nil)
 
 	publishTopic(t, js, nats.Header{"Content-Type": {"application/protobuf"}}, []byte("first"))
-	readSubject(t, js, proxy.DeadLetterSubject(evStorage), 1)
+	readSubject(t, js, eventing.DeadLetterSubject(evStorage), 1)
 
-	info, err := js.Stream(t.Context(), proxy.EventingStream(evStorage))
+	info, err := js.Stream(t.Context(), eventing.EventingStream(evStorage))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,12 +193,12 @@ func TestEventingDeadLetterDropsServerHeaders(t *testing.T) {
 	publishTopic(t, js, nats.Header{
 		"Content-Type":                {"application/protobuf"}, // no type: a bad event
 		"Nats-Expected-Last-Sequence": {last},
-		"Nats-Expected-Stream":        {proxy.EventingStream(evStorage)},
+		"Nats-Expected-Stream":        {eventing.EventingStream(evStorage)},
 	}, []byte("second"))
 	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("fine"))
 	waitCalls(t, f, "FromTopic", 1, nil)
 
-	dls := readSubject(t, js, proxy.DeadLetterSubject(evStorage), 2)
+	dls := readSubject(t, js, eventing.DeadLetterSubject(evStorage), 2)
 	if got := string(dls[1].Data()); got != "second" {
 		t.Fatalf("second dead letter %q", got)
 	}
@@ -230,7 +230,7 @@ func TestEventingStructuredTopicOrder(t *testing.T) {
 		if err := ev.SetData(projections.ContentTypeProtobuf, data); err != nil {
 			t.Fatal(err)
 		}
-		msg, err := projections.NATSMsg(proxy.TopicSubject(evStorage, "in"), &ev, true)
+		msg, err := projections.NATSMsg(eventing.TopicSubject(evStorage, "in"), &ev, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -279,13 +279,13 @@ func TestEventingStreamDeleted(t *testing.T) {
 	startEvSidecar(t, js, serveEvFunction(t, f), nil)
 	publishTopic(t, js, nats.Header{"Content-Type": {"text/plain"}}, []byte("one"))
 	waitCalls(t, f, "FromTopic", 1, nil)
-	if err := js.DeleteStream(t.Context(), proxy.EventingStream(evStorage)); err != nil {
+	if err := js.DeleteStream(t.Context(), eventing.EventingStream(evStorage)); err != nil {
 		t.Fatal(err)
 	}
 	// Published once the sidecar's consumer is back.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		_, err := js.Consumer(t.Context(), proxy.EventingStream(evStorage), "ev=_evtest=2ERelay=_in")
+		_, err := js.Consumer(t.Context(), eventing.EventingStream(evStorage), "ev=_evtest=2ERelay=_in")
 		if err == nil {
 			break
 		}

@@ -29,6 +29,8 @@ import (
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
+	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -251,10 +253,10 @@ func (f *evFunction) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudsta
 	return &cloudstate.EntitySpec{
 		Proto: b,
 		Entities: []*cloudstate.Entity{
-			{EntityType: proxy.EventSourced, ServiceName: "evtest.Source", PersistenceId: "source"},
-			{EntityType: proxy.Action, ServiceName: "evtest.Subscriber"},
-			{EntityType: proxy.Action, ServiceName: "evtest.Relay"},
-			{EntityType: proxy.EventSourced, ServiceName: "evtest.Tally", PersistenceId: "tally"},
+			{EntityType: model.EventSourced, ServiceName: "evtest.Source", PersistenceId: "source"},
+			{EntityType: model.Action, ServiceName: "evtest.Subscriber"},
+			{EntityType: model.Action, ServiceName: "evtest.Relay"},
+			{EntityType: model.EventSourced, ServiceName: "evtest.Tally", PersistenceId: "tally"},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "evtest", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil
@@ -498,7 +500,7 @@ func startEvSidecar(t testing.TB, js jetstream.JetStream, ufAddr string, tune fu
 		PassivationTimeout: time.Minute,
 		CommandTimeout:     5 * time.Second,
 		DiscoveryBackoff:   10 * time.Millisecond,
-		Eventing:           proxy.EventingConfig{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
+		Eventing:           eventing.Config{RetryMin: 10 * time.Millisecond, RetryMax: 50 * time.Millisecond},
 	}
 	if tune != nil {
 		tune(&cfg)

@@ -1,20 +1,26 @@
 package proxy
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/jetstate/jetstate/proxy/load"
+)
 
 // ForceServe makes p believe it owns shard, whatever the shard table says
 // (tests of fencing: two sidecars serving one shard must not fork a
-// journal). p stops reconciling its shards. The lease is renewed far ahead so that nothing takes it back.
-func ForceServe(p *Proxy, shard int) {
-	s := p.sharding
-	s.frozen.Store(true)
-	// Wait out a reconcile that began before the freeze: it could still
-	// hand the shard away.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.leaseEnd.Store(int64(time.Since(s.base) + time.Hour))
-	s.states[shard].Store(shardServing)
-}
+// journal). p stops reconciling its shards.
+func ForceServe(p *Proxy, shard int) { p.shards.Load().ForceServe(shard) }
 
 // Serves reports whether p serves shard now.
-func Serves(p *Proxy, shard int) bool { return p.sharding.serves(shard) }
+func Serves(p *Proxy, shard int) bool { return p.shards.Load().Serves(shard) }
+
+// StartLoadReports starts a second reporter of p's load, every period
+// (Run's reports every second; each measurement goes into exactly one of
+// the two), and returns the function that stops it.
+func StartLoadReports(ctx context.Context, p *Proxy, period time.Duration) (stop func()) {
+	return load.Start(ctx, load.NewReporter(p.nc, p.cfg.Storage, MemberID(p), p.load, period))
+}
+
+// MemberID is p's id in the member bucket and in its load reports.
+func MemberID(p *Proxy) string { return p.shards.Load().Member() }

@@ -16,12 +16,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
+	"github.com/jetstate/jetstate/proxy/entity"
+	"github.com/jetstate/jetstate/proxy/eventing"
+	"github.com/jetstate/jetstate/proxy/ingress"
+	"github.com/jetstate/jetstate/proxy/load"
+	"github.com/jetstate/jetstate/proxy/model"
+	"github.com/jetstate/jetstate/proxy/shard"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -29,12 +35,12 @@ import (
 const (
 	DefaultUserFunction       = "127.0.0.1:8080"
 	DefaultListen             = ":9000"
-	DefaultPassivationTimeout = 30 * time.Second
-	DefaultCommandTimeout     = time.Minute
-	DefaultQueueSize          = 100
-	DefaultMaxMessageSize     = 12 << 20
-	DefaultDrainTimeout       = 10 * time.Second
-	DefaultRouteTimeout       = 30 * time.Second
+	DefaultPassivationTimeout = entity.DefaultPassivation
+	DefaultCommandTimeout     = entity.DefaultCommandTimeout
+	DefaultQueueSize          = entity.DefaultQueueSize
+	DefaultMaxMessageSize     = ingress.DefaultMaxMessageSize
+	DefaultDrainTimeout       = ingress.DefaultDrainTimeout
+	DefaultRouteTimeout       = shard.DefaultRouteTimeout
 	ProxyName                 = "jetstate"
 )
 
@@ -80,8 +86,9 @@ type Config struct {
 	Registry prometheus.Registerer
 	// DiscoveryBackoff overrides the 1 s..10 s retry pacing (tests).
 	DiscoveryBackoff time.Duration
-	// Eventing tunes the (cloudstate.eventing) consumers and topics.
-	Eventing EventingConfig
+	// Eventing tunes the (cloudstate.eventing) consumers and topics; its
+	// Storage, Store, CommandTimeout, Registry and Log are the sidecar's.
+	Eventing eventing.Config
 }
 
 func (c Config) withDefaults() Config {
@@ -92,7 +99,7 @@ func (c Config) withDefaults() Config {
 		c.Listen = DefaultListen
 	}
 	if len(c.Enabled) == 0 {
-		c.Enabled = []string{EventSourced, ValueEntity, Action}
+		c.Enabled = []string{model.EventSourced, model.ValueEntity, model.Action}
 	}
 	if c.PassivationTimeout <= 0 {
 		c.PassivationTimeout = DefaultPassivationTimeout
@@ -118,7 +125,13 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	c.Eventing = c.Eventing.withDefaults()
+	c.Eventing.Storage = c.Storage
+	if c.Provision != nil {
+		c.Eventing.Store = *c.Provision
+	}
+	c.Eventing.CommandTimeout = c.CommandTimeout
+	c.Eventing.Registry = c.Registry
+	c.Eventing.Log = c.Logger
 	return c
 }
 
@@ -130,7 +143,7 @@ func (c Config) Validate() error {
 		errs = append(errs, c.Provision.Validate())
 	}
 	for _, t := range c.Enabled {
-		if t != EventSourced && t != ValueEntity && t != Action {
+		if t != model.EventSourced && t != model.ValueEntity && t != model.Action {
 			errs = append(errs, fmt.Errorf("entity type %q is not supported", t))
 		}
 	}
@@ -149,14 +162,14 @@ type Proxy struct {
 	serving chan struct{} // closed once the ingress serves
 
 	// Set once by start, read-only afterwards.
-	model     *Model
+	model     *model.Model
 	discovery cloudstate.EntityDiscoveryClient
 	actions   actionpb.ActionProtocolClient
-	runtimes  map[protoreflect.FullName]*entities
-	metrics   *metrics
-	sharding  *sharding
-	eventing  *eventing
-	async     sync.WaitGroup // fire-and-forget side effects and routed commands
+	runtimes  map[string]*entity.Runtime // by service full name
+	load      *load.Stats
+	shards    atomic.Pointer[shard.Sharding]
+	eventing  *eventing.Eventing
+	async     sync.WaitGroup // fire-and-forget side effects
 }
 
 // New returns a sidecar that stores state through js.
@@ -184,7 +197,7 @@ func (p *Proxy) Addr() net.Addr {
 }
 
 // Model is what discovery found; nil before.
-func (p *Proxy) Model() *Model {
+func (p *Proxy) Model() *model.Model {
 	if !p.Ready() {
 		return nil
 	}
@@ -193,9 +206,10 @@ func (p *Proxy) Model() *Model {
 
 // Run discovers the user function (retrying while it is not up), binds the
 // storage, opens the ingress and serves until ctx is done; then it stops
-// taking requests, drains those in flight (DrainTimeout), closes every
-// entity's stream and returns. A discovery answer that does not validate
-// ends Run with a *ValidationError.
+// taking requests, drains those in flight (DrainTimeout), hands its shards
+// to the other sidecars, closes every entity's stream and returns. A
+// discovery answer that does not validate ends Run with a
+// *model.ValidationError.
 func (p *Proxy) Run(ctx context.Context) error {
 	conn, err := grpc.NewClient(p.cfg.UserFunction,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -212,7 +226,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.stopRuntimes()
-	if err := p.sharding.join(ctx); err != nil {
+	shards := p.shards.Load()
+	if err := shards.Join(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -220,16 +235,20 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	shardCtx, stopSharding := context.WithCancel(context.WithoutCancel(ctx))
 	shardDone := make(chan struct{})
-	go func() { defer close(shardDone); p.sharding.run(shardCtx) }()
+	go func() { defer close(shardDone); shards.Run(shardCtx) }()
 	defer func() {
 		// After the ingress drained: hand the shards to the others, then go.
 		stopSharding()
 		<-shardDone
 		lctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
 		defer cancel()
-		p.sharding.leave(lctx)
+		shards.Leave(lctx)
 	}()
-	defer p.startLoadReports(ctx)() // for the operator's autoscaler; stops when draining starts
+	// Load reports, for the operator's autoscaler; they stop when draining
+	// starts.
+	reporter := load.NewReporter(p.nc, p.cfg.Storage, shards.Member(), p.load, load.DefaultReportPeriod)
+	reporter.OnError = func(err error) { p.log.Warn("load report not published", "error", err) }
+	defer load.Start(ctx, reporter)()
 
 	lis, err := net.Listen("tcp", p.cfg.Listen)
 	if err != nil {
@@ -237,29 +256,22 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	addr := lis.Addr()
 	p.addr.Store(&addr)
-	gs := p.grpcServer()
-	handler, err := p.httpHandler(gs)
+	ing, err := ingress.New(ingress.Config{
+		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize,
+		DrainTimeout: p.cfg.DrainTimeout, Load: p.load, Log: p.log,
+	})
 	if err != nil {
 		lis.Close()
-		return fmt.Errorf("ingress: %w", err)
+		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
-	split := newSplitListener(lis)
-	serveErr := make(chan error, 3)
-	go func() { serveErr <- split.run() }()
-	go func() { serveErr <- gs.Serve(split.grpc) }()
-	go func() { serveErr <- srv.Serve(split.http) }()
 	// Eventing consumers run while the sidecar is ready; they stop when
-	// draining begins and are waited for before the runtimes stop.
+	// draining begins and are waited for before the runtimes stop. When
+	// the drain time is over, the calls they still have in hand are
+	// cancelled (their events come back), so the shard handoff after the
+	// drain is not held up.
 	evCtx, cancelEventing := context.WithCancel(context.WithoutCancel(ctx))
 	abort := make(chan struct{})
 	abortEventing := sync.OnceFunc(func() { close(abort) })
-	if p.eventing != nil {
-		p.eventing.abort = abort
-	}
-	// stopEventing stops the consumers and gives the events in hand the
-	// drain time to finish; then their calls are cancelled (the messages
-	// come back), so the shard handoff after the drain is not held up.
 	stopEventing := sync.OnceFunc(func() {
 		cancelEventing()
 		time.AfterFunc(p.cfg.DrainTimeout, abortEventing)
@@ -270,12 +282,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 		<-evDone
 		abortEventing()
 	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- ing.Run(ctx, lis) }()
 	p.ready.Store(true)
 	close(p.serving)
 	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
 	go func() {
 		defer close(evDone)
-		if err := p.eventing.run(evCtx); err != nil {
+		if err := p.eventing.Run(evCtx, abort); err != nil {
 			p.log.Error("eventing", "error", err)
 		}
 	}()
@@ -283,136 +297,101 @@ func (p *Proxy) Run(ctx context.Context) error {
 	select {
 	case err := <-serveErr:
 		p.ready.Store(false)
-		split.close()
-		gs.Stop()
-		srv.Close()
-		if isClosed(err) || errors.Is(err, http.ErrServerClosed) {
-			err = errors.New("listener closed")
-		}
-		return fmt.Errorf("ingress: %w", err)
+		return err
 	case <-ctx.Done():
 	}
 	p.ready.Store(false)
 	p.log.Info("draining")
 	stopEventing()
-	// Stop accepting, let calls in flight finish (bounded), then close.
-	split.close()
-	dctx, cancel := context.WithTimeout(context.Background(), p.cfg.DrainTimeout)
-	defer cancel()
-	drained := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		_ = srv.Shutdown(dctx)
-		close(drained)
-	}()
-	select {
-	case <-drained:
-	case <-dctx.Done():
-		gs.Stop()
-		srv.Close()
-	}
-	split.wg.Wait()
-	return nil
+	return <-serveErr
 }
 
 // start discovers the function and builds the runtimes.
 func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
-	model, err := Discover(ctx, conn, DiscoveryConfig{
+	m, err := model.Discover(ctx, conn, model.DiscoveryConfig{
 		ProxyName: ProxyName, ProxyVersion: p.cfg.Version, Enabled: p.cfg.Enabled,
 		BackoffMin: p.cfg.DiscoveryBackoff, BackoffMax: p.cfg.DiscoveryBackoff * 10, Logger: p.log,
 	})
 	if err != nil {
 		return err
 	}
-	p.model = model
+	p.model = m
 	p.discovery = cloudstate.NewEntityDiscoveryClient(conn)
 	p.actions = actionpb.NewActionProtocolClient(conn)
-	p.runtimes = map[protoreflect.FullName]*entities{}
-	p.metrics = newMetrics(p.cfg.Registry, p.activeEntities)
+	p.load = &load.Stats{}
 
-	es, values, own, err := p.bindStorage(ctx, model)
+	es, values, own, err := p.bindStorage(ctx, m)
 	if err != nil {
 		return err
 	}
-	p.sharding = newSharding(own, p.nc, p.cfg.Storage, MemberInfo{Version: p.cfg.Version, Started: time.Now()}, p.log)
-	p.sharding.serveFn = p.serveShard
-	p.sharding.drop = func(shard int) {
-		var wg sync.WaitGroup
-		for _, rt := range p.runtimes {
-			wg.Go(func() { rt.passivateShard(shard) })
-		}
-		wg.Wait()
-	}
-	es.guard = p.sharding.guard
-	if p.cfg.Registry != nil {
-		p.cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "jetstate_proxy_shards_owned", Help: "Shards this sidecar serves.",
-		}, func() float64 { return float64(p.sharding.owned.Load()) }))
-	}
-	for _, svc := range model.Services {
-		rc := runtimeConfig{
-			queueSize:      p.cfg.QueueSize,
-			commandTimeout: p.cfg.CommandTimeout,
-			passivation:    p.cfg.PassivationTimeout,
-			log:            p.log,
+	shards := shard.New(shard.Config{
+		Ownership: own, Conn: p.nc, Storage: p.cfg.Storage,
+		Info:  shard.MemberInfo{Version: p.cfg.Version, Started: time.Now()},
+		Model: m, Local: local{p}, CommandTimeout: p.cfg.CommandTimeout, RouteTimeout: p.cfg.RouteTimeout,
+		Registry: p.cfg.Registry, Log: p.log,
+	})
+	metrics := entity.NewMetrics(p.cfg.Registry)
+	runtimes := map[string]*entity.Runtime{}
+	for name, svc := range m.Services {
+		rc := entity.Config{
+			Service: svc, QueueSize: p.cfg.QueueSize, CommandTimeout: p.cfg.CommandTimeout,
+			Passivation: p.cfg.PassivationTimeout, Guard: shards, Load: p.load, Metrics: metrics, Log: p.log,
 		}
 		if svc.Passivation > 0 {
-			rc.passivation = svc.Passivation
+			rc.Passivation = svc.Passivation
 		}
-		var open opener
 		switch svc.EntityType {
-		case EventSourced:
-			open = openEventSourced(eventsourced.NewEventSourcedClient(conn), svc, es, p.metrics, p.log)
-		case ValueEntity:
-			open = openValueEntity(valueentity.NewValueEntityClient(conn), svc, values, p.sharding.guard, p.metrics, p.log)
-		default:
-			continue
+		case model.EventSourced:
+			runtimes[name] = entity.NewEventSourced(rc, eventsourced.NewEventSourcedClient(conn), es.journal, es.snapshots)
+		case model.ValueEntity:
+			runtimes[name] = entity.NewValue(rc, valueentity.NewValueEntityClient(conn), values)
 		}
-		rt := newEntities(string(svc.Desc.FullName()), rc, open, p.metrics)
-		rt.shardOf = func(id string) int { return own.ShardOf(streams.Entity{Type: svc.PersistenceID, Key: id}) }
-		rt.serves = p.sharding.serves
-		p.runtimes[svc.Desc.FullName()] = rt
 	}
-	return p.bindEventing(ctx, model)
+	p.runtimes = runtimes
+	p.shards.Store(shards)
+	return p.bindEventing(ctx, m)
 }
 
 // bindEventing creates the eventing stream and consumers the model needs,
 // retrying (logged) while NATS is not available, until ctx is done.
-func (p *Proxy) bindEventing(ctx context.Context, model *Model) error {
-	m := newEventingMetrics(p.cfg.Registry)
-	wait := 100 * time.Millisecond
+func (p *Proxy) bindEventing(ctx context.Context, m *model.Model) error {
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		ev, err := p.newEventing(ctx, model.Eventing, m)
+		ev, err := eventing.New(ctx, p.cfg.Eventing, p.js, m.Eventing, eventCalls{p})
 		if err == nil {
 			p.eventing = ev
 			return nil
 		}
-		if errors.Is(err, errEventingUnservable) {
+		if errors.Is(err, eventing.ErrUnservable) {
 			return err
 		}
+		wait := bo.Next()
 		p.log.WarnContext(ctx, "eventing not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return fmt.Errorf("eventing: %w (last attempt: %v)", ctx.Err(), err)
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
+}
+
+// esStores is the storage of event-sourced entities.
+type esStores struct {
+	journal   *streams.Journal
+	snapshots *streams.Snapshots
 }
 
 // bindStorage provisions the service's streams if configured and binds the
 // stores the model's entity types need. NATS may be restarting or electing
 // leaders while a sidecar starts, so failures are retried (logged) until
 // ctx is done, except a server that is too old.
-func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *streams.Values, *streams.Ownership, error) {
+func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (esStores, *streams.Values, *streams.Ownership, error) {
 	var needES, needValues bool
-	for _, svc := range model.Services {
-		needES = needES || svc.EntityType == EventSourced
-		needValues = needValues || svc.EntityType == ValueEntity
+	for _, svc := range m.Services {
+		needES = needES || svc.EntityType == model.EventSourced
+		needValues = needValues || svc.EntityType == model.ValueEntity
 	}
-	wait := 100 * time.Millisecond
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		es, values, own, err := func() (es esStore, values *streams.Values, own *streams.Ownership, err error) {
+		es, values, own, err := func() (es esStores, values *streams.Values, own *streams.Ownership, err error) {
 			if p.cfg.Provision != nil {
 				if err = streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
 					return
@@ -437,29 +416,19 @@ func (p *Proxy) bindStorage(ctx context.Context, model *Model) (esStore, *stream
 		if err == nil || errors.Is(err, streams.ErrUnsupportedServer) || errors.Is(err, streams.ErrInvalidName) {
 			return es, values, own, err
 		}
+		wait := bo.Next()
 		p.log.WarnContext(ctx, "storage not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
-		select {
-		case <-ctx.Done():
-			return esStore{}, nil, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
-		case <-time.After(wait):
+		if backoff.Sleep(ctx, wait) != nil {
+			return esStores{}, nil, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
-}
-
-func (p *Proxy) activeEntities() map[string]int {
-	out := map[string]int{}
-	for name, rt := range p.runtimes {
-		out[string(name)] = rt.count()
-	}
-	return out
 }
 
 // stopRuntimes closes every entity and waits for side effects in flight.
 func (p *Proxy) stopRuntimes() {
 	var wg sync.WaitGroup
 	for _, rt := range p.runtimes {
-		wg.Go(rt.shutdown)
+		wg.Go(rt.Shutdown)
 	}
 	wg.Wait()
 	p.async.Wait()
@@ -467,8 +436,14 @@ func (p *Proxy) stopRuntimes() {
 
 // OwnedShards is the number of shards this sidecar serves now.
 func (p *Proxy) OwnedShards() int {
-	if p.sharding == nil {
-		return 0
+	if s := p.shards.Load(); s != nil {
+		return s.Owned()
 	}
-	return int(p.sharding.owned.Load())
+	return 0
 }
+
+// AdminHandler serves the sidecar's probes and metrics, for a port of its
+// own: /ready answers 200 once discovery succeeded and the ingress is
+// serving (503 before and while draining), /alive always 200, /metrics the
+// Prometheus metrics gathered from g.
+func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler { return ingress.Admin(p.Ready, g) }

@@ -35,6 +35,7 @@ import (
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -180,13 +181,13 @@ func TestDiscoveryProxyInfoAndModel(t *testing.T) {
 	}
 	wantInfo := &cloudstate.ProxyInfo{
 		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "jetstate", ProxyVersion: "dev",
-		SupportedEntityTypes: []string{proxy.EventSourced, proxy.ValueEntity, proxy.Action},
+		SupportedEntityTypes: []string{model.EventSourced, model.ValueEntity, model.Action},
 	}
 	if d := diffProto(wantInfo, info); d != "" {
 		t.Fatalf("ProxyInfo (-want +got):\n%s", d)
 	}
 	m := h.p.Model()
-	for path, typ := range map[string]string{"/test.Counter/Add": proxy.EventSourced, "/test.Register/Set": proxy.ValueEntity, "/test.Echo/Echo": proxy.Action} {
+	for path, typ := range map[string]string{"/test.Counter/Add": model.EventSourced, "/test.Register/Set": model.ValueEntity, "/test.Echo/Echo": model.Action} {
 		if got := m.Methods[path]; got == nil || got.Service.EntityType != typ {
 			t.Errorf("method %s: %+v, want entity type %s", path, got, typ)
 		}
@@ -458,7 +459,7 @@ func TestDiscoveryRefusesIncompatibleFunction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	err = p.Run(ctx)
-	var verr *proxy.ValidationError
+	var verr *model.ValidationError
 	if !errors.As(err, &verr) || !strings.Contains(err.Error(), "incompatible protocol version 0.1") {
 		t.Fatalf("Run = %v, want a validation error", err)
 	}

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nuid"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/proxy/entity"
+	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -18,98 +21,72 @@ const maxDepth = 32
 // asyncEffectTimeout bounds a fire-and-forget side effect.
 const asyncEffectTimeout = time.Minute
 
-// Response is what a call returns to the client.
-type Response struct {
-	// Payload is the reply message (its type URL names its type).
-	Payload *anypb.Any
-	// Metadata becomes response headers.
-	Metadata *cloudstate.Metadata
-}
-
-// Call runs one client request on method path ("/<service>/<method>") with
-// the serialized request message, and returns the reply after all state
-// changes are stored, synchronous side effects have run and forwards have
-// been followed.
-func (p *Proxy) Call(ctx context.Context, path string, request []byte, md *cloudstate.Metadata) (Response, error) {
-	m := p.model.Methods[path]
-	if m == nil {
-		return Response{}, fmt.Errorf("%w: %s", ErrUnknownMethod, path)
-	}
-	resp, err := p.call(ctx, m, &anypb.Any{TypeUrl: m.InputURL, Value: request}, md, 0, path)
-	if err != nil {
-		return Response{}, err
-	}
-	// A method with (cloudstate.eventing).out publishes its reply too.
-	if err := p.publishReply(ctx, m, resp, newOutID()); err != nil {
-		return Response{}, err
-	}
-	return resp, nil
-}
-
-// call dispatches to the method's entity type, then runs side effects in
-// order and follows the client action. trace describes how we got here, for
-// the function's error reports.
-func (p *Proxy) call(ctx context.Context, m *Method, payload *anypb.Any, md *cloudstate.Metadata, depth int, trace string) (Response, error) {
+// call dispatches one command to m's entity type (an entity command goes
+// where its shard is served), then runs the reply's side effects in order
+// and follows its client action. trace describes how we got here, for the
+// function's error reports.
+func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, md *cloudstate.Metadata, depth int, trace string) (*cloudstate.Reply, error) {
 	if depth > maxDepth {
-		return Response{}, fmt.Errorf("%w: %s", ErrForwardLoop, trace)
+		return nil, fmt.Errorf("%w: %s", model.ErrForwardLoop, trace)
 	}
-	var (
-		action  *cloudstate.ClientAction
-		effects []*cloudstate.SideEffect
-	)
-	msg, err := m.decode(payload.GetValue())
-	if err != nil {
-		return Response{}, err
-	}
+	var res entity.Result
 	switch m.Service.EntityType {
-	case EventSourced, ValueEntity:
-		key, err := m.entityKey(msg)
+	case model.EventSourced, model.ValueEntity:
+		msg, err := m.Decode(payload.GetValue())
 		if err != nil {
-			return Response{}, err
+			return nil, err
+		}
+		key, err := m.KeyOf(msg)
+		if err != nil {
+			return nil, err
 		}
 		if err := (streams.Entity{Type: m.Service.PersistenceID, Key: key}).Validate(); err != nil {
-			return Response{}, fmt.Errorf("%w: %v", ErrInvalidEntityKey, err)
+			return nil, err
 		}
-		res, err := p.route(ctx, m, key, payload)
-		if err != nil {
-			return Response{}, err
+		if res, err = p.shards.Load().Route(ctx, m, key, payload); err != nil {
+			return nil, err
 		}
-		action, effects = res.action, res.effects
-	case Action:
-		p.metrics.load.function.begin()
+	case model.Action:
+		// An event handed to a method taking google.protobuf.Any is its
+		// payload as it is (eventing); anything else must decode.
+		if !m.TakesAny() || payload.GetTypeUrl() == m.InputURL {
+			if _, err := m.Decode(payload.GetValue()); err != nil {
+				return nil, err
+			}
+		}
+		done := p.load.Function()
 		resp, err := p.actions.HandleUnary(ctx, &actionpb.ActionCommand{
 			ServiceName: string(m.Service.Desc.FullName()),
 			Name:        string(m.Desc.Name()),
 			Payload:     payload,
 			Metadata:    md,
 		})
-		p.metrics.load.function.end()
+		done()
 		if err != nil {
-			return Response{}, fmt.Errorf("%w: action %s: %v", ErrEntityFailed, m.Path, err)
+			return nil, fmt.Errorf("%w: action %s: %v", entity.ErrEntityFailed, m.Path, err)
 		}
-		action, effects = actionToClientAction(resp), resp.GetSideEffects()
+		res = actionResult(resp)
 	default:
-		return Response{}, fmt.Errorf("%w: %s (%s is not served yet)", ErrUnknownMethod, m.Path, m.Service.EntityType)
+		return nil, fmt.Errorf("%w: %s (%s is not served yet)", model.ErrUnknownMethod, m.Path, m.Service.EntityType)
 	}
-
-	return p.complete(ctx, m, action, effects, depth, trace)
+	return p.complete(ctx, m, res, depth, trace)
 }
 
 // complete runs a reply's side effects in order (synchronous ones awaited,
 // the others started in the background) and then follows its client
 // action: a reply is returned, a forward is called and its reply returned,
-// a failure is returned as *UserFailure. No client action gives a Response
-// with a nil Payload.
-func (p *Proxy) complete(ctx context.Context, m *Method, action *cloudstate.ClientAction, effects []*cloudstate.SideEffect, depth int, trace string) (Response, error) {
-	for _, se := range effects {
+// a failure is returned as *model.UserFailure. No client action gives a
+// reply with a nil payload.
+func (p *Proxy) complete(ctx context.Context, m *model.Method, res entity.Result, depth int, trace string) (*cloudstate.Reply, error) {
+	for _, se := range res.Effects {
 		target, err := p.target(ctx, se.GetServiceName(), se.GetCommandName(), "side effect of "+trace)
 		if err != nil {
-			return Response{}, err
+			return nil, err
 		}
 		next := fmt.Sprintf("%s (side effect of %s)", target.Path, trace)
 		if se.GetSynchronous() {
 			if _, err := p.call(ctx, target, se.GetPayload(), se.GetMetadata(), depth+1, next); err != nil {
-				return Response{}, err
+				return nil, err
 			}
 			continue
 		}
@@ -122,7 +99,7 @@ func (p *Proxy) complete(ctx context.Context, m *Method, action *cloudstate.Clie
 		})
 	}
 
-	switch a := action.GetAction().(type) {
+	switch a := res.Action.GetAction().(type) {
 	case *cloudstate.ClientAction_Reply:
 		if got := a.Reply.GetPayload().GetTypeUrl(); got != m.OutputURL && got != "" {
 			p.reportError(ctx, fmt.Sprintf("%s replied with %s, expected %s", trace, got, m.OutputURL))
@@ -131,23 +108,23 @@ func (p *Proxy) complete(ctx context.Context, m *Method, action *cloudstate.Clie
 		if payload == nil {
 			payload = &anypb.Any{TypeUrl: m.OutputURL}
 		}
-		return Response{Payload: payload, Metadata: a.Reply.GetMetadata()}, nil
+		return &cloudstate.Reply{Payload: payload, Metadata: a.Reply.GetMetadata()}, nil
 	case *cloudstate.ClientAction_Forward:
 		target, err := p.target(ctx, a.Forward.GetServiceName(), a.Forward.GetCommandName(), "forward from "+trace)
 		if err != nil {
-			return Response{}, err
+			return nil, err
 		}
 		return p.call(ctx, target, a.Forward.GetPayload(), a.Forward.GetMetadata(), depth+1,
 			fmt.Sprintf("%s (forwarded from %s)", target.Path, trace))
 	case *cloudstate.ClientAction_Failure:
-		return Response{}, &UserFailure{Description: a.Failure.GetDescription()}
+		return nil, &model.UserFailure{Description: a.Failure.GetDescription()}
 	}
-	return Response{}, nil
+	return &cloudstate.Reply{}, nil
 }
 
 // target finds the method a forward or side effect names; an unknown one is
 // reported to the user function and fails the request.
-func (p *Proxy) target(ctx context.Context, service, command, trace string) (*Method, error) {
+func (p *Proxy) target(ctx context.Context, service, command, trace string) (*model.Method, error) {
 	if svc := p.model.Services[service]; svc != nil {
 		if m := svc.Methods[command]; m != nil {
 			return m, nil
@@ -155,7 +132,7 @@ func (p *Proxy) target(ctx context.Context, service, command, trace string) (*Me
 	}
 	msg := fmt.Sprintf("unknown service or command %s/%s in %s", service, command, trace)
 	p.reportError(ctx, msg)
-	return nil, fmt.Errorf("%w: %s", ErrUnknownMethod, msg)
+	return nil, fmt.Errorf("%w: %s", model.ErrUnknownMethod, msg)
 }
 
 // reportError tells the user function about its own mistake (best effort).
@@ -168,15 +145,20 @@ func (p *Proxy) reportError(ctx context.Context, msg string) {
 	}
 }
 
-// actionToClientAction turns an action's response into the common shape.
-func actionToClientAction(r *actionpb.ActionResponse) *cloudstate.ClientAction {
+// actionResult turns an action's response into the shape entity replies
+// have.
+func actionResult(r *actionpb.ActionResponse) entity.Result {
+	res := entity.Result{Effects: r.GetSideEffects()}
 	switch x := r.GetResponse().(type) {
 	case *actionpb.ActionResponse_Reply:
-		return &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Reply{Reply: x.Reply}}
+		res.Action = &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Reply{Reply: x.Reply}}
 	case *actionpb.ActionResponse_Forward:
-		return &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Forward{Forward: x.Forward}}
+		res.Action = &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Forward{Forward: x.Forward}}
 	case *actionpb.ActionResponse_Failure:
-		return &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Failure{Failure: x.Failure}}
+		res.Action = &cloudstate.ClientAction{Action: &cloudstate.ClientAction_Failure{Failure: x.Failure}}
 	}
-	return nil
+	return res
 }
+
+// newOutID is the id of a reply a client call publishes.
+func newOutID() string { return nuid.Next() }

@@ -26,7 +26,7 @@ import (
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
-	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/model"
 )
 
 // The test user function serves three services built from descriptors made
@@ -247,9 +247,9 @@ func (f *testFunction) Discover(_ context.Context, info *cloudstate.ProxyInfo) (
 	return &cloudstate.EntitySpec{
 		Proto: b,
 		Entities: []*cloudstate.Entity{
-			{EntityType: proxy.EventSourced, ServiceName: "test.Counter", PersistenceId: "counter"},
-			{EntityType: proxy.ValueEntity, ServiceName: "test.Register", PersistenceId: "register"},
-			{EntityType: proxy.Action, ServiceName: "test.Echo"},
+			{EntityType: model.EventSourced, ServiceName: "test.Counter", PersistenceId: "counter"},
+			{EntityType: model.ValueEntity, ServiceName: "test.Register", PersistenceId: "register"},
+			{EntityType: model.Action, ServiceName: "test.Echo"},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "test", ProtocolMajorVersion: f.version[0], ProtocolMinorVersion: f.version[1]},
 	}, nil

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/embedded"
 )
@@ -91,7 +92,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		PassivationTimeout: *passivation,
 		CommandTimeout:     *timeout,
 		RouteTimeout:       *routeTimeout,
-		Eventing:           proxy.EventingConfig{MaxTries: *evTries, Shared: *evShared},
+		Eventing:           eventing.Config{MaxTries: *evTries, Shared: *evShared},
 	}
 	if *verbose {
 		c.LogLevel = slog.LevelDebug

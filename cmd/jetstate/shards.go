@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/shard"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -105,7 +105,7 @@ func printShards(out io.Writer, service string, own *streams.Ownership, view str
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tSHARDS\tSTARTED\tVERSION\tOWNS")
 	for _, m := range members {
-		var info proxy.MemberInfo
+		var info shard.MemberInfo
 		_ = json.Unmarshal(view.Members[m], &info)
 		started := ""
 		if !info.Started.IsZero() {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/shard"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -24,7 +24,7 @@ func TestShardsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, _ := json.Marshal(proxy.MemberInfo{Version: "v9", Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
+	info, _ := json.Marshal(shard.MemberInfo{Version: "v9", Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)})
 	if err := own.Heartbeat(ctx, "sidecar-a", info); err != nil {
 		t.Fatal(err)
 	}

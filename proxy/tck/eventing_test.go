@@ -24,7 +24,7 @@ import (
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
-	"github.com/jetstate/jetstate/proxy"
+	pmodel "github.com/jetstate/jetstate/proxy/model"
 )
 
 // The TCK's eventlogeventing model (cloudstate/tck/model/eventlogeventing.proto
@@ -227,9 +227,9 @@ func (m *elModel) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.
 	return &cloudstate.EntitySpec{
 		Proto: b,
 		Entities: []*cloudstate.Entity{
-			{EntityType: proxy.Action, ServiceName: elSubscriber},
-			{EntityType: proxy.EventSourced, ServiceName: elOne, PersistenceId: "eventlogeventing-one"},
-			{EntityType: proxy.EventSourced, ServiceName: elTwo, PersistenceId: "eventlogeventing-two"},
+			{EntityType: pmodel.Action, ServiceName: elSubscriber},
+			{EntityType: pmodel.EventSourced, ServiceName: elOne, PersistenceId: "eventlogeventing-one"},
+			{EntityType: pmodel.EventSourced, ServiceName: elTwo, PersistenceId: "eventlogeventing-two"},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "tck-eventing-model", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil

@@ -19,7 +19,7 @@ import (
 	esmodel "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/eventsourced"
 	vemodel "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/valueentity"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
-	"github.com/jetstate/jetstate/proxy"
+	pmodel "github.com/jetstate/jetstate/proxy/model"
 )
 
 // model is the TCK model user function, speaking the protocol directly
@@ -84,14 +84,14 @@ func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.En
 	return &cloudstate.EntitySpec{
 		Proto: fileSet(),
 		Entities: []*cloudstate.Entity{
-			{EntityType: proxy.EventSourced, ServiceName: esModel, PersistenceId: "event-sourced-tck-model"},
-			{EntityType: proxy.EventSourced, ServiceName: esTwo, PersistenceId: "event-sourced-tck-model-two"},
-			{EntityType: proxy.EventSourced, ServiceName: esConfigured, PersistenceId: "event-sourced-configured", PassivationStrategy: passivate},
-			{EntityType: proxy.ValueEntity, ServiceName: veModel, PersistenceId: "value-entity-tck-model"},
-			{EntityType: proxy.ValueEntity, ServiceName: veTwo, PersistenceId: "value-entity-tck-model-two"},
-			{EntityType: proxy.ValueEntity, ServiceName: veConfigured, PersistenceId: "value-entity-configured", PassivationStrategy: passivate},
-			{EntityType: proxy.Action, ServiceName: acModel},
-			{EntityType: proxy.Action, ServiceName: acTwo},
+			{EntityType: pmodel.EventSourced, ServiceName: esModel, PersistenceId: "event-sourced-tck-model"},
+			{EntityType: pmodel.EventSourced, ServiceName: esTwo, PersistenceId: "event-sourced-tck-model-two"},
+			{EntityType: pmodel.EventSourced, ServiceName: esConfigured, PersistenceId: "event-sourced-configured", PassivationStrategy: passivate},
+			{EntityType: pmodel.ValueEntity, ServiceName: veModel, PersistenceId: "value-entity-tck-model"},
+			{EntityType: pmodel.ValueEntity, ServiceName: veTwo, PersistenceId: "value-entity-tck-model-two"},
+			{EntityType: pmodel.ValueEntity, ServiceName: veConfigured, PersistenceId: "value-entity-configured", PassivationStrategy: passivate},
+			{EntityType: pmodel.Action, ServiceName: acModel},
+			{EntityType: pmodel.Action, ServiceName: acTwo},
 		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "tck-model", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil

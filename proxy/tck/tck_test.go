@@ -19,7 +19,7 @@ import (
 	esmodel "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/eventsourced"
 	vemodel "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/valueentity"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
-	"github.com/jetstate/jetstate/proxy"
+	pmodel "github.com/jetstate/jetstate/proxy/model"
 )
 
 // --- message builders, in the TCK's notation ---
@@ -131,7 +131,7 @@ func TestTCK01Discovery(t *testing.T) {
 	}
 	// Only the entity types this sidecar serves (CRDTs come later).
 	types := slices.Sorted(slices.Values(info.GetSupportedEntityTypes()))
-	if want := []string{proxy.Action, proxy.EventSourced, proxy.ValueEntity}; !slices.Equal(types, want) {
+	if want := []string{pmodel.Action, pmodel.EventSourced, pmodel.ValueEntity}; !slices.Equal(types, want) {
 		t.Fatalf("supported entity types %v, want %v", types, want)
 	}
 	var spec *cloudstate.EntitySpec

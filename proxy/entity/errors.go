@@ -1,0 +1,20 @@
+package entity
+
+import "errors"
+
+var (
+	// ErrEntityBusy reports a command refused because the entity's queue is
+	// full (Config.QueueSize commands are already waiting).
+	ErrEntityBusy = errors.New("entity busy: too many queued commands")
+	// ErrEntityFailed reports that the entity crashed (the user function
+	// broke the protocol, its stream ended, or its state could not be
+	// stored) while the command was queued or running. The next command
+	// re-activates the entity from its stored state.
+	ErrEntityFailed = errors.New("unexpected entity failure")
+	// ErrStopping reports a command that arrived while the sidecar shuts down.
+	ErrStopping = errors.New("sidecar is stopping")
+	// ErrMoved reports a command that reached a sidecar not (or no longer)
+	// serving the entity's shard, or whose write was fenced off: it did not
+	// change the entity, and the router tries again at the shard's owner.
+	ErrMoved = errors.New("shard not served here")
+)

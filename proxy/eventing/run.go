@@ -1,0 +1,591 @@
+package eventing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/proxy/model"
+	"github.com/jetstate/jetstate/streams"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxTries       = 10
+	DefaultRetryMin       = 100 * time.Millisecond
+	DefaultRetryMax       = 10 * time.Second
+	DefaultAckWait        = 30 * time.Second
+	DefaultMaxAckPending  = 1000
+	DefaultWorkers        = 16
+	DefaultTopicMaxAge    = streams.DefaultTopicMaxAge
+	DefaultCommandTimeout = time.Minute
+)
+
+// Dead-letter headers of eventing beyond those projections define
+// (projections.HeaderReason, HeaderCause, HeaderTries, HeaderJournalSubject,
+// HeaderStreamSeq, HeaderEventIndex, HeaderEventType).
+const (
+	// HeaderConsumer names the eventing consumer that gave up.
+	HeaderConsumer = "Jetstate-Eventing-Consumer"
+	// HeaderMethod is the method the event was for, if one was found.
+	HeaderMethod = "Jetstate-Eventing-Method"
+	// HeaderTopicSubject is the subject a dead topic message was on.
+	HeaderTopicSubject = "Jetstate-Topic-Subject"
+)
+
+// Dead-letter causes (projections.HeaderCause values).
+const (
+	causeRetries  = "retries"   // the function failed MaxTries times
+	causeBadEvent = "bad_event" // the event could not be made a command
+)
+
+// Config tunes the eventing consumers and topics. A zero field
+// means its documented default.
+type Config struct {
+	// Storage names the service's journal, the prefix's eventing stream and
+	// the subjects; set by the sidecar from its own.
+	Storage streams.Config
+	// Store sets the replicas and storage of the eventing stream when it
+	// has to be created (the operator's provisioning creates it otherwise).
+	Store streams.StoreConfig
+	// CommandTimeout bounds one call of the function with an event.
+	// Default 1 min (the sidecar passes its own).
+	CommandTimeout time.Duration
+	// Registry receives the metrics; nil: nowhere.
+	Registry prometheus.Registerer
+	// Log; nil discards.
+	Log *slog.Logger
+
+	// MaxTries is how often one event is offered to the function before it
+	// goes to the dead-letter subject. Default 10.
+	MaxTries int
+	// RetryMin and RetryMax bound the back-off between tries (doubling,
+	// jittered). Defaults 100 ms and 10 s; RetryMax must stay below AckWait.
+	RetryMin, RetryMax time.Duration
+	// AckWait is how long a delivered message may stay unacknowledged
+	// before the server gives it to another sidecar (each failed try
+	// restarts it). Default 30 s.
+	AckWait time.Duration
+	// MaxAckPending bounds the messages of one consumer delivered and not
+	// yet acknowledged, across all sidecars. Default 1000.
+	MaxAckPending int
+	// Workers is the number of events one sidecar handles at once per
+	// subscription (one entity at a time each). Default 16.
+	Workers int
+	// TopicMaxAge is how long the eventing stream keeps topic messages and
+	// dead letters, when the sidecar creates it. Default 7 days.
+	TopicMaxAge time.Duration
+	// Shared makes every sidecar of the service consume each subscription
+	// together (one consumer group; JetStream hands each message to one of
+	// them), for throughput: an entity's events are then handled in order
+	// within one sidecar only, and two replicas may handle one entity's
+	// events out of order or concurrently. Default false, ordered: one
+	// sidecar at a time consumes (the pinned client of a JetStream priority
+	// group, ADR-42), so an entity's events are handled in order across
+	// replicas too, and the others stand by. A sidecar that stops hands over
+	// at once; one that dies, after PinnedTTL. Around a failover two
+	// sidecars may briefly both deliver (a pin is not exclusive).
+	Shared bool
+}
+
+// Ordered mode (not Shared): the priority group, how long a silent pinned sidecar keeps
+// the pin, and how often a sidecar renews its pull requests (well within).
+const (
+	priorityGroup = "eventing"
+	PinnedTTL     = 10 * time.Second
+	pullExpiry    = PinnedTTL / 3
+)
+
+func (c Config) withDefaults() Config {
+	if c.MaxTries <= 0 {
+		c.MaxTries = DefaultMaxTries
+	}
+	if c.RetryMin <= 0 {
+		c.RetryMin = DefaultRetryMin
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.Workers <= 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.TopicMaxAge <= 0 {
+		c.TopicMaxAge = DefaultTopicMaxAge
+	}
+	if c.CommandTimeout <= 0 {
+		c.CommandTimeout = DefaultCommandTimeout
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with the config at once.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.RetryMin > c.RetryMax {
+		errs = append(errs, fmt.Errorf("eventing: retry min %v exceeds retry max %v", c.RetryMin, c.RetryMax))
+	}
+	if c.RetryMax >= c.AckWait {
+		errs = append(errs, fmt.Errorf("eventing: retry max %v must be below ack wait %v", c.RetryMax, c.AckWait))
+	}
+	return errors.Join(errs...)
+}
+
+// maxConsumerName is the longest consumer name the server accepts.
+const maxConsumerName = 255
+
+// Caller hands an event to the user function (the command router,
+// package proxy).
+type Caller interface {
+	// Deliver calls m with one event's payload and CloudEvent metadata
+	// (entity methods get it as a routed command, without metadata) and
+	// hands each reply, after its side effects and forwards, to reply: one
+	// for unary methods, any number for server streams.
+	Deliver(ctx context.Context, m *model.Method, payload *anypb.Any, md *cloudstate.Metadata, reply func(*cloudstate.Reply) error) error
+}
+
+// Eventing runs a model's subscriptions and publishes replies to topics.
+type Eventing struct {
+	cfg    Config
+	js     jetstream.JetStream
+	caller Caller
+	m      *metrics
+	pub    *Publisher
+	subs   []*subscriber
+	// abort, once closed, cancels the calls in hand that Run cannot stop
+	// (they outlive its context up to the command timeout). Set by Run.
+	abort <-chan struct{}
+}
+
+// New binds the model's eventing: it creates the eventing stream (if the
+// function uses topics or subscriptions and the stream does not exist yet)
+// and every subscription's durable consumer, so that nothing published once
+// the sidecar is ready is missed. An error wrapping ErrUnservable cannot
+// be fixed by retrying; others (NATS not available yet) can.
+func New(ctx context.Context, cfg Config, js jetstream.JetStream, ev *model.Eventing, caller Caller) (*Eventing, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnservable, err)
+	}
+	cfg = cfg.withDefaults()
+	m := newMetrics(cfg.Registry)
+	e := &Eventing{cfg: cfg, js: js, caller: caller, m: m, pub: newPublisher(cfg.Storage, js, ev, m)}
+	if ev == nil || len(ev.Subscriptions) == 0 && len(ev.Out) == 0 {
+		return e, nil
+	}
+	for _, sub := range ev.Subscriptions {
+		if name := ConsumerName(cfg.Storage, sub); len(name) > maxConsumerName {
+			return nil, fmt.Errorf("%w: %s: consumer name %s is %d bytes, over the server's %d: give the methods a shorter consumer_group",
+				ErrUnservable, sub, name, len(name), maxConsumerName)
+		}
+	}
+	if err := e.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	for _, sub := range ev.Subscriptions {
+		s, err := e.subscribe(ctx, sub)
+		if err != nil {
+			return nil, err
+		}
+		e.subs = append(e.subs, s)
+	}
+	return e, nil
+}
+
+// ensureStream creates the prefix's eventing stream unless it exists (see
+// streams.EnsureEventingStream; Provision creates it too).
+func (e *Eventing) ensureStream(ctx context.Context) error {
+	return streams.EnsureEventingStream(ctx, e.js, e.cfg.Storage, e.cfg.Store, e.cfg.TopicMaxAge)
+}
+
+// Publisher publishes replies to out topics (for client calls too).
+func (e *Eventing) Publisher() *Publisher { return e.pub }
+
+// subscribe binds a subscription to its durable consumer.
+func (e *Eventing) subscribe(ctx context.Context, sub *model.Subscription) (*subscriber, error) {
+	st := e.cfg.Storage
+	stream := st.EventingStream()
+	if sub.EventLog != "" {
+		stream = st.JournalStream()
+	}
+	cons, err := e.createConsumer(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	name := ConsumerName(st, sub)
+	s := &subscriber{
+		e: e, sub: sub, cons: cons, stream: stream, name: name,
+		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
+		log:      e.cfg.Log.With("consumer", name, "source", sub.Source()),
+		queues:   map[string]*evQueue{},
+		inflight: map[msgKey]struct{}{},
+	}
+	s.wake = sync.NewCond(&s.mu)
+	return s, nil
+}
+
+// createConsumer creates or updates a subscription's durable consumer. An
+// event log is read from its beginning; a topic from the consumer's
+// creation on, as a new subscription to a topic would.
+func (e *Eventing) createConsumer(ctx context.Context, sub *model.Subscription) (jetstream.Consumer, error) {
+	st := e.cfg.Storage
+	stream, policy := st.EventingStream(), jetstream.DeliverNewPolicy
+	if sub.EventLog != "" {
+		stream, policy = st.JournalStream(), jetstream.DeliverAllPolicy
+	}
+	name := ConsumerName(st, sub)
+	cc := jetstream.ConsumerConfig{
+		Durable:       name,
+		Description:   "jetstate eventing: " + sub.String(),
+		FilterSubject: filterSubject(st, sub),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       e.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: e.cfg.MaxAckPending,
+		DeliverPolicy: policy,
+	}
+	if !e.cfg.Shared {
+		cc.PriorityPolicy = jetstream.PriorityPolicyPinned
+		cc.PriorityGroups = []string{priorityGroup}
+		cc.PinnedTTL = PinnedTTL
+	}
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, stream, cc)
+	if err != nil {
+		return nil, fmt.Errorf("eventing consumer %s on %s: %w", name, stream, err)
+	}
+	return cons, nil
+}
+
+// Run consumes every subscription until ctx ends, then lets the events in
+// hand finish (each bounded by the command timeout, or cancelled when abort
+// is closed: the sidecar closes it when its drain time is over, so that
+// the shard handoff after is not held up) and hands the messages not
+// started back to the server for redelivery. A nil abort never closes.
+func (e *Eventing) Run(ctx context.Context, abort <-chan struct{}) error {
+	e.abort = abort
+	var wg sync.WaitGroup
+	errs := make([]error, len(e.subs))
+	for i, s := range e.subs {
+		wg.Go(func() { errs[i] = s.run(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// subscriber is one subscription's consumer in this sidecar: messages are
+// queued per ordering key (an entity's journal subject; a topic message's
+// ce-subject) and a fixed number of workers take one key at a time, so one
+// key's messages are handled one after the other in delivery order and
+// different keys in parallel.
+type subscriber struct {
+	e               *Eventing
+	sub             *model.Subscription
+	cons            jetstream.Consumer
+	stream, name    string
+	service, source string // metric labels
+	log             *slog.Logger
+	mu              sync.Mutex
+	wake            *sync.Cond
+	closed          bool
+	queues          map[string]*evQueue
+	ready           []*evQueue
+	inflight        map[msgKey]struct{} // messages received and not settled
+	pin             string              // the pin id on the messages received (not Shared)
+}
+
+// msgKey identifies a stored message across redeliveries: its stream
+// sequence and the time it was stored, since a stream deleted and made
+// again (the eventing stream, by this sidecar) numbers its messages from 1
+// again while the old ones may still be in hand.
+type msgKey struct {
+	seq    uint64
+	stored int64
+}
+
+func keyOf(md *jetstream.MsgMetadata) msgKey {
+	return msgKey{md.Sequence.Stream, md.Timestamp.UnixNano()}
+}
+
+type evQueue struct {
+	key  string
+	msgs []evMsg
+}
+
+type evMsg struct {
+	msg jetstream.Msg
+	md  *jetstream.MsgMetadata
+}
+
+func (s *subscriber) run(ctx context.Context) error {
+	s.log.InfoContext(ctx, "eventing consumer started")
+	var wg sync.WaitGroup
+	for range s.e.cfg.Workers {
+		wg.Go(func() { s.work(ctx) })
+	}
+	held := make(chan struct{})
+	var keeper sync.WaitGroup
+	keeper.Go(func() { s.keepAlive(held) })
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.wake.Broadcast()
+	})
+	defer stop()
+	bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
+	for ctx.Err() == nil {
+		err := s.consume(ctx)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		// The consumer was deleted (by an operator, or with its stream):
+		// make it again and go on, the sidecar stays ready.
+		wait := bo.Next()
+		s.log.WarnContext(ctx, "eventing consumer lost, re-creating", "error", err, "in", wait)
+		if backoff.Sleep(ctx, wait) != nil {
+			break
+		}
+		cons, err := s.e.createConsumer(ctx, s.sub)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && s.sub.EventLog == "" {
+			// The eventing stream was deleted: make it again, as at start.
+			if err = s.e.ensureStream(ctx); err == nil {
+				cons, err = s.e.createConsumer(ctx, s.sub)
+			}
+		}
+		if err != nil {
+			s.log.WarnContext(ctx, "eventing consumer not re-created", "error", err)
+		} else {
+			s.cons = cons // only this goroutine reads cons
+		}
+	}
+	wg.Wait()
+	close(held)
+	keeper.Wait()
+	// Hand back what was received but not finished, for another sidecar or
+	// the next run; the server redelivers in stream order.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, q := range s.queues {
+		for _, m := range q.msgs {
+			_ = m.msg.Nak()
+		}
+	}
+	s.queues = map[string]*evQueue{}
+	s.unpin()
+	s.log.Info("eventing consumer stopped")
+	return nil
+}
+
+// unpin hands an ordered subscription to another sidecar at once, if this
+// one holds the pin (the id the server stamped on the messages it sent
+// here), instead of after PinnedTTL. Best effort; the caller holds s.mu.
+func (s *subscriber) unpin() {
+	if s.e.cfg.Shared || s.pin == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := s.cons.Info(ctx)
+	if err != nil {
+		s.log.Warn("unpin: consumer info", "error", err)
+		return
+	}
+	for _, g := range info.PriorityGroups {
+		if g.Group != priorityGroup || g.PinnedClientID != s.pin {
+			continue
+		}
+		st, err := s.e.js.Stream(ctx, s.stream)
+		if err == nil {
+			err = st.UnpinConsumer(ctx, s.name, priorityGroup)
+		}
+		if err != nil {
+			s.log.Warn("unpin", "error", err)
+		}
+	}
+}
+
+// keepAlive tells the server every third of the ack wait that the
+// messages this sidecar holds (queued behind an entity's earlier event, or
+// being handled) are in progress, until done is closed: otherwise a long
+// retry or a slow call would let the ack wait run out, and the server
+// would hand the message (and so the entity's later events) to another
+// sidecar while this one still works on it.
+func (s *subscriber) keepAlive(done <-chan struct{}) {
+	t := time.NewTicker(s.e.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		var msgs []jetstream.Msg
+		s.mu.Lock()
+		for _, q := range s.queues {
+			for _, m := range q.msgs {
+				msgs = append(msgs, m.msg)
+			}
+		}
+		s.mu.Unlock()
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+	}
+}
+
+// consume dispatches the consumer's messages until ctx ends (nil) or the
+// consumer is gone (an error).
+func (s *subscriber) consume(ctx context.Context) error {
+	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256))}
+	if !s.e.cfg.Shared {
+		opts = append(opts, jetstream.PullPriorityGroup(priorityGroup), jetstream.PullExpiry(pullExpiry))
+	}
+	it, err := s.cons.Messages(opts...)
+	if err != nil {
+		return fmt.Errorf("eventing %s: consume: %w", s.name, err)
+	}
+	// Drain, not Stop: Next returns the buffered messages and then
+	// ErrMsgIteratorClosed once the server has dropped our interest, so the
+	// Naks at the end of run cannot be redelivered to a pull of this
+	// iterator (where they would wait out the ack wait).
+	drain := context.AfterFunc(ctx, it.Drain)
+	defer drain()
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+			s.dispatch(msg)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, nats.ErrConnectionClosed):
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("eventing %s: %w", s.name, err)
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+			it.Stop()
+			return fmt.Errorf("eventing %s: %w", s.name, err)
+		default:
+			s.log.DebugContext(ctx, "consume", "error", err) // heartbeats, leader changes: it carries on
+		}
+	}
+}
+
+// dispatch queues msg behind the earlier messages of its key.
+func (s *subscriber) dispatch(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		s.log.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
+		return
+	}
+	s.e.m.pending.WithLabelValues(s.service, s.source).Set(float64(md.NumPending))
+	key := msg.Subject()
+	if s.sub.EventLog == "" {
+		key = topicKey(msg.Headers(), msg.Data(), md.Sequence.Stream)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+		s.pin = pin
+	}
+	if _, ok := s.inflight[keyOf(md)]; ok {
+		return // a redelivered copy while the first is still here
+	}
+	s.inflight[keyOf(md)] = struct{}{}
+	q := s.queues[key]
+	if q == nil {
+		q = &evQueue{key: key}
+		s.queues[key] = q
+	}
+	q.msgs = append(q.msgs, evMsg{msg, md})
+	if len(q.msgs) == 1 {
+		s.ready = append(s.ready, q)
+		s.wake.Signal()
+	}
+}
+
+// topicKey is the ordering key of a topic message: topic messages keep
+// their order per CloudEvent subject, in binary mode (the ce-subject
+// header, percent-decoded) and in structured mode (the JSON body's
+// subject) alike; those without one are independent.
+func topicKey(h nats.Header, data []byte, seq uint64) string {
+	subj := headerValue(h, "ce-subject")
+	if subj != "" {
+		if v, err := url.PathUnescape(subj); err == nil {
+			subj = v
+		}
+	} else if headerValue(h, "ce-specversion") == "" &&
+		strings.HasPrefix(headerValue(h, "content-type"), projections.ContentTypeCloudEventsJSON) {
+		var ev struct {
+			Subject string `json:"subject"`
+		}
+		if json.Unmarshal(data, &ev) == nil {
+			subj = ev.Subject
+		}
+	}
+	if subj == "" {
+		return "#" + strconv.FormatUint(seq, 10)
+	}
+	return "s:" + subj
+}
+
+// work handles queued messages until the subscriber closes. A queue is in
+// ready only while no worker holds it.
+func (s *subscriber) work(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		for len(s.ready) == 0 && !s.closed {
+			s.wake.Wait()
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		q := s.ready[0]
+		s.ready[0] = nil
+		s.ready = s.ready[1:]
+		next := q.msgs[0]
+		s.mu.Unlock()
+
+		done := s.process(ctx, next.msg, next.md)
+
+		s.mu.Lock()
+		if !done {
+			// Stopping: this one and the rest of the key stay queued;
+			// run hands them back once the iterator is closed.
+			s.mu.Unlock()
+			return
+		}
+		delete(s.inflight, keyOf(next.md))
+		q.msgs[0] = evMsg{}
+		q.msgs = q.msgs[1:]
+		if len(q.msgs) > 0 {
+			s.ready = append(s.ready, q)
+			s.wake.Signal()
+		} else {
+			delete(s.queues, q.key)
+		}
+		s.mu.Unlock()
+	}
+}

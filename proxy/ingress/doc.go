@@ -1,0 +1,14 @@
+// Package ingress serves a user function's services to clients on one
+// port: a connection that opens with the HTTP/2 preface goes to a native
+// gRPC server, anything else to net/http, where connectrpc.com/vanguard
+// transcodes HTTP/JSON (google.api.http rules, and POST /<service>/<method>
+// for methods without one) and gRPC-Web into calls on the same gRPC
+// server, so every protocol takes one path. Server streams over REST are
+// served as server-sent events or newline-delimited JSON. gRPC health and
+// reflection (from the discovered descriptors) are served beside.
+//
+// Every call goes to a Caller (the command router, package proxy) as the
+// method's serialized request; its errors become a status through Status,
+// the one mapping of the sidecar's errors to gRPC codes (and, through
+// vanguard, HTTP statuses). Admin serves the probes and metrics.
+package ingress

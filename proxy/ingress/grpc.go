@@ -1,0 +1,176 @@
+package ingress
+
+import (
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/proxy/model"
+)
+
+// frame is a gRPC message passed through without decoding.
+type frame struct{ data []byte }
+
+// codec passes frames through as raw bytes and (un)marshals everything
+// else (health, reflection) as protobuf. It lets one server serve methods
+// it has no generated code for.
+type codec struct{}
+
+func (codec) Marshal(v any) ([]byte, error) {
+	if f, ok := v.(*frame); ok {
+		return f.data, nil
+	}
+	return proto.Marshal(v.(proto.Message))
+}
+
+func (codec) Unmarshal(data []byte, v any) error {
+	if f, ok := v.(*frame); ok {
+		f.data = append([]byte(nil), data...) // gRPC may reuse its buffer
+		return nil
+	}
+	return proto.Unmarshal(data, v.(proto.Message))
+}
+
+func (codec) Name() string { return "proto" }
+
+// grpcServer builds the ingress: every discovered method through one
+// generic handler, plus gRPC health and reflection.
+func (ing *Server) grpcServer() *grpc.Server {
+	gs := grpc.NewServer(
+		grpc.ForceServerCodec(codec{}),
+		grpc.MaxRecvMsgSize(ing.cfg.MaxMessageSize),
+		grpc.MaxSendMsgSize(ing.cfg.MaxMessageSize),
+		grpc.UnknownServiceHandler(ing.handleGRPC),
+	)
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for name := range ing.cfg.Model.Services {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(gs, hs)
+	rpb.RegisterServerReflectionServer(gs, reflection{model: ing.cfg.Model})
+	return gs
+}
+
+// handleGRPC serves one call to a discovered method.
+func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
+	path, ok := grpc.MethodFromServerStream(stream)
+	m := ing.cfg.Model.Methods[path]
+	if !ok || m == nil {
+		return status.Errorf(codes.Unimplemented, "unknown method %s", path)
+	}
+	if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
+		if m.Service.EntityType != model.Action {
+			return status.Errorf(codes.Unimplemented, "streaming method %s is not served", path)
+		}
+		return ing.stream(stream, m)
+	}
+	// Only unary calls count as load: a stream's length says how long a
+	// client listens, not how busy the sidecar is.
+	defer ing.cfg.Load.Request()()
+	var in frame
+	if err := stream.RecvMsg(&in); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err // e.g. too large, cancelled
+		}
+		// The body did not arrive whole: for transcoded HTTP/JSON calls,
+		// this is where a body that does not parse surfaces.
+		return status.Errorf(codes.InvalidArgument, "read request: %v", err)
+	}
+	markReached(stream.Context())
+	var md *cloudstate.Metadata
+	if m.Service.EntityType == model.Action { // entity commands carry no metadata (as the reference proxy)
+		md = incomingMetadata(stream)
+	}
+	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in.data, md)
+	if err != nil {
+		return Status(err).Err()
+	}
+	if md := outgoingMetadata(resp.GetMetadata()); md.Len() > 0 {
+		if err := stream.SetHeader(md); err != nil {
+			return err
+		}
+	}
+	return stream.SendMsg(&frame{data: resp.GetPayload().GetValue()})
+}
+
+// incomingMetadata turns request headers into protocol metadata.
+func incomingMetadata(stream grpc.ServerStream) *cloudstate.Metadata {
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	if len(md) == 0 {
+		return nil
+	}
+	out := &cloudstate.Metadata{}
+	for k, vs := range md {
+		if strings.HasPrefix(k, ":") {
+			continue
+		}
+		for _, v := range vs {
+			entry := &cloudstate.MetadataEntry{Key: k}
+			if strings.HasSuffix(k, "-bin") {
+				entry.Value = &cloudstate.MetadataEntry_BytesValue{BytesValue: []byte(v)}
+			} else {
+				entry.Value = &cloudstate.MetadataEntry_StringValue{StringValue: v}
+			}
+			out.Entries = append(out.Entries, entry)
+		}
+	}
+	return out
+}
+
+// outgoingMetadata turns reply metadata into response headers.
+func outgoingMetadata(md *cloudstate.Metadata) metadata.MD {
+	out := metadata.MD{}
+	for _, e := range md.GetEntries() {
+		if reservedHeader(e.GetKey()) {
+			continue // the transport's own (content type, grpc-status, ...)
+		}
+		switch v := e.GetValue().(type) {
+		case *cloudstate.MetadataEntry_StringValue:
+			out.Append(e.GetKey(), v.StringValue)
+		case *cloudstate.MetadataEntry_BytesValue:
+			if strings.HasSuffix(e.GetKey(), "-bin") {
+				out.Append(e.GetKey(), string(v.BytesValue))
+			}
+		}
+	}
+	return out
+}
+
+// stream serves a streamed action call: the client's messages go to the
+// Caller as they arrive; the metadata of the first reply becomes the
+// response's headers (they go out with it; later replies' metadata cannot
+// reach the client).
+func (ing *Server) stream(stream grpc.ServerStream, m *model.Method) error {
+	recv := func() ([]byte, error) {
+		var in frame
+		if err := stream.RecvMsg(&in); err != nil {
+			return nil, err
+		}
+		return in.data, nil
+	}
+	headerSent := false
+	send := func(r *cloudstate.Reply) error {
+		if !headerSent {
+			headerSent = true
+			if md := outgoingMetadata(r.GetMetadata()); md.Len() > 0 {
+				if err := stream.SetHeader(md); err != nil {
+					return err
+				}
+			}
+		}
+		return stream.SendMsg(&frame{data: r.GetPayload().GetValue()})
+	}
+	if err := ing.cfg.Caller.Stream(stream.Context(), m, incomingMetadata(stream), recv, send); err != nil {
+		return Status(err).Err()
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package ingress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/proxy/model"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxMessageSize = 12 << 20
+	DefaultDrainTimeout   = 10 * time.Second
+)
+
+// Caller runs the calls the ingress receives (the command router, package
+// proxy). Its errors are mapped to a status by Status.
+type Caller interface {
+	// Call runs a unary call of m with the serialized request and returns
+	// the reply once state changes are stored, synchronous side effects
+	// have run and forwards have been followed. A reply without payload is
+	// the output type's default message.
+	Call(ctx context.Context, m *model.Method, request []byte, md *cloudstate.Metadata) (*cloudstate.Reply, error)
+	// Stream runs a streamed (client-, server- or bidi-streaming) action
+	// call of m: recv returns the client's serialized messages in order
+	// (io.EOF when they end), send takes each reply in order. md is the
+	// call's metadata.
+	Stream(ctx context.Context, m *model.Method, md *cloudstate.Metadata, recv func() ([]byte, error), send func(*cloudstate.Reply) error) error
+}
+
+// Load counts the unary requests in flight, for the autoscaler.
+type Load interface {
+	Request() (done func())
+}
+
+// Config configures the ingress.
+type Config struct {
+	// Model is what the ingress serves; required.
+	Model *model.Model
+	// Caller runs the calls; required.
+	Caller Caller
+	// MaxMessageSize bounds request and reply messages. Default 12 MiB.
+	MaxMessageSize int
+	// DrainTimeout bounds how long Run lets calls in flight finish once
+	// its context ends. Default 10 s.
+	DrainTimeout time.Duration
+	// Load; nil: not measured.
+	Load Load
+	// Log; nil discards.
+	Log *slog.Logger
+}
+
+// Server serves a user function's services on one port: native gRPC,
+// gRPC-Web and HTTP/JSON (google.api.http), plus gRPC health and
+// reflection.
+type Server struct {
+	cfg  Config
+	gs   *grpc.Server
+	http http.Handler
+}
+
+// New builds the ingress for cfg.Model.
+func New(cfg Config) (*Server, error) {
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Load == nil {
+		cfg.Load = noLoad{}
+	}
+	ing := &Server{cfg: cfg}
+	ing.gs = ing.grpcServer()
+	h, err := ing.httpHandler(ing.gs)
+	if err != nil {
+		return nil, fmt.Errorf("ingress: %w", err)
+	}
+	ing.http = h
+	return ing, nil
+}
+
+type noLoad struct{}
+
+func (noLoad) Request() func() { return func() {} }
+
+// Run serves on lis until ctx ends, then stops accepting, lets the calls in
+// flight finish for at most DrainTimeout, closes the rest and returns nil.
+// If the listener fails first, Run closes everything and returns the
+// error. lis is closed when Run returns.
+func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{Handler: ing.http, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(ing.cfg.Log.Handler(), slog.LevelDebug)}
+	split := newSplitListener(lis)
+	serveErr := make(chan error, 3)
+	go func() { serveErr <- split.run() }()
+	go func() { serveErr <- ing.gs.Serve(split.grpc) }()
+	go func() { serveErr <- srv.Serve(split.http) }()
+	select {
+	case err := <-serveErr:
+		split.close()
+		ing.gs.Stop()
+		srv.Close()
+		split.wg.Wait()
+		if isClosed(err) || errors.Is(err, http.ErrServerClosed) {
+			err = errors.New("listener closed")
+		}
+		return fmt.Errorf("ingress: %w", err)
+	case <-ctx.Done():
+	}
+	// Stop accepting, let calls in flight finish (bounded), then close.
+	split.close()
+	dctx, cancel := context.WithTimeout(context.Background(), ing.cfg.DrainTimeout)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() {
+		ing.gs.GracefulStop()
+		_ = srv.Shutdown(dctx)
+		close(drained)
+	}()
+	select {
+	case <-drained:
+	case <-dctx.Done():
+		ing.gs.Stop()
+		srv.Close()
+	}
+	split.wg.Wait()
+	return nil
+}
