@@ -170,6 +170,8 @@ type Proxy struct {
 	shards    atomic.Pointer[shard.Sharding]
 	eventing  *eventing.Eventing
 	async     sync.WaitGroup // fire-and-forget side effects
+	aborted   chan struct{}  // closed by abortCommands
+	abortOnce sync.Once
 }
 
 // New returns a sidecar that stores state through js.
@@ -178,7 +180,7 @@ func New(cfg Config, js jetstream.JetStream) (*Proxy, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Proxy{cfg: cfg, js: js, nc: js.Conn(), log: cfg.Logger, serving: make(chan struct{})}, nil
+	return &Proxy{cfg: cfg, js: js, nc: js.Conn(), log: cfg.Logger, serving: make(chan struct{}), aborted: make(chan struct{})}, nil
 }
 
 // Ready reports whether discovery succeeded and the ingress is serving.
@@ -226,6 +228,16 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	defer p.stopRuntimes()
+	// Once draining began and the drain time is over, whatever still runs
+	// (a command hung in the function, a side effect) is cancelled, so that
+	// the shard handoff and the stop stay within the drain time instead of
+	// the command timeout. Stopped after the handoff, before the runtimes.
+	var abortTimer *time.Timer
+	defer func() {
+		if abortTimer != nil {
+			abortTimer.Stop()
+		}
+	}()
 	shards := p.shards.Load()
 	if err := shards.Join(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -303,7 +315,36 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.ready.Store(false)
 	p.log.Info("draining")
 	stopEventing()
+	abortTimer = time.AfterFunc(p.cfg.DrainTimeout, p.abortCommands)
 	return <-serveErr
+}
+
+// abortCommands ends what still runs once the drain time is over: the
+// runtimes stop (the commands they run are cancelled and fail with
+// entity.ErrEntityFailed, queued and new ones with entity.ErrStopping, which
+// other sidecars retry at the shard's next owner) and asynchronous side
+// effects are cancelled.
+func (p *Proxy) abortCommands() {
+	p.abortOnce.Do(func() { close(p.aborted) })
+	p.log.Warn("drain time over: cancelling the commands still running")
+	var wg sync.WaitGroup
+	for _, rt := range p.runtimes {
+		wg.Go(rt.Shutdown)
+	}
+	wg.Wait()
+}
+
+// untilAbort is ctx, cancelled as well when abortCommands runs.
+func (p *Proxy) untilAbort(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-p.aborted:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // start discovers the function and builds the runtimes.

@@ -93,6 +93,8 @@ func (p *Proxy) complete(ctx context.Context, m *model.Method, res entity.Result
 		p.async.Go(func() {
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), asyncEffectTimeout)
 			defer cancel()
+			actx, stop := p.untilAbort(actx)
+			defer stop()
 			if _, err := p.call(actx, target, se.GetPayload(), se.GetMetadata(), depth+1, next); err != nil {
 				p.log.Warn("asynchronous side effect failed", "target", target.Path, "trace", trace, "error", err)
 			}

@@ -272,8 +272,10 @@ func (es *Runtime) PassivateShard(shard int) {
 	}
 }
 
-// Shutdown refuses new commands, lets every entity finish the command it
-// is running, fails what is queued, closes the streams and waits.
+// Shutdown refuses new commands (ErrStopping), cancels the command each
+// entity is running (it fails with ErrEntityFailed: it may or may not have
+// changed the entity), fails what is queued with ErrStopping, closes the
+// streams and waits. It may be called more than once.
 func (es *Runtime) Shutdown() {
 	es.mu.Lock()
 	es.closing = true
