@@ -5,15 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 )
 
-// Discovery back-off, as the reference proxy: 1 s doubling to 10 s, ±20 %.
+// Discovery back-off, as the reference proxy: 1 s doubling to 10 s (each
+// wait jittered to [w/2, w] by internal/backoff, where the reference uses
+// ±20 %).
 const (
 	discoveryBackoffMin = time.Second
 	discoveryBackoffMax = 10 * time.Second
@@ -56,7 +58,7 @@ func Discover(ctx context.Context, conn grpc.ClientConnInterface, cfg DiscoveryC
 		ProxyVersion:         cfg.ProxyVersion,
 		SupportedEntityTypes: cfg.Enabled,
 	}
-	wait := cfg.BackoffMin
+	bo := backoff.Backoff{Min: cfg.BackoffMin, Max: cfg.BackoffMax}
 	for attempt := 1; ; attempt++ {
 		spec, err := client.Discover(ctx, info)
 		if err == nil {
@@ -74,13 +76,10 @@ func Discover(ctx context.Context, conn grpc.ClientConnInterface, cfg DiscoveryC
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("discover: %w (last attempt: %v)", ctx.Err(), err)
 		}
+		wait := bo.Next()
 		cfg.Logger.InfoContext(ctx, "user function not ready, retrying discovery", "attempt", attempt, "in", wait, "error", err)
-		jitter := time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil, fmt.Errorf("discover: %w (last attempt: %v)", ctx.Err(), err)
-		case <-time.After(jitter):
 		}
-		wait = min(2*wait, cfg.BackoffMax)
 	}
 }

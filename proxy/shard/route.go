@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/protocol/jetstate/route"
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -32,7 +33,7 @@ func (s *Sharding) Route(ctx context.Context, m *model.Method, key string, paylo
 	shard := s.own.ShardOf(streams.Entity{Type: m.Service.PersistenceID, Key: key})
 	name := string(m.Desc.Name())
 	service := string(m.Service.Desc.FullName())
-	wait := routeRetryMin
+	bo := backoff.Backoff{Min: routeRetryMin, Max: routeRetryMax}
 	var giveUp <-chan time.Time
 	for attempt := 1; ; attempt++ {
 		var (
@@ -60,9 +61,8 @@ func (s *Sharding) Route(ctx context.Context, m *model.Method, key string, paylo
 			return entity.Result{}, ctx.Err()
 		case <-giveUp:
 			return entity.Result{}, fmt.Errorf("%w: shard %d after %d attempts in %v (last: %v)", ErrNoOwner, shard, attempt, s.cfg.RouteTimeout, err)
-		case <-time.After(wait):
+		case <-time.After(bo.Next()):
 		}
-		wait = min(2*wait, routeRetryMax)
 	}
 }
 
