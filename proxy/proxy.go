@@ -309,6 +309,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	select {
 	case err := <-serveErr:
 		p.ready.Store(false)
+		abortTimer = time.AfterFunc(p.cfg.DrainTimeout, p.abortCommands)
 		return err
 	case <-ctx.Done():
 	}

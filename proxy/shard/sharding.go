@@ -358,13 +358,13 @@ func (s *Sharding) stop(shard int, next int32) {
 }
 
 // Leave hands every shard to the members that remain (or frees it if none
-// does) and removes this sidecar from the members: graceful shutdown.
+// does), removes this sidecar from the members and waits for the routed
+// commands it is handling: graceful shutdown.
 func (s *Sharding) Leave(ctx context.Context) {
 	s.handOffAll(ctx)
 	// Let the route subscriptions linger out (see stop), then drain them.
 	time.Sleep(subscriptionLinger)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for shard, sub := range s.subs {
 		if sub != nil {
 			_ = sub.Drain()
@@ -372,11 +372,12 @@ func (s *Sharding) Leave(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	// Routed commands still being handled finish (a late one is refused
+	// as STOPPING, which its sender retries at the next owner).
 	s.hmu.Lock()
 	s.hclosed = true
 	s.hmu.Unlock()
 	s.handlers.Wait()
-	s.mu.Lock() // for the deferred unlock
 }
 
 // handOffAll hands every shard this sidecar holds to its successor and
