@@ -323,6 +323,12 @@ func TestDeadLetters(t *testing.T) {
 		t.Logf("dead letter: %s (%s)", hd.Get(projections.HeaderReason), hd.Get(projections.HeaderCause))
 		dls = append(dls, dead{hd.Get(projections.HeaderCause), hd.Get(projections.HeaderTries),
 			hd.Get(projections.HeaderJournalSubject), hd.Get(projections.HeaderStreamSeq), hd.Get(projections.HeaderEventIndex)})
+		// One dead letter per event, however often it is redelivered.
+		seq, _ := strconv.ParseUint(hd.Get(projections.HeaderStreamSeq), 10, 64)
+		index, _ := strconv.Atoi(hd.Get(projections.HeaderEventIndex))
+		if id, want := hd.Get(jetstream.MsgIDHeader), "dead:view-g1:"+projections.EventID(e.storage.JournalStream(), seq, index); id != want {
+			t.Errorf("dead letter's %s is %q, want %q", jetstream.MsgIDHeader, id, want)
+		}
 		if hd.Get(projections.HeaderCause) == "rejected" {
 			ev, err := projections.EventFromNATS(&nats.Msg{Header: nats.Header(hd), Data: m.Data()})
 			if err != nil {
@@ -555,4 +561,104 @@ func TestStart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopHandsBack: a projector stopped while the sink holds an entity's
+// event hands that message and those waiting behind it back to the
+// consumer (Nak), so they are delivered again at once, in stream order,
+// not after the ack wait.
+func TestStopHandsBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := streams.Entity{Type: "cart", Key: "a"}
+	first := e.appendEvents(t, a, strEvent("a1"))
+	e.appendEvents(t, a, strEvent("a2"))
+	e.appendEvents(t, a, strEvent("a3"))
+	inSend := make(chan struct{}, 1)
+	cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
+		select {
+		case inSend <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	cfg.AckWait = 10 * time.Minute
+	cfg.SendTimeout = time.Hour
+	p, err := projections.New(e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := run(t, p.Run)
+	<-inSend
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 3 })
+	if err := pr.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	cons, err := e.js.Consumer(t.Context(), e.storage.JournalStream(), p.ConsumerName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for m := range batch.Messages() {
+		md, _ := m.Metadata()
+		got = append(got, md.Sequence.Stream)
+		if md.NumDelivered != 2 {
+			t.Errorf("message %d: delivery %d, want 2", md.Sequence.Stream, md.NumDelivered)
+		}
+	}
+	want := []uint64{first.StreamSeq, first.StreamSeq + 1, first.StreamSeq + 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("handed back (-want +got):\n%s", diff)
+	}
+}
+
+// TestHeldKeptAlive: an entity's event held by the sink well past the ack
+// wait, and the event waiting behind it, are not redelivered: the
+// projector marks what it holds in progress.
+func TestHeldKeptAlive(t *testing.T) {
+	t.Parallel()
+	const ackWait = time.Second
+	e := newEnv(t)
+	a := streams.Entity{Type: "cart", Key: "a"}
+	e.appendEvents(t, a, strEvent("a1"))
+	e.appendEvents(t, a, strEvent("a2"))
+	rec := newRecorder()
+	release := make(chan struct{})
+	cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
+		if seqOf(t, ev) == 1 {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rec.add(ev, nil)
+		return nil
+	}))
+	cfg.AckWait = ackWait
+	cfg.SendTimeout = time.Minute
+	p, err := projections.New(e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, p.Run)
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 2 })
+	held := time.Now()
+	// Three ack waits: without progress acks the server would have
+	// redelivered both by now.
+	waitUntil(t, "three ack waits", func() bool { return time.Since(held) > 3*ackWait })
+	st, err := p.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].Redelivered != 0 || st[0].AckPending != 2 {
+		t.Errorf("after %v held: %d redelivered, %d pending; want 0, 2", time.Since(held), st[0].Redelivered, st[0].AckPending)
+	}
+	close(release)
+	checkOrder(t, rec.waitCount(t, 2), map[string]uint64{"a": 2})
 }
