@@ -84,6 +84,19 @@ func (p *Projection) ConsumerName(generation int) string {
 // consumer, so they are delivered again before anything newer and
 // per-entity order survives crashes.
 func (p *Projection) Run(ctx context.Context) error {
+	return stopped(ctx, p.run(ctx))
+}
+
+// stopped is nil in place of err if err is only ctx ending (in the middle
+// of setting a generation up, say): Run and Rebuild return nil then.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return nil
+	}
+	return err
+}
+
+func (p *Projection) run(ctx context.Context) error {
 	if p.cfg.Sink == nil {
 		return errors.New("projection: no sink configured")
 	}
@@ -143,6 +156,10 @@ func (p *Projection) resetSuccessor(ctx context.Context, gen int) (int, error) {
 // called again. Give the rebuild its own sink (a new table, a new
 // subject): both generations deliver until the switch.
 func (p *Projection) Rebuild(ctx context.Context) error {
+	return stopped(ctx, p.rebuild(ctx))
+}
+
+func (p *Projection) rebuild(ctx context.Context) error {
 	if p.cfg.Sink == nil {
 		return errors.New("projection: no sink configured")
 	}
@@ -363,11 +380,7 @@ func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
 	if d.batched {
 		g.Go(func() error { return d.confirmAcks(gctx) })
 	}
-	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		return nil
-	}
-	return err
+	return g.Wait()
 }
 
 // consume dispatches the consumer's messages to q until ctx ends (then it

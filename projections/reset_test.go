@@ -240,3 +240,24 @@ func ids(evs []*event.Event) []string {
 	}
 	return out
 }
+
+// TestStoppedWhileSettingUp: Run and Rebuild whose context ends while they
+// set a generation up (taking up a reset's, say) return nil, as when it
+// ends while they deliver; they returned the context's error.
+func TestStoppedWhileSettingUp(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ok := projections.SinkFunc(func(context.Context, *event.Event) error { return nil })
+	p, err := projections.New(e.js, e.config("view", ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := p.Run(ctx); err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	if err := p.Rebuild(ctx); err != nil {
+		t.Errorf("Rebuild: %v", err)
+	}
+}
