@@ -88,8 +88,9 @@ type Config struct {
 	MaxAckPending int
 
 	// AckWait is how long the server waits for an acknowledgement before
-	// redelivering (the consumer's ack_wait); a message being retried is
-	// kept alive by progress acks. Default 1 min.
+	// redelivering (the consumer's ack_wait). Every message the projector
+	// holds (being sent, retried, or waiting behind its entity's earlier
+	// events) is marked in progress every third of it. Default 1 min.
 	AckWait time.Duration
 
 	// MaxTries is how often one event is offered to the sink before it

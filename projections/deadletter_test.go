@@ -86,3 +86,57 @@ func TestDeadLetterTooLarge(t *testing.T) {
 		t.Fatalf("dead letter: headers %v, %d bytes of data", h, len(m.Data()))
 	}
 }
+
+// TestNATSSinkTooLarge: an event larger than the sink's stream takes is
+// rejected at the first try (retrying cannot help) and dead-lettered; the
+// entity flows on.
+func TestNATSSinkTooLarge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: "OUT", Subjects: []string{"out.>"}, MaxMsgSize: 4 << 10},
+		{Name: "DLQ", Subjects: []string{"dlq.>"}},
+	} {
+		if _, err := e.js.CreateStream(t.Context(), sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ent := streams.Entity{Type: "cart", Key: "a"}
+	big := e.appendEvents(t, ent, streams.Event{Type: "type.googleapis.com/big", Data: bytes.Repeat([]byte{'x'}, 8<<10)})
+	e.appendEvents(t, ent, strEvent("small"))
+	sink, err := projections.NewNATSSink(e.srv.Connect(t), projections.NATSSinkConfig{Subject: "out.events", JetStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config("view", sink)
+	cfg.DeadLetterSubject = "dlq.shop.view"
+	cfg.MaxTries = 5
+	p, err := projections.New(e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, p.Run)
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool {
+		return st[0].Pending == 0 && st[0].AckPending == 0 && st[0].AckFloor == big.StreamSeq+1
+	})
+	out, err := e.js.Stream(t.Context(), "OUT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := out.Info(t.Context()); err != nil || info.State.Msgs != 1 {
+		t.Errorf("sink's stream: %+v, %v; want the small event only", info.State, err)
+	}
+	cons, err := e.js.OrderedConsumer(t.Context(), "DLQ", jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := m.Headers()
+	if h.Get(projections.HeaderCause) != "rejected" || h.Get(projections.HeaderTries) != "1" ||
+		h.Get(projections.HeaderStreamSeq) != strconv.FormatUint(big.StreamSeq, 10) {
+		t.Errorf("dead letter: %v", h)
+	}
+}

@@ -12,21 +12,22 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/deadletter"
+	"github.com/jetstate/jetstate/internal/keyq"
 	"github.com/jetstate/jetstate/streams"
 )
 
-// delivery takes a consumer's messages and hands them to the sink: one
-// queue per entity (journal subject), a fixed number of workers, each
-// taking the next entity that has a message waiting and is not already
-// being sent. An entity's messages therefore go out one at a time in
-// delivery order, different entities in parallel, and a slow or failing
+// delivery hands a consumer's messages to the sink through a keyed queue
+// (internal/keyq): one key per entity (journal subject), Workers workers,
+// each taking the next entity that has a message waiting and is not
+// already being sent. An entity's messages therefore go out one at a time
+// in delivery order, different entities in parallel, and a slow or failing
 // entity holds up only itself (until its waiting messages fill
-// MaxAckPending).
-//
-// Redeliveries are filtered: a message the server sends again while the
-// first copy still waits here (its ack wait ran out during a long retry)
-// is dropped, and one that was settled recently is acknowledged again
-// without being sent, so neither overtakes the entity's newer events.
+// MaxAckPending). Every message held is kept alive (a third of AckWait), a
+// redelivered copy of one held is dropped and one of a message settled
+// lately is acknowledged again without being sent, so neither overtakes
+// the entity's newer events; on stop, what is held goes back to the
+// consumer (Nak).
 type delivery struct {
 	p       *Projection
 	sink    Sink
@@ -39,35 +40,18 @@ type delivery struct {
 	toAck   []jetstream.Msg
 	ackWake chan struct{}
 	retry   retrier
-
-	mu       sync.Mutex
-	wake     *sync.Cond
-	closed   bool
-	queues   map[string]*entityQueue
-	ready    []*entityQueue      // entities with a message waiting and no worker
-	inflight map[uint64]struct{} // stream seqs received and not yet settled
-	settled  recentSet           // stream seqs settled lately
+	q       *keyq.Queue
+	dl      *deadletter.Publisher
+	// consumer names the generation's consumer in dead letters' ids.
+	consumer string
 }
 
-type entityQueue struct {
-	subject string
-	msgs    []queued
-}
-
-// queued is a message with its parsed metadata.
-type queued struct {
-	msg jetstream.Msg
-	md  *jetstream.MsgMetadata
-}
-
-func newDelivery(p *Projection, sink Sink) *delivery {
+func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int) (*delivery, error) {
 	d := &delivery{
 		p:        p,
 		sink:     sink,
 		confirm:  true,
-		queues:   make(map[string]*entityQueue),
-		inflight: make(map[uint64]struct{}),
-		settled:  newRecentSet(2 * p.cfg.MaxAckPending),
+		consumer: p.ConsumerName(gen),
 		retry: retrier{
 			maxTries:    p.cfg.MaxTries,
 			min:         p.cfg.RetryMin,
@@ -85,94 +69,29 @@ func newDelivery(p *Projection, sink Sink) *delivery {
 		d.batched = !ns.ordered(p.js.Conn())
 		d.ackWake = make(chan struct{}, 1)
 	}
-	d.wake = sync.NewCond(&d.mu)
-	return d
-}
-
-// dispatch queues msg behind its entity's earlier messages.
-func (d *delivery) dispatch(msg jetstream.Msg) {
-	md, err := msg.Metadata()
+	q, err := keyq.New(keyq.Config{
+		Consumer:  cons,
+		Workers:   p.cfg.Workers,
+		Key:       func(msg jetstream.Msg, _ *jetstream.MsgMetadata) string { return msg.Subject() },
+		Process:   d.process,
+		KeepAlive: p.cfg.AckWait / 3,
+		Remember:  2 * p.cfg.MaxAckPending,
+		// Batched: a settled message's ack may still wait for the flush.
+		NoReack: d.batched,
+		Logger:  p.log,
+	})
 	if err != nil {
-		d.p.log.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
-		return
+		return nil, fmt.Errorf("projection %s: %w", p.cfg.Name, err)
 	}
-	seq := md.Sequence.Stream
-	d.mu.Lock()
-	if md.NumDelivered > 1 {
-		if _, ok := d.inflight[seq]; ok {
-			d.mu.Unlock()
-			return // the first copy is still here
-		}
-		if d.settled.has(seq) {
-			d.mu.Unlock()
-			if !d.batched { // batched: its ack may still wait for the flush
-				_ = msg.Ack() // the first ack may have been lost
-			}
-			return
-		}
+	d.q = q
+	dl, err := deadletter.New(p.js, deadletter.Config{
+		RetryMin: p.cfg.RetryMin, RetryMax: p.cfg.RetryMax, Timeout: p.cfg.SendTimeout, Logger: p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", p.cfg.Name, err)
 	}
-	d.inflight[seq] = struct{}{}
-	subj := msg.Subject()
-	q := d.queues[subj]
-	if q == nil {
-		q = &entityQueue{subject: subj}
-		d.queues[subj] = q
-	}
-	q.msgs = append(q.msgs, queued{msg, md})
-	if len(q.msgs) == 1 {
-		d.ready = append(d.ready, q)
-		d.wake.Signal()
-	}
-	d.mu.Unlock()
-}
-
-// close wakes the workers to exit.
-func (d *delivery) close() {
-	d.mu.Lock()
-	d.closed = true
-	d.mu.Unlock()
-	d.wake.Broadcast()
-}
-
-// work sends entities' messages until close. A queue is in ready only
-// while no worker holds it, so one entity is never sent by two workers.
-func (d *delivery) work(ctx context.Context) {
-	for {
-		d.mu.Lock()
-		for len(d.ready) == 0 && !d.closed {
-			d.wake.Wait()
-		}
-		if d.closed {
-			d.mu.Unlock()
-			return
-		}
-		q := d.ready[0]
-		d.ready[0] = nil
-		d.ready = d.ready[1:]
-		next := q.msgs[0]
-		d.mu.Unlock()
-
-		settled := d.process(ctx, next.msg, next.md)
-
-		d.mu.Lock()
-		if !settled {
-			// Shutting down: the message stays unacknowledged and the
-			// next run gets it first.
-			d.mu.Unlock()
-			return
-		}
-		delete(d.inflight, next.md.Sequence.Stream)
-		d.settled.add(next.md.Sequence.Stream)
-		q.msgs[0] = queued{}
-		q.msgs = q.msgs[1:]
-		if len(q.msgs) > 0 {
-			d.ready = append(d.ready, q) // behind the others: fair between entities
-			d.wake.Signal()
-		} else {
-			delete(d.queues, q.subject)
-		}
-		d.mu.Unlock()
-	}
+	d.dl = dl
+	return d, nil
 }
 
 // process sends every event of one journal message (or dead-letters it)
@@ -187,7 +106,7 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 	}
 	if err != nil {
 		err = fmt.Errorf("%w: %v", ErrBadEvent, err)
-		if !d.deadLetter(ctx, msg, pos, deadLetter{cause: causeBadEvent, reason: err, raw: msg.Data()}) {
+		if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: msg.Data()}) {
 			return false
 		}
 		return d.ack(ctx, msg)
@@ -196,7 +115,7 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 		pos.index, pos.seq, pos.typ = i, rec.Seq, rec.Type
 		ev, err := d.p.conv.event(ent, rec, i)
 		if err != nil {
-			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: causeBadEvent, reason: err, raw: rec.Data}) {
+			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: rec.Data}) {
 				return false
 			}
 			continue
@@ -212,9 +131,9 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 		case ctx.Err() != nil:
 			return false
 		default:
-			cause := causeRetries
+			cause := deadletter.CauseRetries
 			if errors.Is(err, ErrRejected) {
-				cause = causeRejected
+				cause = deadletter.CauseRejected
 			}
 			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: cause, reason: err, tries: tries, ev: &ev}) {
 				return false
@@ -335,28 +254,4 @@ func (r *retrier) send(ctx context.Context, send func(context.Context, *event.Ev
 			return try, err
 		}
 	}
-}
-
-// recentSet remembers the last n values added.
-type recentSet struct {
-	ring []uint64
-	next int
-	set  map[uint64]struct{}
-}
-
-func newRecentSet(n int) recentSet {
-	return recentSet{ring: make([]uint64, 0, n), set: make(map[uint64]struct{}, n)}
-}
-
-func (r *recentSet) has(v uint64) bool { _, ok := r.set[v]; return ok }
-
-func (r *recentSet) add(v uint64) {
-	if len(r.ring) < cap(r.ring) {
-		r.ring = append(r.ring, v)
-	} else {
-		delete(r.set, r.ring[r.next])
-		r.ring[r.next] = v
-		r.next = (r.next + 1) % len(r.ring)
-	}
-	r.set[v] = struct{}{}
 }

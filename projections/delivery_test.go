@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -107,7 +108,7 @@ func TestSinkFailsThenRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, p.Run)
+	pr := run(t, p.Run)
 	// More events while the sink is failing.
 	for k := range 20 {
 		key := "k" + strconv.Itoa(k)
@@ -115,7 +116,15 @@ func TestSinkFailsThenRecovers(t *testing.T) {
 		want[key] = 11
 	}
 	h.rec.waitCount(t, 20*11)
-	time.Sleep(100 * time.Millisecond) // a duplicate would show up by now
+	waitUntil(t, "the projector to see every event accepted", func() bool {
+		return metricValue(t, reg, "jetstate_projection_events_delivered_total") >= 220
+	})
+	// Once the projector has stopped and the target has answered every
+	// request it received, nothing more can arrive.
+	if err := pr.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	h.Close()
 	evs := h.rec.snapshot()
 	// A 200 that reaches the projector after its 100 ms send timeout (a
 	// loaded machine) is a failed try, so that event is sent again: at
@@ -199,10 +208,10 @@ func TestRestartResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop1 := run(t, p1.Run)
+	run1 := run(t, p1.Run)
 	h.rec.waitCount(t, 200)
-	nc1.Close() // the process dies
-	_ = stop1()
+	nc1.Close()     // the process dies
+	_ = run1.stop() // its error: the connection closed under it
 	first := len(h.rec.snapshot())
 
 	_, js2 := e.newJS(t)
@@ -210,9 +219,9 @@ func TestRestartResumes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop2 := run(t, p2.Run)
+	run2 := run(t, p2.Run)
 	evs := h.rec.waitCount(t, 600)
-	if err := stop2(); err != nil {
+	if err := run2.stop(); err != nil {
 		t.Fatalf("second run: %v", err)
 	}
 	checkOrder(t, evs, want)
@@ -314,6 +323,12 @@ func TestDeadLetters(t *testing.T) {
 		t.Logf("dead letter: %s (%s)", hd.Get(projections.HeaderReason), hd.Get(projections.HeaderCause))
 		dls = append(dls, dead{hd.Get(projections.HeaderCause), hd.Get(projections.HeaderTries),
 			hd.Get(projections.HeaderJournalSubject), hd.Get(projections.HeaderStreamSeq), hd.Get(projections.HeaderEventIndex)})
+		// One dead letter per event, however often it is redelivered.
+		seq, _ := strconv.ParseUint(hd.Get(projections.HeaderStreamSeq), 10, 64)
+		index, _ := strconv.Atoi(hd.Get(projections.HeaderEventIndex))
+		if id, want := hd.Get(jetstream.MsgIDHeader), "dead:view-g1:"+projections.EventID(e.storage.JournalStream(), seq, index); id != want {
+			t.Errorf("dead letter's %s is %q, want %q", jetstream.MsgIDHeader, id, want)
+		}
 		if hd.Get(projections.HeaderCause) == "rejected" {
 			ev, err := projections.EventFromNATS(&nats.Msg{Header: nats.Header(hd), Data: m.Data()})
 			if err != nil {
@@ -360,13 +375,13 @@ func TestRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done1 := make(chan error, 1)
-	go func() { done1 <- p1.Run(t.Context()) }()
+	run1 := run(t, p1.Run)
 	oldSink.waitCount(t, 50)
 
 	// Keep appending while the rebuild runs.
 	stopAppend := make(chan struct{})
 	var appended sync.WaitGroup
+	var appends atomic.Int64
 	appended.Add(1)
 	go func() {
 		defer appended.Done()
@@ -378,6 +393,7 @@ func TestRebuild(t *testing.T) {
 			}
 			key := "k" + strconv.Itoa(i%10)
 			e.appendEvents(t, streams.Entity{Type: "cart", Key: key}, strEvent(key))
+			appends.Add(1)
 		}
 	}()
 
@@ -391,24 +407,21 @@ func TestRebuild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop2 := run(t, p2.Rebuild)
+	run2 := run(t, p2.Rebuild)
 	select {
 	case gen := <-activated:
 		if gen != 2 {
 			t.Errorf("rebuild activated generation %d, want 2", gen)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("rebuild did not switch within 30s")
+	case <-run2.ended:
+		t.Fatalf("Rebuild ended before the switch: %v", run2.wait(t))
 	}
-	select {
-	case err := <-done1:
-		if !errors.Is(err, projections.ErrSuperseded) {
-			t.Errorf("old generation's Run: %v, want ErrSuperseded", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("old generation still running 30s after the switch")
+	if err := run1.wait(t); !errors.Is(err, projections.ErrSuperseded) {
+		t.Errorf("old generation's Run: %v, want ErrSuperseded", err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	// A few more events after the switch.
+	after := appends.Load() + 10
+	waitUntil(t, "appends after the switch", func() bool { return appends.Load() >= after })
 	close(stopAppend)
 	appended.Wait()
 
@@ -445,7 +458,7 @@ func TestRebuild(t *testing.T) {
 	if len(st) != 1 || st[0].Generation != 2 || !st[0].Active || st[0].Consumer != "view-g2" {
 		t.Errorf("status after the rebuild: %+v", st)
 	}
-	if err := stop2(); err != nil {
+	if err := run2.stop(); err != nil {
 		t.Errorf("Rebuild: %v", err)
 	}
 }
@@ -480,21 +493,16 @@ func TestPauseResume(t *testing.T) {
 	for i := range 4 {
 		e.appendEvents(t, streams.Entity{Type: "cart", Key: "k0"}, strEvent("late"+strconv.Itoa(i)))
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := ops.Status(t.Context())
+	var st []projections.GenerationStatus
+	waitUntil(t, "the paused status", func() bool {
+		st, err = ops.Status(t.Context())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st[0].Paused && st[0].Pending == 4 && metricValue(t, reg, "jetstate_projection_pending_messages") == 4 &&
-			metricValue(t, reg, "jetstate_projection_paused") == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status while paused: %+v", st)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return st[0].Paused && st[0].Pending == 4 && metricValue(t, reg, "jetstate_projection_pending_messages") == 4 &&
+			metricValue(t, reg, "jetstate_projection_paused") == 1
+	})
+	// Pending 4: the server has handed none of them out.
 	if n := len(rec.snapshot()); n != 3 {
 		t.Errorf("%d events delivered while paused, want 3", n)
 	}
@@ -516,13 +524,19 @@ func TestStart(t *testing.T) {
 			ent := streams.Entity{Type: "cart", Key: "k"}
 			e.appendEvents(t, ent, strEvent("old1"))
 			e.appendEvents(t, ent, strEvent("old2"))
-			time.Sleep(5 * time.Millisecond)
+			var oldTime time.Time
+			for rec, err := range e.journal.Read(t.Context(), ent, streams.Version{}) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				oldTime = rec.Time
+			}
 			rec := newRecorder()
 			cfg := e.config("view", projections.SinkFunc(func(_ context.Context, ev *event.Event) error {
 				rec.add(ev, nil)
 				return nil
 			}))
-			cfg.Start, cfg.StartTime = policy, time.Now()
+			cfg.Start, cfg.StartTime = policy, oldTime.Add(time.Nanosecond)
 			p, err := projections.New(e.js, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -537,12 +551,114 @@ func TestStart(t *testing.T) {
 				}
 			}
 			e.appendEvents(t, ent, strEvent("new3"))
-			rec.waitCount(t, 1)
-			time.Sleep(100 * time.Millisecond) // an older event would show up by now
-			evs := rec.snapshot()
+			// The entity's events arrive in order: an older one delivered
+			// would be there before event 3.
+			evs := rec.waitFor(t, "event 3", func(evs []*event.Event) bool {
+				return slices.ContainsFunc(evs, func(ev *event.Event) bool { return seqOf(t, ev) == 3 })
+			})
 			if len(evs) != 1 || seqOf(t, evs[0]) != 3 {
 				t.Errorf("delivered %d events (first seq %d), want only event 3", len(evs), seqOf(t, evs[0]))
 			}
 		})
 	}
+}
+
+// TestStopHandsBack: a projector stopped while the sink holds an entity's
+// event hands that message and those waiting behind it back to the
+// consumer (Nak), so they are delivered again at once, in stream order,
+// not after the ack wait.
+func TestStopHandsBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	a := streams.Entity{Type: "cart", Key: "a"}
+	first := e.appendEvents(t, a, strEvent("a1"))
+	e.appendEvents(t, a, strEvent("a2"))
+	e.appendEvents(t, a, strEvent("a3"))
+	inSend := make(chan struct{}, 1)
+	cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
+		select {
+		case inSend <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	cfg.AckWait = 10 * time.Minute
+	cfg.SendTimeout = time.Hour
+	p, err := projections.New(e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := run(t, p.Run)
+	<-inSend
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 3 })
+	if err := pr.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	cons, err := e.js.Consumer(t.Context(), e.storage.JournalStream(), p.ConsumerName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for m := range batch.Messages() {
+		md, _ := m.Metadata()
+		got = append(got, md.Sequence.Stream)
+		if md.NumDelivered != 2 {
+			t.Errorf("message %d: delivery %d, want 2", md.Sequence.Stream, md.NumDelivered)
+		}
+	}
+	want := []uint64{first.StreamSeq, first.StreamSeq + 1, first.StreamSeq + 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("handed back (-want +got):\n%s", diff)
+	}
+}
+
+// TestHeldKeptAlive: an entity's event held by the sink well past the ack
+// wait, and the event waiting behind it, are not redelivered: the
+// projector marks what it holds in progress.
+func TestHeldKeptAlive(t *testing.T) {
+	t.Parallel()
+	const ackWait = time.Second
+	e := newEnv(t)
+	a := streams.Entity{Type: "cart", Key: "a"}
+	e.appendEvents(t, a, strEvent("a1"))
+	e.appendEvents(t, a, strEvent("a2"))
+	rec := newRecorder()
+	release := make(chan struct{})
+	cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
+		if seqOf(t, ev) == 1 {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		rec.add(ev, nil)
+		return nil
+	}))
+	cfg.AckWait = ackWait
+	cfg.SendTimeout = time.Minute
+	p, err := projections.New(e.js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, p.Run)
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 2 })
+	held := time.Now()
+	// Three ack waits: without progress acks the server would have
+	// redelivered both by now.
+	waitUntil(t, "three ack waits", func() bool { return time.Since(held) > 3*ackWait })
+	st, err := p.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st[0].Redelivered != 0 || st[0].AckPending != 2 {
+		t.Errorf("after %v held: %d redelivered, %d pending; want 0, 2", time.Since(held), st[0].Redelivered, st[0].AckPending)
+	}
+	close(release)
+	checkOrder(t, rec.waitCount(t, 2), map[string]uint64{"a": 2})
 }

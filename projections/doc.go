@@ -30,13 +30,19 @@
 //     hands messages that a previous run left unacknowledged back to the
 //     consumer (consumer reset to its ack floor), so they are delivered
 //     again before newer ones and order holds across crashes. One
-//     projector per projection delivers at a time.
+//     projector per projection delivers at a time. What a projector holds
+//     is marked in progress every third of AckWait, so a long retry does
+//     not let the server redeliver it; a projector that stops finishes
+//     nothing new, drains its pulls and hands back (Nak, in stream order)
+//     what it holds.
 //   - Retries. A failed send is retried with exponential back-off and
 //     jitter (RetryMin..RetryMax) up to MaxTries; an error wrapping
 //     ErrRejected is not retried. Then the event goes to the dead-letter
 //     subject with the reason in the Jetstate-Dead-Letter-Reason header,
 //     and the entity's next events flow on. Events that cannot be
-//     converted (ErrBadEvent) go there at once.
+//     converted (ErrBadEvent) go there at once. A dead letter's
+//     Nats-Msg-Id is "dead:<consumer>:<event id>", so a stream on the
+//     dead-letter subject keeps one per event.
 //   - Position. A new projection starts at the beginning, at "now" or at a
 //     time (Config.Start); afterwards it resumes where it stopped.
 //   - Generations. The consumer of generation n is "<Name>-g<n>". Rebuild

@@ -9,11 +9,17 @@ var (
 	// instead of retrying.
 	ErrRejected = errors.New("event rejected by the sink")
 
-	// ErrBadEvent reports a journal message or event that cannot become a
-	// CloudEvent: a body jetstate did not write, a subject outside the
-	// service, an empty type, or data that does not decode with the
-	// descriptor the resolver returned. Such events go to the dead-letter
-	// subject without being offered to the sink.
+	// ErrBadEvent reports an event that no retry can deliver because of
+	// the event itself: here, a journal message or event that cannot
+	// become a CloudEvent (a body jetstate did not write, a subject outside
+	// the service, an empty type, or data that does not decode with the
+	// descriptor the resolver returned). Such events go to the dead-letter
+	// subject at once (cause "bad_event") without being offered to the
+	// sink. It is meant as jetstate's one bad-event sentinel: the sidecar's
+	// eventing may wrap it for its own (an undecodable journal entry or
+	// topic message, a payload that is not the method's input type), with
+	// its own words after it ("%w: %v"), and callers then match both with
+	// errors.Is(err, projections.ErrBadEvent).
 	ErrBadEvent = errors.New("event cannot be converted to a CloudEvent")
 
 	// ErrSuperseded is returned by Run when a newer generation of the

@@ -199,9 +199,9 @@ func TestCloudEvents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			stop := run(t, p.Run)
+			pr := run(t, p.Run)
 			evs := rec.waitCount(t, len(wants))
-			if err := stop(); err != nil {
+			if err := pr.stop(); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
 			if len(evs) != len(wants) {

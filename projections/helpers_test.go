@@ -105,28 +105,65 @@ func (e *env) config(name string, sink projections.Sink) projections.Config {
 	}
 }
 
-// run starts p.Run (or Rebuild) in the background; the returned function
-// stops it and returns its error.
-func run(t *testing.T, f func(context.Context) error) (stop func() error) {
+// projector is a Run or Rebuild started by run.
+type projector struct {
+	cancel context.CancelFunc
+	ended  chan struct{} // closed once f returned
+	err    error         // f's error, set before ended is closed
+	seen   atomic.Bool   // the test took f's error (stop or wait)
+}
+
+// run starts f (a Projection's Run or Rebuild) in the background. When the
+// test ends the projector is stopped, and the test fails if it then returns
+// an error or does not return within 20 s, unless the test took its error
+// itself (stop, wait).
+func run(t *testing.T, f func(context.Context) error) *projector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- f(ctx) }()
-	var once sync.Once
-	var err error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case err = <-done:
-			case <-time.After(20 * time.Second):
-				err = errors.New("projector did not stop within 20s")
-			}
-		})
-		return err
+	p := &projector{cancel: cancel, ended: make(chan struct{})}
+	go func() {
+		p.err = f(ctx)
+		close(p.ended)
+	}()
+	t.Cleanup(func() {
+		err := p.halt()
+		if !p.seen.Load() && err != nil {
+			t.Errorf("projector: %v", err)
+		}
+	})
+	return p
+}
+
+// halt cancels the projector and returns its error.
+func (p *projector) halt() error {
+	p.cancel()
+	select {
+	case <-p.ended:
+		return p.err
+	case <-time.After(20 * time.Second):
+		return errors.New("projector did not stop within 20s")
 	}
-	t.Cleanup(func() { _ = stop() })
-	return stop
+}
+
+// stop cancels the projector and returns its error (nil once stopped
+// cleanly), for the test to check.
+func (p *projector) stop() error {
+	p.seen.Store(true)
+	return p.halt()
+}
+
+// wait waits for the projector to end by itself and returns its error,
+// for the test to check.
+func (p *projector) wait(t *testing.T) error {
+	t.Helper()
+	p.seen.Store(true)
+	select {
+	case <-p.ended:
+		return p.err
+	case <-time.After(30 * time.Second):
+		t.Fatal("projector still running after 30s")
+		return nil
+	}
 }
 
 // recorder collects CloudEvents in arrival order.
@@ -170,6 +207,19 @@ func (r *recorder) waitFor(t *testing.T, what string, ok func([]*event.Event) bo
 		case <-time.After(20 * time.Millisecond):
 		case <-deadline:
 			t.Fatalf("timed out waiting for %s; have %d events", what, len(evs))
+		}
+	}
+}
+
+// waitUntil waits until ok holds, checking every 20 ms.
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for !ok() {
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 }

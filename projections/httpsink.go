@@ -11,6 +11,8 @@ import (
 	"net/url"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/jetstate/jetstate/internal/cebinding"
 )
 
 // HTTPSinkConfig configures an HTTPSink.
@@ -121,7 +123,7 @@ func HTTPRequest(ctx context.Context, target string, ev *event.Event, structured
 		body = b
 		h.Set("Content-Type", ContentTypeCloudEventsJSON)
 	} else {
-		err := binaryHeaders(ev, func(name, value string) { h[textproto.CanonicalMIMEHeaderKey(name)] = []string{value} },
+		err := cebinding.BinaryHeaders(ev, func(name, value string) { h[textproto.CanonicalMIMEHeaderKey(name)] = []string{value} },
 			func(ct string) { h.Set("Content-Type", ct) })
 		if err != nil {
 			return nil, err

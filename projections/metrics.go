@@ -21,13 +21,6 @@ type metrics struct {
 	lag         prometheus.Observer
 }
 
-// Dead-letter causes, the values of the "cause" label.
-const (
-	causeRejected = "rejected"
-	causeRetries  = "retries"
-	causeBadEvent = "bad_event"
-)
-
 func newMetrics(reg prometheus.Registerer, service, name string) *metrics {
 	labels := []string{"service", "projection"}
 	pending := prometheus.NewGaugeVec(prometheus.GaugeOpts{

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -10,6 +9,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetstate/jetstate/streams"
 )
 
 // NATSSinkConfig configures a NATSSink.
@@ -97,6 +98,8 @@ func NewNATSSink(nc *nats.Conn, cfg NATSSinkConfig) (*NATSSink, error) {
 }
 
 // Send publishes ev and returns once it was accepted (see NATSSinkConfig).
+// An event too large for the server or the stream (streams.TooLarge) is
+// refused with ErrRejected: no retry can help.
 func (s *NATSSink) Send(ctx context.Context, ev *event.Event) error {
 	return s.send(ctx, ev, true)
 }
@@ -112,7 +115,7 @@ func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) erro
 	}
 	if s.js != nil {
 		if _, err := s.js.PublishMsg(ctx, msg, jetstream.WithMsgID(ev.ID())); err != nil {
-			if errors.Is(err, nats.ErrMaxPayload) {
+			if streams.TooLarge(err) {
 				return fmt.Errorf("publish %s: %w: %v", subject, ErrRejected, err)
 			}
 			return fmt.Errorf("publish %s: %w", subject, err)
@@ -120,7 +123,7 @@ func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) erro
 		return nil
 	}
 	if err := s.nc.PublishMsg(msg); err != nil {
-		if errors.Is(err, nats.ErrMaxPayload) {
+		if streams.TooLarge(err) {
 			return fmt.Errorf("publish %s: %w: %v", subject, ErrRejected, err)
 		}
 		return fmt.Errorf("publish %s: %w", subject, err)

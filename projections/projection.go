@@ -12,6 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/jetstate/jetstate/internal/keyq"
 )
 
 // Consumer metadata keys and the states of a generation.
@@ -82,6 +84,19 @@ func (p *Projection) ConsumerName(generation int) string {
 // consumer, so they are delivered again before anything newer and
 // per-entity order survives crashes.
 func (p *Projection) Run(ctx context.Context) error {
+	return stopped(ctx, p.run(ctx))
+}
+
+// stopped is nil in place of err if err is only ctx ending (in the middle
+// of setting a generation up, say): Run and Rebuild return nil then.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return nil
+	}
+	return err
+}
+
+func (p *Projection) run(ctx context.Context) error {
 	if p.cfg.Sink == nil {
 		return errors.New("projection: no sink configured")
 	}
@@ -141,6 +156,10 @@ func (p *Projection) resetSuccessor(ctx context.Context, gen int) (int, error) {
 // called again. Give the rebuild its own sink (a new table, a new
 // subject): both generations deliver until the switch.
 func (p *Projection) Rebuild(ctx context.Context) error {
+	return stopped(ctx, p.rebuild(ctx))
+}
+
+func (p *Projection) rebuild(ctx context.Context) error {
 	if p.cfg.Sink == nil {
 		return errors.New("projection: no sink configured")
 	}
@@ -349,47 +368,51 @@ func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
 	if active && p.cfg.OnActive != nil {
 		p.cfg.OnActive(gen)
 	}
-	d := newDelivery(p, p.cfg.Sink)
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)), jetstream.PullExpiry(pullExpiry))
+	d, err := newDelivery(p, p.cfg.Sink, cons, gen)
 	if err != nil {
-		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
+		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	stop := context.AfterFunc(gctx, func() {
-		it.Stop()
-		d.close()
-	})
-	defer stop()
-	for range p.cfg.Workers {
-		g.Go(func() error { d.work(gctx); return nil })
-	}
 	g.Go(func() error {
-		for {
-			msg, err := it.Next(jetstream.NextContext(gctx))
-			if err != nil {
-				if gctx.Err() != nil {
-					return nil
-				}
-				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					return p.consumerGone(gctx, gen)
-				}
-				// Heartbeat misses and leadership changes are reported
-				// but the iterator carries on.
-				p.log.DebugContext(gctx, "consume", "error", err)
-				continue
-			}
-			d.dispatch(msg)
-		}
+		return d.q.Run(gctx, func(ctx context.Context) error { return p.consume(ctx, cons, gen, d.q) })
 	})
 	g.Go(func() error { return p.watch(gctx, cons, gen, active) })
 	if d.batched {
 		g.Go(func() error { return d.confirmAcks(gctx) })
 	}
-	err = g.Wait()
-	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		return nil
+	return g.Wait()
+}
+
+// consume dispatches the consumer's messages to q until ctx ends (then it
+// returns nil once its iterator is drained, so that q's Naks cannot come
+// back to it) or the consumer is gone.
+func (p *Projection) consume(ctx context.Context, cons jetstream.Consumer, gen int, q *keyq.Queue) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)), jetstream.PullExpiry(pullExpiry))
+	if err != nil {
+		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
 	}
-	return err
+	// Drain, not Stop: Next returns the buffered messages and then
+	// ErrMsgIteratorClosed once the server has dropped our interest.
+	defer context.AfterFunc(ctx, it.Drain)()
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+			q.Dispatch(msg)
+		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+			if ctx.Err() != nil {
+				return nil
+			}
+			return p.consumerGone(ctx, gen)
+		case errors.Is(err, jetstream.ErrConsumerDeleted):
+			it.Stop()
+			return p.consumerGone(ctx, gen)
+		default:
+			// Heartbeat misses and leadership changes are reported but
+			// the iterator carries on.
+			p.log.DebugContext(ctx, "consume", "error", err)
+		}
+	}
 }
 
 // consumerGone explains why a generation's consumer disappeared.

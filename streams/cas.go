@@ -65,8 +65,7 @@ func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, e
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			// A replicated stream refuses while another write to the
 			// subject is in flight; the real state is unknown. Retry.
-		case errors.Is(err, nats.ErrMaxPayload),
-			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		case TooLarge(err):
 			return 0, fmt.Errorf("append %s: %d bytes: %w: %v", msg.Subject, len(msg.Data), ErrTooLarge, err)
 		case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 			// No stream listens: it is missing, or it is electing a leader.

@@ -3,6 +3,9 @@ package streams
 import (
 	"errors"
 	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 var (
@@ -60,3 +63,13 @@ func (e *ConflictError) Error() string {
 
 // Is makes errors.Is(err, ErrConflict) true for a *ConflictError.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// TooLarge reports whether err is a refusal for size, which no retry can
+// overcome: ErrTooLarge, the server's max payload (nats.ErrMaxPayload,
+// refused by the client before sending) or a stream's max message size
+// (JetStream error 10054).
+func TooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, ErrTooLarge) || errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+}
