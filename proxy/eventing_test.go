@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -386,6 +387,38 @@ func TestEventingPoisonEvent(t *testing.T) {
 	}
 	if got := gather(t, reg, "jetstate_proxy_eventing_dead_letters_total", "cause", "retries"); got != 1 {
 		t.Fatalf("dead letters counted %v, want 1", got)
+	}
+}
+
+// TestEventingDeadLetterIsACloudEvent: an event-log event's dead letter is
+// its CloudEvent in binary mode, read back whole by the binding, also for a
+// key the header encoding must escape ('%', a quote, a space, non-ASCII):
+// the attributes were once only kept on one line, so a reader
+// percent-decoding them misread such a key.
+func TestEventingDeadLetterIsACloudEvent(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, js, serveEvFunction(t, f), func(c *proxy.Config) { c.Eventing.MaxTries = 1 })
+	const key = `50% "off" für alle`
+	s.emit(t, f.types, map[string]any{"key": key, "n": -1})
+	dl := readSubject(t, js, eventing.DeadLetterSubject(evStorage), 1)[0]
+	ev, err := projections.EventFromNATS(&nats.Msg{Subject: dl.Subject(), Header: dl.Headers(), Data: dl.Data()})
+	if err != nil {
+		t.Fatalf("dead letter is not a CloudEvent: %v (headers %v)", err, dl.Headers())
+	}
+	calls := waitCalls(t, f, "OnOne", 1, func(c evCall) bool { return c.failed })
+	if ev.Subject() != key || ev.ID() != calls[0].md["ce-id"] || ev.Type() != "type.googleapis.com/evtest.EventOne" ||
+		ev.DataContentType() != eventing.ContentTypeAny {
+		t.Fatalf("dead letter event: subject %q id %q type %q content type %q; want %q, %q, the event's type, %s",
+			ev.Subject(), ev.ID(), ev.Type(), ev.DataContentType(), key, calls[0].md["ce-id"], eventing.ContentTypeAny)
+	}
+	var a anypb.Any
+	if err := proto.Unmarshal(ev.Data(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffProto(f.types.anyOf("EventOne", map[string]any{"n": -1}), &a); d != "" {
+		t.Fatalf("dead letter data (-want +got):\n%s", d)
 	}
 }
 

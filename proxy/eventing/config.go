@@ -34,12 +34,6 @@ const (
 	HeaderTopicSubject = "Jetstate-Topic-Subject"
 )
 
-// Dead-letter causes (projections.HeaderCause values).
-const (
-	causeRetries  = "retries"   // the function failed MaxTries times
-	causeBadEvent = "bad_event" // the event could not be made a command
-)
-
 // Config tunes the eventing consumers and topics. A zero field
 // means its documented default.
 type Config struct {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/deadletter"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -44,7 +44,7 @@ func (s *subscriber) process(ctx context.Context, msg jetstream.Msg, md *jetstre
 		events, err = s.topicEvents(msg, md)
 	}
 	if err != nil {
-		if !s.deadLetter(ctx, msg, md, -1, nil, "", causeBadEvent, err, 0) {
+		if !s.deadLetter(ctx, msg, md, -1, nil, "", deadletter.CauseBadEvent, err, 0) {
 			return false
 		}
 		return s.ack(ctx, msg)
@@ -115,7 +115,7 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	if !m.TakesAny() {
 		if _, err := m.Decode(d.payload.GetValue()); err != nil {
-			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, 0)
+			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, deadletter.CauseBadEvent, err, 0)
 		}
 	}
 	tries, err := retry(ctx, s.e.cfg, func() error { return s.deliver(ctx, m, d) }, func(try int, err error) {
@@ -130,9 +130,9 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	case ctx.Err() != nil:
 		return false
 	case badEventError(err):
-		return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeBadEvent, err, tries)
+		return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, deadletter.CauseBadEvent, err, tries)
 	}
-	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, causeRetries, err, tries)
+	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, deadletter.CauseRetries, err, tries)
 }
 
 // badEventError reports a failure that the event itself causes, so no
@@ -206,99 +206,52 @@ func (o *outIDs) next() string {
 }
 
 // deadLetter publishes an event (or a whole message, index -1) the
-// subscription gives up on to the service's dead-letter subject, retrying
-// until it is stored or ctx ends (false): the consumer moves past an event
-// only once its dead letter is out. The body is the event's data (the
-// journal's event bytes, or the topic message's body), left out (with
-// projections.HeaderDataOmitted) if it would make the dead letter too large;
-// headers say where it came from and why it failed.
+// subscription gives up on to the service's dead-letter subject through the
+// shared publisher (internal/deadletter), retrying until it is out or ctx
+// ends (false): the consumer moves past an event only once its dead letter
+// is out. An event-log event travels as its CloudEvent in binary mode (the
+// ce-* attributes percent-encoded, as the binding says) with the journal's
+// Any as the body; a topic message keeps its own headers and body. A body
+// that would make the dead letter too large is left out (HeaderDataOmitted).
+// Redeliveries of one event make one dead letter (Nats-Msg-Id).
 func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, index int, d *delivery, method, cause string, reason error, tries int) bool {
-	st := s.e.cfg.Storage
-	out := nats.NewMsg(DeadLetterSubject(st))
+	l := deadletter.Letter{
+		Subject:   DeadLetterSubject(s.e.cfg.Storage),
+		Header:    nats.Header{},
+		Cause:     cause,
+		Reason:    reason,
+		Tries:     tries,
+		StreamSeq: md.Sequence.Stream,
+		Index:     index,
+		MsgID:     "dead:" + s.name + ":" + projections.EventID(s.stream, md.Sequence.Stream, index),
+	}
 	if s.sub.EventLog == "" {
 		for k, vs := range msg.Headers() {
-			// Headers the server acts on (Nats-Expected-*, Nats-Rollup,
-			// Nats-TTL, Nats-Msg-Id, ...) held for the topic message;
-			// on the dead letter they would get it refused for ever or
-			// purge other dead letters.
-			if len(k) >= len("Nats-") && strings.EqualFold(k[:len("Nats-")], "Nats-") {
-				continue
-			}
-			out.Header[k] = append([]string(nil), vs...)
+			l.Header[k] = append([]string(nil), vs...) // Nats-* ones are left out by the publisher
 		}
-		out.Header.Set(HeaderTopicSubject, msg.Subject())
-		out.Data = msg.Data()
+		l.Header.Set(HeaderTopicSubject, msg.Subject())
+		l.Data = msg.Data()
 	} else {
-		out.Header.Set(projections.HeaderJournalSubject, msg.Subject())
-		out.Data = msg.Data()
+		l.JournalSubject = msg.Subject()
+		l.Data = msg.Data()
 		if d != nil {
 			// The journal's Any, as the function would have received it.
 			if b, err := proto.Marshal(d.payload); err == nil {
-				out.Data = b
+				l.Data = b
 			}
-			out.Header.Set(projections.HeaderEventType, headerSafe(d.payload.GetTypeUrl()))
-			for _, e := range eventMetadata(d.ev).GetEntries() {
-				out.Header.Set(e.GetKey(), headerSafe(e.GetStringValue()))
-			}
+			l.Event = d.ev
+			l.EventType = d.payload.GetTypeUrl()
 		}
 	}
-	out.Header.Set(HeaderConsumer, s.name)
+	l.Header.Set(HeaderConsumer, s.name)
 	if method != "" {
-		out.Header.Set(HeaderMethod, method)
+		l.Header.Set(HeaderMethod, method)
 	}
-	out.Header.Set(projections.HeaderReason, headerSafe(reason.Error()))
-	out.Header.Set(projections.HeaderCause, cause)
-	out.Header.Set(projections.HeaderTries, strconv.Itoa(tries))
-	out.Header.Set(projections.HeaderStreamSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-	out.Header.Set(projections.HeaderEventIndex, strconv.Itoa(index))
-	// One dead letter per event, however often it is redelivered.
-	out.Header.Set(jetstream.MsgIDHeader, "dead:"+s.name+":"+projections.EventID(s.stream, md.Sequence.Stream, index))
-
-	bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := s.e.js.PublishMsg(pctx, out)
-		cancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		if len(out.Data) > 0 && tooLarge(err) {
-			// The message filled the limit and the headers push it
-			// over: the dead letter says where it is instead.
-			out.Header.Set(projections.HeaderDataOmitted, strconv.Itoa(len(out.Data)))
-			out.Data = nil
-			continue
-		}
-		s.log.WarnContext(ctx, "dead letter not stored, retrying", "subject", out.Subject, "error", err)
-		_ = msg.InProgress()
-		if bo.Wait(ctx) != nil {
-			return false
-		}
+	if err := s.e.dl.Publish(ctx, l, func() { _ = msg.InProgress() }); err != nil {
+		return false // ctx ended
 	}
 	s.e.m.deadLetters.WithLabelValues(s.service, s.source, cause).Inc()
-	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", out.Subject, "cause", cause, "reason", reason,
+	s.log.WarnContext(ctx, "event dead-lettered", "dead_letter_subject", l.Subject, "cause", cause, "reason", reason,
 		"tries", tries, "method", method, "subject", msg.Subject(), "stream_seq", md.Sequence.Stream, "index", index)
 	return true
-}
-
-// tooLarge reports a publish refused for its size, by the server's max
-// payload or by the stream's max message size: trying again cannot help.
-func tooLarge(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, nats.ErrMaxPayload) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
-}
-
-// headerSafe keeps a header value on one line.
-func headerSafe(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c < ' ' || c == 0x7F {
-			b[i] = ' '
-		}
-	}
-	return string(b)
 }

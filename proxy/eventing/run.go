@@ -17,6 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/deadletter"
+	"github.com/jetstate/jetstate/internal/keyq"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -43,6 +45,7 @@ type Eventing struct {
 	caller Caller
 	m      *metrics
 	pub    *Publisher
+	dl     *deadletter.Publisher
 	subs   []*subscriber
 	// abort, once closed, cancels the calls in hand that Run cannot stop
 	// (they outlive its context up to the command timeout). Set by Run.
@@ -60,7 +63,11 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, ev *model.Even
 	}
 	cfg = cfg.withDefaults()
 	m := newMetrics(cfg.Registry)
-	e := &Eventing{cfg: cfg, js: js, caller: caller, m: m, pub: newPublisher(cfg.Storage, js, ev, m)}
+	dl, err := deadletter.New(js, deadletter.Config{RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax, Logger: cfg.Log})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnservable, err)
+	}
+	e := &Eventing{cfg: cfg, js: js, caller: caller, m: m, pub: newPublisher(cfg.Storage, js, ev, m), dl: dl}
 	if ev == nil || len(ev.Subscriptions) == 0 && len(ev.Out) == 0 {
 		return e, nil
 	}
@@ -107,11 +114,8 @@ func (e *Eventing) subscribe(ctx context.Context, sub *model.Subscription) (*sub
 	s := &subscriber{
 		e: e, sub: sub, cons: cons, stream: stream, name: name,
 		service: string(sub.Service.Desc.FullName()), source: sub.Source(),
-		log:      e.cfg.Log.With("consumer", name, "source", sub.Source()),
-		queues:   map[string]*evQueue{},
-		inflight: map[msgKey]struct{}{},
+		log: e.cfg.Log.With("consumer", name, "source", sub.Source()),
 	}
-	s.wake = sync.NewCond(&s.mu)
 	return s, nil
 }
 
@@ -163,113 +167,85 @@ func (e *Eventing) Run(ctx context.Context, abort <-chan struct{}) error {
 	return errors.Join(errs...)
 }
 
-// subscriber is one subscription's consumer in this sidecar: messages are
-// queued per ordering key (an entity's journal subject; a topic message's
-// ce-subject) and a fixed number of workers take one key at a time, so one
-// key's messages are handled one after the other in delivery order and
-// different keys in parallel.
+// subscriber is one subscription's consumer in this sidecar: its messages
+// go through a keyed queue (internal/keyq) per ordering key (an entity's
+// journal subject; a topic message's CloudEvent subject) to Workers
+// workers, so one key's messages are handled one after the other in
+// delivery order and different keys in parallel.
 type subscriber struct {
 	e               *Eventing
 	sub             *model.Subscription
-	cons            jetstream.Consumer
+	cons            jetstream.Consumer // replaced by run's loop only
 	stream, name    string
 	service, source string // metric labels
 	log             *slog.Logger
-	mu              sync.Mutex
-	wake            *sync.Cond
-	closed          bool
-	queues          map[string]*evQueue
-	ready           []*evQueue
-	inflight        map[msgKey]struct{} // messages received and not settled
-	pin             string              // the pin id on the messages received (not Shared)
+	pin             string // the pin id on the messages received (not Shared); consume's
 }
 
-// msgKey identifies a stored message across redeliveries: its stream
-// sequence and the time it was stored, since a stream deleted and made
-// again (the eventing stream, by this sidecar) numbers its messages from 1
-// again while the old ones may still be in hand.
-type msgKey struct {
-	seq    uint64
-	stored int64
-}
-
-func keyOf(md *jetstream.MsgMetadata) msgKey {
-	return msgKey{md.Sequence.Stream, md.Timestamp.UnixNano()}
-}
-
-type evQueue struct {
-	key  string
-	msgs []evMsg
-}
-
-type evMsg struct {
-	msg jetstream.Msg
-	md  *jetstream.MsgMetadata
-}
-
+// run consumes until ctx ends, re-creating the consumer (and the eventing
+// stream) if they are deleted meanwhile; then the events in hand finish,
+// what was received but not finished is handed back (Nak'ed, in stream
+// order) and an ordered subscription is unpinned, so another sidecar takes
+// over at once.
 func (s *subscriber) run(ctx context.Context) error {
 	s.log.InfoContext(ctx, "eventing consumer started")
-	var wg sync.WaitGroup
-	for range s.e.cfg.Workers {
-		wg.Go(func() { s.work(ctx) })
-	}
-	held := make(chan struct{})
-	var keeper sync.WaitGroup
-	keeper.Go(func() { s.keepAlive(held) })
-	stop := context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.wake.Broadcast()
+	q, err := keyq.New(keyq.Config{
+		Consumer: s.cons,
+		Workers:  s.e.cfg.Workers,
+		Key: func(msg jetstream.Msg, md *jetstream.MsgMetadata) string {
+			if s.sub.EventLog != "" {
+				return msg.Subject()
+			}
+			return topicKey(msg.Headers(), msg.Data(), md.Sequence.Stream)
+		},
+		Process: s.process,
+		// A long retry or a slow call must not let the ack wait run out:
+		// the server would hand the message (and so the entity's later
+		// events) to another sidecar while this one still works on it.
+		KeepAlive: s.e.cfg.AckWait / 3,
+		Remember:  2 * s.e.cfg.MaxAckPending,
+		Logger:    s.log,
 	})
-	defer stop()
-	bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
-	for ctx.Err() == nil {
-		err := s.consume(ctx)
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-		// The consumer was deleted (by an operator, or with its stream):
-		// make it again and go on, the sidecar stays ready.
-		wait := bo.Next()
-		s.log.WarnContext(ctx, "eventing consumer lost, re-creating", "error", err, "in", wait)
-		if backoff.Sleep(ctx, wait) != nil {
-			break
-		}
-		cons, err := s.e.createConsumer(ctx, s.sub)
-		if errors.Is(err, jetstream.ErrStreamNotFound) && s.sub.EventLog == "" {
-			// The eventing stream was deleted: make it again, as at start.
-			if err = s.e.ensureStream(ctx); err == nil {
-				cons, err = s.e.createConsumer(ctx, s.sub)
+	if err != nil {
+		return err
+	}
+	err = q.Run(ctx, func(ctx context.Context) error {
+		bo := backoff.Backoff{Min: s.e.cfg.RetryMin, Max: s.e.cfg.RetryMax}
+		for ctx.Err() == nil {
+			err := s.consume(ctx, q)
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			// The consumer was deleted (by an operator, or with its
+			// stream): make it again and go on, the sidecar stays ready.
+			wait := bo.Next()
+			s.log.WarnContext(ctx, "eventing consumer lost, re-creating", "error", err, "in", wait)
+			if backoff.Sleep(ctx, wait) != nil {
+				return nil
+			}
+			cons, err := s.e.createConsumer(ctx, s.sub)
+			if errors.Is(err, jetstream.ErrStreamNotFound) && s.sub.EventLog == "" {
+				// The eventing stream was deleted: make it again, as at start.
+				if err = s.e.ensureStream(ctx); err == nil {
+					cons, err = s.e.createConsumer(ctx, s.sub)
+				}
+			}
+			if err != nil {
+				s.log.WarnContext(ctx, "eventing consumer not re-created", "error", err)
+			} else {
+				s.cons = cons
 			}
 		}
-		if err != nil {
-			s.log.WarnContext(ctx, "eventing consumer not re-created", "error", err)
-		} else {
-			s.cons = cons // only this goroutine reads cons
-		}
-	}
-	wg.Wait()
-	close(held)
-	keeper.Wait()
-	// Hand back what was received but not finished, for another sidecar or
-	// the next run; the server redelivers in stream order.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, q := range s.queues {
-		for _, m := range q.msgs {
-			_ = m.msg.Nak()
-		}
-	}
-	s.queues = map[string]*evQueue{}
+		return nil
+	})
 	s.unpin()
 	s.log.Info("eventing consumer stopped")
-	return nil
+	return err
 }
 
 // unpin hands an ordered subscription to another sidecar at once, if this
 // one holds the pin (the id the server stamped on the messages it sent
-// here), instead of after PinnedTTL. Best effort; the caller holds s.mu.
+// here), instead of after PinnedTTL. Best effort.
 func (s *subscriber) unpin() {
 	if s.e.cfg.Shared || s.pin == "" {
 		return
@@ -295,38 +271,10 @@ func (s *subscriber) unpin() {
 	}
 }
 
-// keepAlive tells the server every third of the ack wait that the
-// messages this sidecar holds (queued behind an entity's earlier event, or
-// being handled) are in progress, until done is closed: otherwise a long
-// retry or a slow call would let the ack wait run out, and the server
-// would hand the message (and so the entity's later events) to another
-// sidecar while this one still works on it.
-func (s *subscriber) keepAlive(done <-chan struct{}) {
-	t := time.NewTicker(s.e.cfg.AckWait / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		var msgs []jetstream.Msg
-		s.mu.Lock()
-		for _, q := range s.queues {
-			for _, m := range q.msgs {
-				msgs = append(msgs, m.msg)
-			}
-		}
-		s.mu.Unlock()
-		for _, m := range msgs {
-			_ = m.InProgress()
-		}
-	}
-}
-
-// consume dispatches the consumer's messages until ctx ends (nil) or the
-// consumer is gone (an error).
-func (s *subscriber) consume(ctx context.Context) error {
+// consume dispatches the consumer's messages to q until ctx ends (nil,
+// once its iterator is drained, so that q's Naks cannot come back to it)
+// or the consumer is gone (an error).
+func (s *subscriber) consume(ctx context.Context, q *keyq.Queue) error {
 	opts := []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(min(s.e.cfg.MaxAckPending, 256))}
 	if !s.e.cfg.Shared {
 		opts = append(opts, jetstream.PullPriorityGroup(priorityGroup), jetstream.PullExpiry(pullExpiry))
@@ -345,7 +293,10 @@ func (s *subscriber) consume(ctx context.Context) error {
 		msg, err := it.Next()
 		switch {
 		case err == nil:
-			s.dispatch(msg)
+			if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
+				s.pin = pin
+			}
+			q.Dispatch(msg)
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, nats.ErrConnectionClosed):
 			if ctx.Err() != nil {
 				return nil
@@ -357,39 +308,6 @@ func (s *subscriber) consume(ctx context.Context) error {
 		default:
 			s.log.DebugContext(ctx, "consume", "error", err) // heartbeats, leader changes: it carries on
 		}
-	}
-}
-
-// dispatch queues msg behind the earlier messages of its key.
-func (s *subscriber) dispatch(msg jetstream.Msg) {
-	md, err := msg.Metadata()
-	if err != nil {
-		s.log.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
-		return
-	}
-	s.e.m.pending.WithLabelValues(s.service, s.source).Set(float64(md.NumPending))
-	key := msg.Subject()
-	if s.sub.EventLog == "" {
-		key = topicKey(msg.Headers(), msg.Data(), md.Sequence.Stream)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
-		s.pin = pin
-	}
-	if _, ok := s.inflight[keyOf(md)]; ok {
-		return // a redelivered copy while the first is still here
-	}
-	s.inflight[keyOf(md)] = struct{}{}
-	q := s.queues[key]
-	if q == nil {
-		q = &evQueue{key: key}
-		s.queues[key] = q
-	}
-	q.msgs = append(q.msgs, evMsg{msg, md})
-	if len(q.msgs) == 1 {
-		s.ready = append(s.ready, q)
-		s.wake.Signal()
 	}
 }
 
@@ -416,44 +334,4 @@ func topicKey(h nats.Header, data []byte, seq uint64) string {
 		return "#" + strconv.FormatUint(seq, 10)
 	}
 	return "s:" + subj
-}
-
-// work handles queued messages until the subscriber closes. A queue is in
-// ready only while no worker holds it.
-func (s *subscriber) work(ctx context.Context) {
-	for {
-		s.mu.Lock()
-		for len(s.ready) == 0 && !s.closed {
-			s.wake.Wait()
-		}
-		if s.closed {
-			s.mu.Unlock()
-			return
-		}
-		q := s.ready[0]
-		s.ready[0] = nil
-		s.ready = s.ready[1:]
-		next := q.msgs[0]
-		s.mu.Unlock()
-
-		done := s.process(ctx, next.msg, next.md)
-
-		s.mu.Lock()
-		if !done {
-			// Stopping: this one and the rest of the key stay queued;
-			// run hands them back once the iterator is closed.
-			s.mu.Unlock()
-			return
-		}
-		delete(s.inflight, keyOf(next.md))
-		q.msgs[0] = evMsg{}
-		q.msgs = q.msgs[1:]
-		if len(q.msgs) > 0 {
-			s.ready = append(s.ready, q)
-			s.wake.Signal()
-		} else {
-			delete(s.queues, q.key)
-		}
-		s.mu.Unlock()
-	}
 }
