@@ -20,7 +20,7 @@ var (
 	// topic message, a payload that is not the method's input type), with
 	// its own words after it ("%w: %v"), and callers then match both with
 	// errors.Is(err, projections.ErrBadEvent).
-	ErrBadEvent = errors.New("event cannot be converted to a CloudEvent")
+	ErrBadEvent = errors.New("bad event")
 
 	// ErrSuperseded is returned by Run when a newer generation of the
 	// projection became the active one (a rebuild finished): this

@@ -28,14 +28,17 @@ func TestPartsKeepTheirWalls(t *testing.T) {
 		}
 	}
 	forbidden := map[string][]string{
-		"proxy/model":    {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/load"},
-		"proxy/entity":   {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/load"},
-		"proxy/eventing": {"proxy", "proxy/ingress", "proxy/entity", "proxy/shard", "proxy/load"},
-		"proxy/shard":    {"proxy", "proxy/ingress", "proxy/eventing", "proxy/load"},
-		"proxy/ingress":  {"proxy", "proxy/eventing", "proxy/load"},
-		"proxy/load":     {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/model"},
-		"streams":        {"proxy", "projections", "sdk", "protocol/cloudstate"},
-		"projections":    {"proxy", "sdk"},
+		"proxy/model":         {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/load"},
+		"proxy/entity":        {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/load"},
+		"proxy/eventing":      {"proxy", "proxy/ingress", "proxy/entity", "proxy/shard", "proxy/load"},
+		"proxy/shard":         {"proxy", "proxy/ingress", "proxy/eventing", "proxy/load"},
+		"proxy/ingress":       {"proxy", "proxy/eventing", "proxy/load"},
+		"proxy/load":          {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/model"},
+		"streams":             {"proxy", "projections", "sdk", "protocol/cloudstate"},
+		"projections":         {"proxy", "sdk"},
+		"internal/keyq":       {"proxy", "projections"},
+		"internal/deadletter": {"proxy", "projections"},
+		"internal/cebinding":  {"proxy", "projections"},
 	}
 	for part, never := range forbidden {
 		seen := map[string]bool{}
