@@ -125,12 +125,13 @@ func parseProject(args []string, getenv func(string) string, out io.Writer) (pro
 	fs.DurationVar(&p.SendTimeout, "send-timeout", 0, fmt.Sprintf("bound of one try (default %v)", projections.DefaultSendTimeout))
 	fs.StringVar(&p.DeadLetterSubject, "dead-letter", env("JETSTATE_DEAD_LETTER", ""), "subject of events the sink refused (default <prefix>_deadletter.<service>.<name>) [JETSTATE_DEAD_LETTER]")
 	fs.BoolVar(&c.Rebuild, "rebuild", false, "replay from the beginning into this sink as a new generation, then take over")
-	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9091"), "address of /ready, /alive and /metrics [METRICS_PORT]")
+	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9091)
+	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	var errs []error
+	errs := []error{metricsErr}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
