@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/projections"
 )
 
@@ -357,7 +358,7 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 
 // projectLoop runs the projection (or its rebuild) again after failures.
 func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, ready, promoted *atomic.Bool, log *slog.Logger) error {
-	wait := projectRetryMin
+	bo := backoff.Backoff{Min: projectRetryMin, Max: projectRetryMax}
 	for {
 		started := time.Now()
 		var err error
@@ -367,6 +368,10 @@ func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, r
 			err = p.Run(ctx)
 		}
 		ready.Store(false)
+		if time.Since(started) > time.Minute {
+			bo.Reset() // it ran for a while: a new failure starts the back-off again
+		}
+		wait := bo.Next()
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -378,14 +383,8 @@ func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, r
 		default:
 			log.Error("projection failed; retrying", "error", err, "in", wait)
 		}
-		if time.Since(started) > time.Minute {
-			wait = projectRetryMin
-		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, projectRetryMax)
 	}
 }
