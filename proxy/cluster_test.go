@@ -55,6 +55,9 @@ type cluster struct {
 
 func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("3-node cluster")
+	}
 	c := &cluster{t: t, nats: streamstest.RunCluster(t, 3), types: newTestTypes(t)}
 	c.nats.WaitMetaLeader()
 	for range n {
