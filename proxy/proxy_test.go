@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -770,18 +771,116 @@ func TestConcurrentCommandsOnOneEntity(t *testing.T) {
 	}
 }
 
-// TestNATSRestart restarts the NATS server under a running sidecar: commands
-// retry through the outage and the state is intact afterwards.
+// TestNATSRestart stops the NATS server under a running sidecar and sends
+// commands while it is down: they wait in the storage's retries, succeed
+// once the server is back, and nothing is lost or stored twice.
 func TestNATSRestart(t *testing.T) {
 	srv := streamstest.RunServer(t)
 	h := &harness{t: t, js: srv.JetStream(t), uf: newTestFunction(t), types: newTestTypes(t)}
 	h.ufAddr = serveFunction(t, h.uf, nil)
-	h.startProxy(nil)
+	retries := make(storageRetries, 1000)
+	h.startProxy(func(c *proxy.Config) {
+		c.Storage.Logger = slog.New(retries)
+		c.CommandTimeout = time.Minute // the outage must not time the commands out
+	})
 	h.mustCall("Counter/Add", "n", ptr(4), 4)
-	srv.Restart()
-	h.mustCall("Counter/Add", "n", ptr(1), 5) // an active entity appends after the outage
 	h.mustCall("Register/Set", "n", ptr(3), 3)
+
+	srv.Stop()
+	type result struct {
+		method string
+		n      int64
+		err    error
+	}
+	results := make(chan result, 3)
+	for _, c := range []struct {
+		method, key string
+		n           *int64
+	}{{"Counter/Add", "n", ptr(1)}, {"Register/Set", "n", ptr(7)}, {"Register/Get", "fresh", nil}} {
+		go func() {
+			resp := h.types.msg("Value")
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			err := h.conn.Invoke(ctx, "/test."+c.method, h.types.request(c.key, c.n), resp)
+			results <- result{c.method + " " + c.key, resp.Get(resp.Descriptor().Fields().ByName("n")).Int(), err}
+		}()
+	}
+	// Each is blocked on the server: the active entities' writes and the
+	// new entity's recovery read have each been refused at least once.
+	retries.waitFor(t, "append retry .counter.n", "append retry .register.n", "msg get retry KV_jetstate_test_values")
+	select {
+	case r := <-results:
+		t.Fatalf("%s finished while NATS was down: %d, %v", r.method, r.n, r.err)
+	default:
+	}
+	srv.Start()
+	want := map[string]int64{"Counter/Add n": 5, "Register/Set n": 7, "Register/Get fresh": 0}
+	for range 3 {
+		r := <-results
+		if r.err != nil || r.n != want[r.method] {
+			t.Errorf("%s sent during the outage = %d, %v; want %d", r.method, r.n, r.err, want[r.method])
+		}
+	}
+	h.mustCall("Counter/Get", "n", nil, 5)
+	h.mustCall("Register/Get", "n", nil, 7)
 	h.mustCall("Counter/Get", "fresh", nil, 0) // a new one recovers from the restarted server
+	// The write retried through the outage is in the journal once.
+	j, err := streams.NewJournal(h.js, streams.Config{Service: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []int64
+	for r, err := range j.Read(t.Context(), streams.Entity{Type: "counter", Key: "n"}, streams.Version{}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, h.types.intField("Value", "n", r.Data))
+	}
+	if d := cmp.Diff([]int64{4, 1}, events); d != "" {
+		t.Fatalf("journal of n (-want +got):\n%s", d)
+	}
+}
+
+// storageRetries is a slog.Handler for streams.Config.Logger that passes
+// on each retry of the storage ("append retry <subject>", "msg get retry
+// <stream>"), dropping what the buffer cannot hold.
+type storageRetries chan string
+
+func (c storageRetries) Enabled(context.Context, slog.Level) bool { return true }
+func (c storageRetries) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c storageRetries) WithGroup(string) slog.Handler            { return c }
+func (c storageRetries) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "subject" || a.Key == "stream" {
+			line += " " + a.Value.String()
+		}
+		return true
+	})
+	select {
+	case c <- line:
+	default:
+	}
+	return nil
+}
+
+// waitFor waits until a retry has been logged for each of wants: a line
+// with the want's message and a subject or stream ending with the rest.
+func (c storageRetries) waitFor(t *testing.T, wants ...string) {
+	t.Helper()
+	missing := slices.Clone(wants)
+	failsafe := time.After(time.Minute)
+	for len(missing) > 0 {
+		select {
+		case line := <-c:
+			missing = slices.DeleteFunc(missing, func(w string) bool {
+				i, j := strings.LastIndexByte(w, ' '), strings.LastIndexByte(line, ' ')
+				return i >= 0 && j >= 0 && w[:i] == line[:j] && strings.HasSuffix(line[j+1:], w[i+1:])
+			})
+		case <-failsafe:
+			t.Fatalf("no storage retry for %q within a minute", missing)
+		}
+	}
 }
 
 // TestBoundedQueue fills one entity's queue behind a command the function
