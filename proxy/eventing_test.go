@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,12 +16,15 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -308,7 +313,7 @@ func gather(t *testing.T, reg *prometheus.Registry, name, label, value string) f
 // stream, from its beginning.
 func readSubject(t *testing.T, js jetstream.JetStream, subject string, n int) []jetstream.Msg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute) // a failsafe
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, eventing.EventingStream(evStorage), jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
@@ -473,16 +478,25 @@ func TestEventingStopDuringRetries(t *testing.T) {
 	f := newEvFunction(t, "f")
 	f.fails[7] = 1 << 30
 	ufAddr := serveEvFunction(t, f)
-	tune := func(c *proxy.Config) { c.Eventing.MaxTries = 1 << 20 }
+	// Promptly means without waiting out the back-off before the retry
+	// or the drain time: both are made far longer than the failsafe.
+	tune := func(c *proxy.Config) {
+		c.Eventing.MaxTries = 1 << 20
+		c.Eventing.RetryMin, c.Eventing.RetryMax, c.Eventing.AckWait = time.Hour, time.Hour, 2*time.Hour
+		c.DrainTimeout = time.Hour
+	}
 	s1 := startEvSidecar(t, js, ufAddr, tune)
 	s1.emit(t, f.types, map[string]any{"key": "r", "n": 7})
-	waitCalls(t, f, "OnOne", 2, bySubject("r")) // failing, retried
-	start := time.Now()
-	if err := s1.stop(); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("stop took %v", d)
+	waitCalls(t, f, "OnOne", 1, bySubject("r")) // failed: an hour's back-off before the retry
+	stopped := make(chan error, 1)
+	go func() { stopped <- s1.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("stop waited for the retry back-off or the drain time (an hour each)")
 	}
 	f.mu.Lock()
 	f.fails[7] = 0
@@ -625,15 +639,37 @@ func TestEventingHeldMessagesStayInProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batch, err := rival.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
+	// The rival pulls for as long as the sidecar works on the event (2.5 s,
+	// over twice the ack wait), until the sidecar has acknowledged it.
+	redelivered := make(chan uint64, 1)
+	cc, err := rival.Consume(func(m jetstream.Msg) {
+		md, _ := m.Metadata()
+		select {
+		case redelivered <- md.NumDelivered:
+		default:
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for m := range batch.Messages() {
-		md, _ := m.Metadata()
-		t.Fatalf("the held event was redelivered to another client (delivery %d)", md.NumDelivered)
-	}
+	defer cc.Stop()
 	waitCalls(t, f, "OnOne", 1, bySubject("slow"))
+	var info *jetstream.ConsumerInfo
+	waitFor(t, "the event acknowledged", func() bool {
+		info, err = rival.Info(t.Context())
+		return err == nil && info.AckFloor.Consumer >= 1 && info.NumAckPending == 0
+	})
+	select {
+	case n := <-redelivered:
+		t.Fatalf("the held event was redelivered to another client (delivery %d)", n)
+	default:
+	}
+	// The server delivered it once in all (a redelivery, to anyone, takes
+	// the next consumer sequence), and that delivery was acknowledged.
+	if info.Delivered.Consumer != 1 || info.AckFloor.Consumer != 1 {
+		t.Fatalf("consumer delivered up to %d, acknowledged up to %d; want one delivery, acknowledged",
+			info.Delivered.Consumer, info.AckFloor.Consumer)
+	}
 }
 
 // TestEventingOrderedFailover: by default (not Shared), one sidecar of two consumes
@@ -699,26 +735,47 @@ func TestEventingOrderedFailover(t *testing.T) {
 	}
 	inOrder(fs[active].callsOf("OnOne"))
 
+	pin := pinnedClient(t, js)
+	if pin == "" {
+		t.Fatal("no sidecar pinned in ordered mode")
+	}
 	if err := ss[active].stop(); err != nil {
 		t.Fatal(err)
 	}
 	other := 1 - active
 	// The stopped sidecar unpinned: the standby takes over at once, not
-	// after PinnedTTL.
-	stopped := time.Now()
-	emit(ss[other], 1)
-	for len(handled()[other]) < 1 {
-		if time.Since(stopped) > eventing.PinnedTTL/2 {
-			t.Fatalf("no takeover within %v of a graceful stop", eventing.PinnedTTL/2)
-		}
-		time.Sleep(10 * time.Millisecond)
+	// after PinnedTTL (the server would keep the old pin until then).
+	if now := pinnedClient(t, js); now == pin {
+		t.Fatalf("the stopped sidecar is still pinned (%s) after its stop returned", pin)
 	}
+	emit(ss[other], 1)
+	waitFor(t, "the standby taking over", func() bool { return len(handled()[other]) >= 1 })
 	emit(ss[other], 14)
 	waitFor(t, "the standby handling the next events", func() bool { return len(handled()[other]) >= 15 })
 	if got := len(handled()[active]); got != 30 {
 		t.Fatalf("the stopped sidecar handled %d events, want 30", got)
 	}
 	inOrder(fs[other].callsOf("OnOne"))
+}
+
+// pinnedClient is the client the ordered eventing consumer of evtest.Subscriber
+// is pinned to, or "".
+func pinnedClient(t *testing.T, js jetstream.JetStream) string {
+	t.Helper()
+	c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range info.PriorityGroups {
+		if g.PinnedClientID != "" {
+			return g.PinnedClientID
+		}
+	}
+	return ""
 }
 
 // TestEventingDeadLetterTooLarge: a bad journal message that fills the
@@ -769,13 +826,35 @@ func TestEventingInvalidKeyIsBadEvent(t *testing.T) {
 func TestEventingStopAbortsAHangingCall(t *testing.T) {
 	srv := streamstest.RunServer(t)
 	js := srv.JetStream(t)
+	// The slow function's subscriber call hangs until the sidecar cancels
+	// it, and the command timeout is an hour: only the drain time can end
+	// the stop before the failsafe.
 	slow := newEvFunction(t, "slow")
-	slow.delay = 8 * time.Second
+	arrived, cancelled := make(chan struct{}), make(chan struct{})
+	var arriveOnce, cancelOnce sync.Once
+	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		if cmd, ok := req.(*actionpb.ActionCommand); ok && cmd.GetServiceName() == "evtest.Subscriber" {
+			arriveOnce.Do(func() { close(arrived) })
+			<-ctx.Done()
+			cancelOnce.Do(func() { close(cancelled) })
+			return nil, ctx.Err()
+		}
+		return next(ctx, req)
+	}))
+	cloudstate.RegisterEntityDiscoveryServer(gs, slow)
+	eventsourced.RegisterEventSourcedServer(gs, slow)
+	actionpb.RegisterActionProtocolServer(gs, slow)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
 	tune := func(c *proxy.Config) {
 		c.DrainTimeout = time.Second
-		c.CommandTimeout = 30 * time.Second
+		c.CommandTimeout = time.Hour
 	}
-	s1 := startEvSidecar(t, js, serveEvFunction(t, slow), tune)
+	s1 := startEvSidecar(t, js, lis.Addr().String(), tune)
 	s1.emit(t, slow.types, map[string]any{"key": "h", "n": 1})
 	waitFor(t, "the event in the sidecar's hands", func() bool {
 		c, err := js.Consumer(t.Context(), evStorage.JournalStream(), "eventing=_evtest=2ESubscriber=_source")
@@ -785,13 +864,25 @@ func TestEventingStopAbortsAHangingCall(t *testing.T) {
 		info, err := c.Info(t.Context())
 		return err == nil && info.NumAckPending == 1
 	})
-	time.Sleep(200 * time.Millisecond) // the call is under way
-	start := time.Now()
-	if err := s1.stop(); err != nil {
-		t.Fatal(err)
+	select { // the call is under way
+	case <-arrived:
+	case <-time.After(time.Minute):
+		t.Fatal("the event's call did not reach the function within a minute")
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("stop took %v with a call hanging: the drain time (1 s) did not bound it", d)
+	stopped := make(chan error, 1)
+	go func() { stopped <- s1.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("stop waited for the hanging call: the drain time (1 s) did not bound it")
+	}
+	select { // and the call was cancelled, not left running
+	case <-cancelled:
+	case <-time.After(time.Minute):
+		t.Fatal("the hanging call was not cancelled")
 	}
 	fast := newEvFunction(t, "fast")
 	startEvSidecar(t, js, serveEvFunction(t, fast), tune)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -107,11 +109,26 @@ func TestOwnership(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitView("lost z", func(v streams.View) bool { _, ok := v.Members["z"]; return !ok })
-		// "a.b c" stops heartbeating: it expires after the TTL.
+		// "a.b c" stops heartbeating: it expires after the TTL, by the
+		// server's expiry marker, and not before.
 		start := time.Now()
+		if err := o.Heartbeat(ctx, "a.b c", []byte("info")); err != nil {
+			t.Fatal(err)
+		}
 		waitView("expired a.b c", func(v streams.View) bool { return len(v.Members) == 0 })
-		if d := time.Since(start); d > 3*time.Second {
-			t.Fatalf("member expired after %v, TTL 1s", d)
+		if d := time.Since(start); d < o.MemberTTL() {
+			t.Fatalf("member expired %v after its heartbeat, TTL %v", d, o.MemberTTL())
+		}
+		members, err := js.Stream(ctx, "KV_"+cfg.MemberBucket())
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := members.GetLastMsgForSubject(ctx, "$KV."+cfg.MemberBucket()+"."+streams.EncodeToken("a.b c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := last.Header.Get(jetstream.MarkerReasonHeader); r != "MaxAge" {
+			t.Fatalf("a.b c removed by %q (headers %v), want the server's MaxAge expiry", r, last.Header)
 		}
 	})
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
 	"github.com/jetstate/jetstate/streams"
@@ -53,7 +54,7 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 	}
 	switch args[0] {
 	case "run":
-		cfg, err := parseRun(args[1:], out)
+		cfg, err := parseRun(args[1:], os.Getenv, out)
 		if err != nil {
 			return err
 		}
@@ -108,7 +109,8 @@ type runConfig struct {
 	LogLevel slog.Level
 }
 
-func parseRun(args []string, out io.Writer) (runConfig, error) {
+func parseRun(args []string, getenv func(string) string, out io.Writer) (runConfig, error) {
+	env := envLookup(getenv)
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(out)
 	cfg := runConfig{}
@@ -116,13 +118,17 @@ func parseRun(args []string, out io.Writer) (runConfig, error) {
 	if dir, err := os.UserCacheDir(); err == nil {
 		defaultData = filepath.Join(dir, "jetstate", "run")
 	}
-	fs.IntVar(&cfg.Port, "port", envInt("JETSTATE_NATS_PORT", 4222), "NATS client port of the embedded server (-1: any free port) [JETSTATE_NATS_PORT]")
-	fs.StringVar(&cfg.DataDir, "data", envString("JETSTATE_DATA", defaultData), "directory for JetStream's data [JETSTATE_DATA]")
-	sync := fs.String("sync", envString("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min) or always (fsync before every ack) [JETSTATE_SYNC]")
+	port, portErr := envInt(getenv, "JETSTATE_NATS_PORT", 4222)
+	fs.IntVar(&cfg.Port, "port", port, "NATS client port of the embedded server (-1: any free port) [JETSTATE_NATS_PORT]")
+	fs.StringVar(&cfg.DataDir, "data", env("JETSTATE_DATA", defaultData), "directory for JetStream's data [JETSTATE_DATA]")
+	sync := fs.String("sync", env("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min) or always (fsync before every ack) [JETSTATE_SYNC]")
 	fs.BoolVar(&cfg.Demo, "demo", true, "run the journal demo after start-up")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
+	}
+	if portErr != nil {
+		return cfg, portErr
 	}
 	cfg.Sync = streams.Durability(*sync)
 	if cfg.Sync != streams.DurabilityFlush && cfg.Sync != streams.DurabilityAlways {
@@ -134,19 +140,28 @@ func parseRun(args []string, out io.Writer) (runConfig, error) {
 	return cfg, nil
 }
 
-func envString(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
+// envInt reads a whole decimal number from the environment: def when the
+// variable is unset or empty, an error naming the variable and its value
+// when it is anything else than a number (a typo must not silently fall
+// back to the default).
+func envInt(getenv func(string) string, key string, def int) (int, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
 	}
-	return def
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return def, fmt.Errorf("%s=%q: not a whole number", key, v)
+	}
+	return n, nil
 }
 
-func envInt(key string, def int) int {
-	var n int
-	if v := os.Getenv(key); v != "" {
-		if _, err := fmt.Sscan(v, &n); err == nil {
-			return n
-		}
+// envPort reads a TCP port number (0 to 65535) from the environment, as
+// envInt does, and returns it in decimal.
+func envPort(getenv func(string) string, key string, def int) (string, error) {
+	n, err := envInt(getenv, key, def)
+	if err == nil && (n < 0 || n > 65535) {
+		err = fmt.Errorf("%s=%q: not a port number (0 to 65535)", key, getenv(key))
 	}
-	return def
+	return strconv.Itoa(n), err
 }

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 
+	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/projections"
 )
 
@@ -125,12 +126,13 @@ func parseProject(args []string, getenv func(string) string, out io.Writer) (pro
 	fs.DurationVar(&p.SendTimeout, "send-timeout", 0, fmt.Sprintf("bound of one try (default %v)", projections.DefaultSendTimeout))
 	fs.StringVar(&p.DeadLetterSubject, "dead-letter", env("JETSTATE_DEAD_LETTER", ""), "subject of events the sink refused (default <prefix>_deadletter.<service>.<name>) [JETSTATE_DEAD_LETTER]")
 	fs.BoolVar(&c.Rebuild, "rebuild", false, "replay from the beginning into this sink as a new generation, then take over")
-	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9091"), "address of /ready, /alive and /metrics [METRICS_PORT]")
+	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9091)
+	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	var errs []error
+	errs := []error{metricsErr}
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
@@ -356,7 +358,7 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 
 // projectLoop runs the projection (or its rebuild) again after failures.
 func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, ready, promoted *atomic.Bool, log *slog.Logger) error {
-	wait := projectRetryMin
+	bo := backoff.Backoff{Min: projectRetryMin, Max: projectRetryMax}
 	for {
 		started := time.Now()
 		var err error
@@ -366,6 +368,10 @@ func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, r
 			err = p.Run(ctx)
 		}
 		ready.Store(false)
+		if time.Since(started) > time.Minute {
+			bo.Reset() // it ran for a while: a new failure starts the back-off again
+		}
+		wait := bo.Next()
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -377,14 +383,8 @@ func projectLoop(ctx context.Context, p *projections.Projection, rebuild bool, r
 		default:
 			log.Error("projection failed; retrying", "error", err, "in", wait)
 		}
-		if time.Since(started) > time.Minute {
-			wait = projectRetryMin
-		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return nil
-		case <-time.After(wait):
 		}
-		wait = min(2*wait, projectRetryMax)
 	}
 }

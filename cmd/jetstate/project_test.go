@@ -255,10 +255,12 @@ func TestProjectCommand(t *testing.T) {
 		s, _ := ops("status", "-name", "view")
 		return strings.Contains(s, "active  1        0") && strings.Contains(s, "  yes  ")
 	})
+	// The server holds plum (pending 1, none in flight on the paused
+	// consumer), so the sink has had nothing; after resume plum is next.
 	select {
 	case ev := <-events:
 		t.Fatalf("event %s delivered while paused", ev.Data())
-	case <-time.After(300 * time.Millisecond):
+	default:
 	}
 	mustOp("resume", "view")
 	if ev := next(t, events); string(ev.Data()) != `"plum"` {
@@ -473,27 +475,34 @@ func TestProjectionPauseWaitsForHeldEvents(t *testing.T) {
 		return err == nil && st[0].AckPending == 3
 	})
 
-	var out bytes.Buffer
-	paused := make(chan error, 1)
-	go func() {
-		paused <- dispatch(t.Context(), []string{"projection", "pause", "view", "-nats-url", srv.ClientURL(), "-service", "shop"}, &out)
-	}()
-	select {
-	case err := <-paused:
-		t.Fatalf("pause returned (%v) while the projector still held 3 events:\n%s", err, out.String())
-	case <-time.After(500 * time.Millisecond):
+	var out syncBuffer
+	type result struct {
+		err  error
+		sent int32 // events the sink had taken when pause returned
 	}
+	paused := make(chan result, 1)
+	go func() {
+		err := dispatch(t.Context(), []string{"projection", "pause", "view", "-nats-url", srv.ClientURL(), "-service", "shop"}, &out)
+		paused <- result{err, sent.Load()}
+	}()
+	// The pause is in force on the server while the projector holds the
+	// three events; only then are they let through.
+	waitUntil(t, "the pause in force with 3 events held", func() bool {
+		st, err := p.Status(t.Context())
+		return err == nil && st[0].Paused && st[0].AckPending == 3
+	})
 	close(release)
+	var r result
 	select {
-	case err := <-paused:
-		if err != nil {
-			t.Fatal(err)
+	case r = <-paused:
+		if r.err != nil {
+			t.Fatal(r.err)
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("pause did not return after the events were sent")
 	}
-	if n := sent.Load(); n != 3 {
-		t.Fatalf("pause returned with %d of 3 held events sent", n)
+	if r.sent != 3 {
+		t.Fatalf("pause returned with %d of 3 held events sent:\n%s", r.sent, out.String())
 	}
 	if s := out.String(); !strings.Contains(s, "paused until resumed") || !strings.Contains(s, "no event in flight") {
 		t.Errorf("pause said %q", s)

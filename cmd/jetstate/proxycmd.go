@@ -55,16 +55,19 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	}
 	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
 	prefix := fs.String("prefix", env("JETSTATE_PREFIX", ""), "first part of every stream, bucket and subject name (default jetstate) [JETSTATE_PREFIX]")
-	port := fs.String("port", env("HTTP_PORT", "9000"), "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
+	httpPort, httpErr := envPort(getenv, "HTTP_PORT", 9000)
+	port := fs.String("port", httpPort, "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
 	ufHost := fs.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"), "user function host [USER_FUNCTION_HOST]")
-	ufPort := fs.String("user-function-port", env("USER_FUNCTION_PORT", "8080"), "user function port [USER_FUNCTION_PORT]")
+	userPort, userErr := envPort(getenv, "USER_FUNCTION_PORT", 8080)
+	ufPort := fs.String("user-function-port", userPort, "user function port [USER_FUNCTION_PORT]")
 	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", ""), "NATS servers; empty starts an embedded JetStream server [NATS_URL]")
 	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
 	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
 	c.NATSTLS.flags(fs, env)
 	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", defaultData), "embedded server's data directory [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
-	fs.StringVar(&c.AdminListen, "admin", ":"+env("METRICS_PORT", "9090"), "address of /ready, /alive and /metrics [METRICS_PORT]")
+	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
+	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
 	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
@@ -76,6 +79,9 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	evShared := fs.Bool("eventing-shared", false, "every sidecar consumes each eventing subscription together (throughput), instead of one at a time (an entity's events in order across replicas)")
 	verbose := fs.Bool("v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if err := errors.Join(httpErr, userErr, metricsErr); err != nil {
 		return c, err
 	}
 	if v := getenv("PASSIVATION_TIMEOUT"); v != "" && *passivation == 0 {

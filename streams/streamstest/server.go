@@ -121,12 +121,24 @@ func (s *Server) Stop() {
 	s.srv = nil
 }
 
-// Restart starts a stopped server again on the same port and store
-// directory. JetStream recovers what the store holds.
+// Start starts a stopped server again on the same port and store
+// directory, and returns once it accepts clients; JetStream recovers what
+// the store holds. Between Stop and Start a test can act while the server
+// is down. Starting a running server does nothing.
+func (s *Server) Start() {
+	s.tb.Helper()
+	if s.srv != nil {
+		return
+	}
+	s.start()
+}
+
+// Restart stops the server and starts it again (Stop, then Start): clients
+// see it go away and come back, but the outage is over when it returns.
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
-	s.start()
+	s.Start()
 }
 
 // Connect returns a client connected to this server that reconnects forever
