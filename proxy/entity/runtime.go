@@ -340,6 +340,9 @@ func (e *entity) run() {
 					// the router runs the command again at the owner.
 					log.Info("entity fenced off", "error", err)
 					sess.abort()
+					// Forgotten before the reply goes out: a command sent
+					// after it must reach a fresh instance, not this one.
+					es.remove(e, true)
 					err = fmt.Errorf("%w: %v", ErrMoved, err)
 					req.done <- reply{err: err}
 					e.failAll(err)
@@ -350,6 +353,7 @@ func (e *entity) run() {
 				}
 				log.Warn("entity failed", "error", err)
 				sess.abort()
+				es.remove(e, true) // before the reply, as above
 				req.done <- reply{err: fmt.Errorf("%w: %v", ErrEntityFailed, err)}
 				e.failAll(fmt.Errorf("%w: %v", ErrEntityFailed, err))
 				return
