@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -165,6 +166,143 @@ func checkIncoming(t *testing.T, md metadata.MD, deliverable bool) {
 	if _, err := proto.Marshal(got); err != nil && deliverable {
 		t.Fatalf("metadata %q: protocol metadata does not marshal: %v", map[string][]string(md), err)
 	}
+}
+
+// FuzzOutgoingMetadata gives outgoingMetadata arbitrary reply metadata
+// (kinds: bit i set makes entry i bytes): nothing panics; no reserved header
+// (in any letter case) comes out; string values come out unchanged and
+// bytes only under "-bin" keys, byte for byte; keys come out lowercased.
+// Then the round trips the proxy relies on, for well-formed entries (a
+// gRPC metadata key that is not reserved; a printable ASCII string, or
+// bytes under a "-bin" key): reply metadata sent as gRPC headers, or as the
+// HTTP headers of a REST stream (httpStream), and read back as request
+// metadata by incomingMetadata (after headerMetadata for HTTP), is the
+// same entries.
+func FuzzOutgoingMetadata(f *testing.F) {
+	f.Add("x-reply\x001\x00x-reply-bin\x00\x00\x01\x00content-type\x00text/evil", uint64(0b010))
+	f.Add("grpc-status\x000\x00Grpc-Message\x00hi\x00:status\x00200\x00Connection\x00close", uint64(0))
+	f.Add("x-a\x00one\x00X-A\x00two\x00x-a-bin\x00str\x00x-b\x00bytes", uint64(0b1000))
+	f.Add("x-b-bin\x00\xff\xfe\x00x-b-bin\x00\x00\x00cache-control\x00no-store", uint64(0b11))
+	f.Add("\x00empty key\x00x y\x00space\x00x-u\x00caf\xe9", uint64(0))
+	f.Fuzz(func(t *testing.T, raw string, kinds uint64) {
+		in := &cloudstate.Metadata{}
+		for i, p := range pairs(raw) {
+			e := &cloudstate.MetadataEntry{Key: p[0], Value: &cloudstate.MetadataEntry_StringValue{StringValue: p[1]}}
+			if i < 64 && kinds&(1<<i) != 0 {
+				e.Value = &cloudstate.MetadataEntry_BytesValue{BytesValue: []byte(p[1])}
+			}
+			in.Entries = append(in.Entries, e)
+		}
+		out := outgoingMetadata(in)
+		want := map[string][]string{}
+		for _, e := range in.GetEntries() {
+			k := strings.ToLower(e.GetKey())
+			if reservedHeader(k) {
+				continue
+			}
+			switch v := e.GetValue().(type) {
+			case *cloudstate.MetadataEntry_StringValue:
+				want[k] = append(want[k], v.StringValue)
+			case *cloudstate.MetadataEntry_BytesValue:
+				if strings.HasSuffix(e.GetKey(), "-bin") {
+					want[k] = append(want[k], string(v.BytesValue))
+				}
+			}
+		}
+		for k, vs := range out {
+			if reservedHeader(k) {
+				t.Fatalf("reserved header %q %q came out of %v", k, vs, in)
+			}
+			if k != strings.ToLower(k) {
+				t.Fatalf("key %q not lowercased", k)
+			}
+			if !sameValues(vs, want[k]) {
+				t.Fatalf("%s: %q came out, want %q (from %v)", k, vs, want[k], in)
+			}
+		}
+		if len(out) != len(want) {
+			t.Fatalf("%v: out %q, want %q", in, map[string][]string(out), want)
+		}
+
+		// The round trips, on the well-formed entries.
+		wf := &cloudstate.Metadata{}
+		for _, e := range in.GetEntries() {
+			if wellFormed(e) {
+				wf.Entries = append(wf.Entries, e)
+			}
+		}
+		if len(wf.Entries) == 0 {
+			return
+		}
+		md := outgoingMetadata(wf)
+		back := incomingMetadata(&httpStream{req: httptest.NewRequest(http.MethodPost, "/", nil), md: md})
+		if !sameEntries(back, wf) {
+			t.Fatalf("gRPC round trip: %v -> %q -> %v", wf, map[string][]string(md), back)
+		}
+		rec := httptest.NewRecorder()
+		s := &httpStream{resp: &errorBody{ResponseWriter: rec}, route: &streamRoute{}}
+		if err := s.SetHeader(md); err != nil {
+			t.Fatal(err)
+		}
+		s.start("application/x-ndjson")
+		md = headerMetadata(rec.Header())
+		back = incomingMetadata(&httpStream{req: httptest.NewRequest(http.MethodPost, "/", nil), md: md})
+		if !sameEntries(back, wf) {
+			t.Fatalf("HTTP round trip: %v -> %q -> %v", wf, rec.Header(), back)
+		}
+	})
+}
+
+// wellFormed: an entry outgoingMetadata sends and the ingress reads back as
+// it was (a valid, lowercase gRPC key that is not reserved, with a
+// printable ASCII string, or with bytes on a "-bin" key).
+func wellFormed(e *cloudstate.MetadataEntry) bool {
+	k := e.GetKey()
+	if k == "" || reservedHeader(k) {
+		return false
+	}
+	for _, c := range []byte(k) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	switch v := e.GetValue().(type) {
+	case *cloudstate.MetadataEntry_StringValue:
+		if strings.HasSuffix(k, "-bin") {
+			return false // read back as bytes
+		}
+		for _, c := range []byte(v.StringValue) {
+			if c < ' ' || c > '~' {
+				return false
+			}
+		}
+		return true
+	case *cloudstate.MetadataEntry_BytesValue:
+		return strings.HasSuffix(k, "-bin")
+	}
+	return false
+}
+
+// sameEntries: a and b hold the same entries, in any order across keys
+// and in the same order within one key.
+func sameEntries(a, b *cloudstate.Metadata) bool {
+	group := func(md *cloudstate.Metadata) map[string][]string {
+		out := map[string][]string{}
+		for _, e := range md.GetEntries() {
+			out[e.GetKey()] = append(out[e.GetKey()], fmt.Sprintf("%T %q", e.GetValue(), e.GetStringValue()+string(e.GetBytesValue())))
+		}
+		return out
+	}
+	ga, gb := group(a), group(b)
+	if len(ga) != len(gb) {
+		return false
+	}
+	for k, vs := range ga {
+		if !slices.Equal(vs, gb[k]) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameValues: a and b hold the same values, in any order (headers whose
