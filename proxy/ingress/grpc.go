@@ -102,7 +102,8 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 	return stream.SendMsg(&frame{data: resp.GetPayload().GetValue()})
 }
 
-// incomingMetadata turns request headers into protocol metadata.
+// incomingMetadata turns request headers into protocol metadata; the
+// bytes of a value that is not UTF-8 (nor "-bin") become U+FFFD.
 func incomingMetadata(stream grpc.ServerStream) *cloudstate.Metadata {
 	md, _ := metadata.FromIncomingContext(stream.Context())
 	if len(md) == 0 {
@@ -118,7 +119,10 @@ func incomingMetadata(stream grpc.ServerStream) *cloudstate.Metadata {
 			if strings.HasSuffix(k, "-bin") {
 				entry.Value = &cloudstate.MetadataEntry_BytesValue{BytesValue: []byte(v)}
 			} else {
-				entry.Value = &cloudstate.MetadataEntry_StringValue{StringValue: v}
+				// A header value may hold any byte (HTTP's obs-text, e.g.
+				// Latin-1), a protocol string only UTF-8: the command
+				// would not marshal.
+				entry.Value = &cloudstate.MetadataEntry_StringValue{StringValue: strings.ToValidUTF8(v, "\uFFFD")}
 			}
 			out.Entries = append(out.Entries, entry)
 		}

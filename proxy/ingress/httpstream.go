@@ -368,9 +368,10 @@ func (s *httpStream) SendHeader(md metadata.MD) error { return s.SetHeader(md) }
 func (s *httpStream) SetTrailer(metadata.MD)          {}
 
 // reservedHeader tells the headers that the HTTP transport or the stream's
-// own framing own, which reply metadata must not set.
+// own framing own, which reply metadata must not set, in any letter case.
 func reservedHeader(k string) bool {
-	switch strings.ToLower(k) {
+	k = strings.ToLower(k)
+	switch k {
 	case "content-type", "content-length", "transfer-encoding", "connection", "cache-control", "te", "trailer", "upgrade":
 		return true
 	}
