@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -47,6 +48,31 @@ func TestRBAC(t *testing.T) {
 		_ = c.Delete(t.Context(), &role)
 	})
 
+	allowed := func(verb, group, resource, subresource string) bool {
+		t.Helper()
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: user,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: "default", Verb: verb, Group: group, Resource: resource, Subresource: subresource,
+			},
+		}}
+		if err := c.Create(t.Context(), sar); err != nil {
+			t.Fatal(err)
+		}
+		return sar.Status.Allowed
+	}
+	// The RBAC authorizer reads roles and bindings from an informer: a
+	// binding just created may not be seen yet (one such denial was seen in
+	// CI under load). Wait until the binding is seen at all, by an access
+	// the role plainly grants, before asking about each.
+	deadline := time.Now().Add(time.Minute) // a failsafe only
+	for !allowed("get", "jetstate.io", "statefulstores", "") {
+		if time.Now().After(deadline) {
+			t.Fatal("the authorizer never saw the role binding (get statefulstores still denied after a minute)")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	type access struct{ group, resource, subresource, verbs, why string }
 	for _, a := range []access{
 		{"jetstate.io", "statefulstores", "", "get list watch", "the store reconciler, the services' store watch"},
@@ -67,16 +93,7 @@ func TestRBAC(t *testing.T) {
 		{"eventing.knative.dev", "brokers", "", "get", "a projection's sink ref"},
 	} {
 		for _, verb := range strings.Fields(a.verbs) {
-			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-				User: user,
-				ResourceAttributes: &authorizationv1.ResourceAttributes{
-					Namespace: "default", Verb: verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
-				},
-			}}
-			if err := c.Create(t.Context(), sar); err != nil {
-				t.Fatal(err)
-			}
-			if !sar.Status.Allowed {
+			if !allowed(verb, a.group, a.resource, a.subresource) {
 				t.Errorf("%s %s/%s (group %q) denied: needed for %s", verb, a.resource, a.subresource, a.group, a.why)
 			}
 		}
