@@ -33,15 +33,16 @@ import (
 
 // Defaults for Config fields left zero, as the reference proxy's.
 const (
-	DefaultUserFunction       = "127.0.0.1:8080"
-	DefaultListen             = ":9000"
-	DefaultPassivationTimeout = entity.DefaultPassivation
-	DefaultCommandTimeout     = entity.DefaultCommandTimeout
-	DefaultQueueSize          = entity.DefaultQueueSize
-	DefaultMaxMessageSize     = ingress.DefaultMaxMessageSize
-	DefaultDrainTimeout       = ingress.DefaultDrainTimeout
-	DefaultRouteTimeout       = shard.DefaultRouteTimeout
-	ProxyName                 = "jetstate"
+	DefaultUserFunction          = "127.0.0.1:8080"
+	DefaultListen                = ":9000"
+	DefaultPassivationTimeout    = entity.DefaultPassivation
+	DefaultCommandTimeout        = entity.DefaultCommandTimeout
+	DefaultQueueSize             = entity.DefaultQueueSize
+	DefaultMaxMessageSize        = ingress.DefaultMaxMessageSize
+	DefaultDrainTimeout          = ingress.DefaultDrainTimeout
+	DefaultRequestMessageTimeout = ingress.DefaultRequestMessageTimeout
+	DefaultRouteTimeout          = shard.DefaultRouteTimeout
+	ProxyName                    = "jetstate"
 )
 
 // Config configures a sidecar. A zero field means its documented default.
@@ -72,6 +73,10 @@ type Config struct {
 	// MaxMessageSize bounds messages to and from the user function and
 	// clients. Default 12 MiB.
 	MaxMessageSize int
+	// RequestMessageTimeout bounds how long a unary call may take, once
+	// opened, to send its request message; then the sidecar ends it with
+	// DEADLINE_EXCEEDED. Default 30 s.
+	RequestMessageTimeout time.Duration
 	// DrainTimeout bounds graceful shutdown. Default 10 s.
 	DrainTimeout time.Duration
 	// RouteTimeout bounds how long a command is retried while its shard
@@ -115,6 +120,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.RequestMessageTimeout <= 0 {
+		c.RequestMessageTimeout = DefaultRequestMessageTimeout
 	}
 	if c.RouteTimeout <= 0 {
 		c.RouteTimeout = DefaultRouteTimeout
@@ -270,7 +278,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.addr.Store(&addr)
 	ing, err := ingress.New(ingress.Config{
 		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize,
-		DrainTimeout: p.cfg.DrainTimeout, Load: p.load, Log: p.log,
+		DrainTimeout: p.cfg.DrainTimeout, RequestMessageTimeout: p.cfg.RequestMessageTimeout, Load: p.load, Log: p.log,
 	})
 	if err != nil {
 		lis.Close()

@@ -75,6 +75,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	routeTimeout := fs.Duration("route-timeout", 0, "how long a command waits for its shard to have a reachable owner (default 30s)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
+	requestMessageTimeout := fs.Duration("request-message-timeout", 0, "how long a unary call may take, once opened, to send its request (default 30s)")
 	evTries := fs.Int("eventing-max-tries", 0, "tries of one event before it goes to the dead-letter subject (default 10)")
 	evShared := fs.Bool("eventing-shared", false, "every sidecar consumes each eventing subscription together (throughput), instead of one at a time (an entity's events in order across replicas)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -92,13 +93,14 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		*passivation = d
 	}
 	c.Proxy = proxy.Config{
-		Storage:            streams.Config{Prefix: *prefix, Service: *service},
-		UserFunction:       net.JoinHostPort(*ufHost, *ufPort),
-		Listen:             ":" + *port,
-		PassivationTimeout: *passivation,
-		CommandTimeout:     *timeout,
-		RouteTimeout:       *routeTimeout,
-		Eventing:           eventing.Config{MaxTries: *evTries, Shared: *evShared},
+		Storage:               streams.Config{Prefix: *prefix, Service: *service},
+		UserFunction:          net.JoinHostPort(*ufHost, *ufPort),
+		Listen:                ":" + *port,
+		PassivationTimeout:    *passivation,
+		CommandTimeout:        *timeout,
+		RouteTimeout:          *routeTimeout,
+		RequestMessageTimeout: *requestMessageTimeout,
+		Eventing:              eventing.Config{MaxTries: *evTries, Shared: *evShared},
 	}
 	if *verbose {
 		c.LogLevel = slog.LevelDebug

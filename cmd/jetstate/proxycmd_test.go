@@ -30,8 +30,9 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if err != nil || c.Proxy.Listen != ":9200" || c.Proxy.Storage.Service != "other" || c.Proxy.Provision == nil {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
-	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s"}, func(string) string { return "" }, &bytes.Buffer{})
-	if err != nil || c.Proxy.Provision.Shards != 12 || c.Proxy.Provision.MemberTTL != 3*time.Second || c.Proxy.RouteTimeout != 9*time.Second {
+	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s", "-request-message-timeout", "2s"}, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil || c.Proxy.Provision.Shards != 12 || c.Proxy.Provision.MemberTTL != 3*time.Second || c.Proxy.RouteTimeout != 9*time.Second ||
+		c.Proxy.RequestMessageTimeout != 2*time.Second {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
 	c, err = parseProxy([]string{"-prefix", "p1", "-nats-url", "tls://n:4222"}, func(k string) string {

@@ -2,6 +2,7 @@ package ingress
 
 import (
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -73,24 +74,20 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 		}
 		return ing.stream(stream, m)
 	}
-	// Only unary calls count as load: a stream's length says how long a
-	// client listens, not how busy the sidecar is.
-	defer ing.cfg.Load.Request()()
-	var in frame
-	if err := stream.RecvMsg(&in); err != nil {
-		if _, ok := status.FromError(err); ok {
-			return err // e.g. too large, cancelled
-		}
-		// The body did not arrive whole: for transcoded HTTP/JSON calls,
-		// this is where a body that does not parse surfaces.
-		return status.Errorf(codes.InvalidArgument, "read request: %v", err)
+	in, err := ing.recvRequest(stream)
+	if err != nil {
+		return err
 	}
+	// Only unary calls count as load, from the arrival of their request: a
+	// stream's length says how long a client listens, and a request still
+	// on its way how slow the client is, not how busy the sidecar is.
+	defer ing.cfg.Load.Request()()
 	markReached(stream.Context())
 	var md *cloudstate.Metadata
 	if m.Service.EntityType == model.Action { // entity commands carry no metadata (as the reference proxy)
 		md = incomingMetadata(stream)
 	}
-	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in.data, md)
+	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in, md)
 	if err != nil {
 		return Status(err).Err()
 	}
@@ -100,6 +97,33 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 		}
 	}
 	return stream.SendMsg(&frame{data: resp.GetPayload().GetValue()})
+}
+
+// recvRequest returns a unary call's request message once it arrived, or
+// DEADLINE_EXCEEDED if that takes longer than RequestMessageTimeout. A
+// handler cannot interrupt RecvMsg, but returning ends the call, which ends
+// RecvMsg: so it waits on a goroutine of its own (in recvs, which Run waits
+// for), and a silent call costs a goroutine for the timeout, not for ever.
+func (ing *Server) recvRequest(stream grpc.ServerStream) ([]byte, error) {
+	var in frame
+	got := make(chan error, 1)
+	ing.recvs.Go(func() { got <- stream.RecvMsg(&in) })
+	timer := time.NewTimer(ing.cfg.RequestMessageTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err == nil {
+			return in.data, nil
+		}
+		if _, ok := status.FromError(err); ok {
+			return nil, err // e.g. too large, cancelled
+		}
+		// The body did not arrive whole: for transcoded HTTP/JSON calls,
+		// this is where a body that does not parse surfaces.
+		return nil, status.Errorf(codes.InvalidArgument, "read request: %v", err)
+	case <-timer.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no request message within %v", ing.cfg.RequestMessageTimeout)
+	}
 }
 
 // incomingMetadata turns request headers into protocol metadata; the

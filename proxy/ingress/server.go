@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,8 +18,9 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultMaxMessageSize = 12 << 20
-	DefaultDrainTimeout   = 10 * time.Second
+	DefaultMaxMessageSize        = 12 << 20
+	DefaultDrainTimeout          = 10 * time.Second
+	DefaultRequestMessageTimeout = 30 * time.Second
 )
 
 // Caller runs the calls the ingress receives (the command router, package
@@ -36,7 +38,9 @@ type Caller interface {
 	Stream(ctx context.Context, m *model.Method, md *cloudstate.Metadata, recv func() ([]byte, error), send func(*cloudstate.Reply) error) error
 }
 
-// Load counts the unary requests in flight, for the autoscaler.
+// Load counts the unary requests in flight, for the autoscaler: each from
+// the arrival of its request message until its answer. Streamed calls do
+// not count.
 type Load interface {
 	Request() (done func())
 }
@@ -52,6 +56,10 @@ type Config struct {
 	// DrainTimeout bounds how long Run lets calls in flight finish once
 	// its context ends. Default 10 s.
 	DrainTimeout time.Duration
+	// RequestMessageTimeout bounds how long a unary call may take, once
+	// opened, to send its request message; then it ends with
+	// DEADLINE_EXCEEDED. Default 30 s.
+	RequestMessageTimeout time.Duration
 	// Load; nil: not measured.
 	Load Load
 	// Log; nil discards.
@@ -65,6 +73,9 @@ type Server struct {
 	cfg  Config
 	gs   *grpc.Server
 	http http.Handler
+	// recvs are the goroutines waiting for unary calls' request messages
+	// (recvRequest); each ends with its call.
+	recvs sync.WaitGroup
 }
 
 // New builds the ingress for cfg.Model.
@@ -74,6 +85,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.RequestMessageTimeout <= 0 {
+		cfg.RequestMessageTimeout = DefaultRequestMessageTimeout
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -112,6 +126,7 @@ func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
 		ing.gs.Stop()
 		srv.Close()
 		split.wg.Wait()
+		ing.recvs.Wait()
 		if isClosed(err) || errors.Is(err, http.ErrServerClosed) {
 			err = errors.New("listener closed")
 		}
@@ -135,5 +150,6 @@ func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
 		srv.Close()
 	}
 	split.wg.Wait()
+	ing.recvs.Wait()
 	return nil
 }
