@@ -70,9 +70,17 @@ type Config struct {
 	CommandTimeout time.Duration
 	// QueueSize bounds the commands waiting for one entity. Default 100.
 	QueueSize int
-	// MaxMessageSize bounds messages to and from the user function and
-	// clients. Default 12 MiB.
+	// MaxMessageSize bounds messages to and from the user function, and
+	// replies to clients. Default 12 MiB.
 	MaxMessageSize int
+	// MaxRequestSize bounds what clients may send (a unary request, each
+	// message of a streamed call): a larger request is refused before it
+	// is read, with RESOURCE_EXHAUSTED or HTTP 413 naming the limit. The
+	// default, and the most it can be, is what the store takes in one
+	// write (the server's max_payload, or the service's streams' max
+	// message size if smaller, less streams.MessageOverhead), and no more
+	// than MaxMessageSize less the same overhead.
+	MaxRequestSize int
 	// RequestMessageTimeout bounds how long a unary call may take, once
 	// opened, to send its request message; then the sidecar ends it with
 	// DEADLINE_EXCEEDED. Default 30 s.
@@ -150,6 +158,9 @@ func (c Config) Validate() error {
 	if c.Provision != nil {
 		errs = append(errs, c.Provision.Validate())
 	}
+	if c.MaxRequestSize < 0 {
+		errs = append(errs, fmt.Errorf("max request size must not be negative, not %d", c.MaxRequestSize))
+	}
 	for _, t := range c.Enabled {
 		if t != model.EventSourced && t != model.ValueEntity && t != model.Action {
 			errs = append(errs, fmt.Errorf("entity type %q is not supported", t))
@@ -174,6 +185,8 @@ type Proxy struct {
 	discovery cloudstate.EntityDiscoveryClient
 	actions   actionpb.ActionProtocolClient
 	runtimes  map[string]*entity.Runtime // by service full name
+	// reqLimit is the ingress's MaxRequestSize (requestLimit).
+	reqLimit  int
 	load      *load.Stats
 	shards    atomic.Pointer[shard.Sharding]
 	eventing  *eventing.Eventing
@@ -277,7 +290,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	addr := lis.Addr()
 	p.addr.Store(&addr)
 	ing, err := ingress.New(ingress.Config{
-		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize,
+		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize, MaxRequestSize: p.reqLimit,
 		DrainTimeout: p.cfg.DrainTimeout, RequestMessageTimeout: p.cfg.RequestMessageTimeout, Load: p.load, Log: p.log,
 	})
 	if err != nil {
@@ -370,12 +383,14 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 	p.actions = actionpb.NewActionProtocolClient(conn)
 	p.load = &load.Stats{}
 
-	es, values, own, err := p.bindStorage(ctx, m)
+	st, err := p.bindStorage(ctx, m)
 	if err != nil {
 		return err
 	}
+	p.reqLimit = p.requestLimit(st.maxPayload)
+	p.log.Info("request size limit", "bytes", p.reqLimit, "store", st.maxPayload)
 	shards := shard.New(shard.Config{
-		Ownership: own, Conn: p.nc, Storage: p.cfg.Storage,
+		Ownership: st.own, Conn: p.nc, Storage: p.cfg.Storage,
 		Info:  shard.MemberInfo{Version: p.cfg.Version, Started: time.Now()},
 		Model: m, Local: local{p}, CommandTimeout: p.cfg.CommandTimeout, RouteTimeout: p.cfg.RouteTimeout,
 		Registry: p.cfg.Registry, Log: p.log,
@@ -392,9 +407,9 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		}
 		switch svc.EntityType {
 		case model.EventSourced:
-			runtimes[name] = entity.NewEventSourced(rc, eventsourced.NewEventSourcedClient(conn), es.journal, es.snapshots)
+			runtimes[name] = entity.NewEventSourced(rc, eventsourced.NewEventSourcedClient(conn), st.journal, st.snapshots)
 		case model.ValueEntity:
-			runtimes[name] = entity.NewValue(rc, valueentity.NewValueEntityClient(conn), values)
+			runtimes[name] = entity.NewValue(rc, valueentity.NewValueEntityClient(conn), st.values)
 		}
 	}
 	p.runtimes = runtimes
@@ -423,17 +438,22 @@ func (p *Proxy) bindEventing(ctx context.Context, m *model.Model) error {
 	}
 }
 
-// esStores is the storage of event-sourced entities.
-type esStores struct {
-	journal   *streams.Journal
+// stores are the service's stores the sidecar uses.
+type stores struct {
+	journal   *streams.Journal // event-sourced entities
 	snapshots *streams.Snapshots
+	values    *streams.Values // value entities
+	own       *streams.Ownership
+	// maxPayload is the largest payload one write to them (and one message
+	// on the connection: routed commands, topics) can carry.
+	maxPayload int
 }
 
 // bindStorage provisions the service's streams if configured and binds the
 // stores the model's entity types need. NATS may be restarting or electing
 // leaders while a sidecar starts, so failures are retried (logged) until
 // ctx is done, except a server that is too old.
-func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (esStores, *streams.Values, *streams.Ownership, error) {
+func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (stores, error) {
 	var needES, needValues bool
 	for _, svc := range m.Services {
 		needES = needES || svc.EntityType == model.EventSourced
@@ -441,37 +461,63 @@ func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (esStores, *str
 	}
 	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
-		es, values, own, err := func() (es esStores, values *streams.Values, own *streams.Ownership, err error) {
+		st, err := func() (st stores, err error) {
 			if p.cfg.Provision != nil {
 				if err = streams.Provision(ctx, p.js, p.cfg.Storage, *p.cfg.Provision); err != nil {
 					return
 				}
 			}
+			st.maxPayload = int(p.nc.MaxPayload()) - streams.MessageOverhead
 			if needES {
-				if es.journal, err = streams.NewJournal(p.js, p.cfg.Storage); err != nil {
+				if st.journal, err = streams.NewJournal(p.js, p.cfg.Storage); err != nil {
 					return
 				}
-				if es.snapshots, err = streams.NewSnapshots(ctx, p.js, p.cfg.Storage); err != nil {
+				if st.snapshots, err = streams.NewSnapshots(ctx, p.js, p.cfg.Storage); err != nil {
 					return
 				}
+				var n int
+				if n, err = st.journal.MaxPayload(ctx); err != nil {
+					return
+				}
+				st.maxPayload = min(st.maxPayload, n)
 			}
 			if needValues {
-				if values, err = streams.NewValues(ctx, p.js, p.cfg.Storage); err != nil {
+				if st.values, err = streams.NewValues(ctx, p.js, p.cfg.Storage); err != nil {
 					return
 				}
+				var n int
+				if n, err = st.values.MaxPayload(ctx); err != nil {
+					return
+				}
+				st.maxPayload = min(st.maxPayload, n)
 			}
-			own, err = streams.NewOwnership(ctx, p.js, p.cfg.Storage)
+			st.own, err = streams.NewOwnership(ctx, p.js, p.cfg.Storage)
 			return
 		}()
 		if err == nil || errors.Is(err, streams.ErrUnsupportedServer) || errors.Is(err, streams.ErrInvalidName) {
-			return es, values, own, err
+			return st, err
 		}
 		wait := bo.Next()
 		p.log.WarnContext(ctx, "storage not available yet, retrying", "attempt", attempt, "in", wait, "error", err)
 		if backoff.Sleep(ctx, wait) != nil {
-			return esStores{}, nil, nil, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
+			return stores{}, fmt.Errorf("storage: %w (last attempt: %v)", ctx.Err(), err)
 		}
 	}
+}
+
+// requestLimit is the largest request the ingress takes: what the store
+// takes in one write (storeMax), so that a request the store cannot hold
+// is refused before the function runs, and what the command carrying it
+// to the function may be (MaxMessageSize, less the command's wrapping);
+// smaller if Config.MaxRequestSize says so. A request's events are not the
+// request, but a request larger than anything the store takes is almost
+// certainly a mistake, and refusing it unread keeps memory bounded.
+func (p *Proxy) requestLimit(storeMax int) int {
+	limit := min(storeMax, p.cfg.MaxMessageSize-streams.MessageOverhead)
+	if p.cfg.MaxRequestSize > 0 {
+		limit = min(limit, p.cfg.MaxRequestSize)
+	}
+	return limit
 }
 
 // stopRuntimes closes every entity and waits for side effects in flight.

@@ -75,6 +75,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	routeTimeout := fs.Duration("route-timeout", 0, "how long a command waits for its shard to have a reachable owner (default 30s)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
+	maxRequest := fs.Int("max-request-size", 0, "largest request a client may send, in bytes (default and most: what the store takes in one write, less 1 KiB)")
 	requestMessageTimeout := fs.Duration("request-message-timeout", 0, "how long a unary call may take, once opened, to send its request (default 30s)")
 	evTries := fs.Int("eventing-max-tries", 0, "tries of one event before it goes to the dead-letter subject (default 10)")
 	evShared := fs.Bool("eventing-shared", false, "every sidecar consumes each eventing subscription together (throughput), instead of one at a time (an entity's events in order across replicas)")
@@ -100,6 +101,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		CommandTimeout:        *timeout,
 		RouteTimeout:          *routeTimeout,
 		RequestMessageTimeout: *requestMessageTimeout,
+		MaxRequestSize:        *maxRequest,
 		Eventing:              eventing.Config{MaxTries: *evTries, Shared: *evShared},
 	}
 	if *verbose {

@@ -30,9 +30,9 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if err != nil || c.Proxy.Listen != ":9200" || c.Proxy.Storage.Service != "other" || c.Proxy.Provision == nil {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
-	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s", "-request-message-timeout", "2s"}, func(string) string { return "" }, &bytes.Buffer{})
+	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s", "-request-message-timeout", "2s", "-max-request-size", "4096"}, func(string) string { return "" }, &bytes.Buffer{})
 	if err != nil || c.Proxy.Provision.Shards != 12 || c.Proxy.Provision.MemberTTL != 3*time.Second || c.Proxy.RouteTimeout != 9*time.Second ||
-		c.Proxy.RequestMessageTimeout != 2*time.Second {
+		c.Proxy.RequestMessageTimeout != 2*time.Second || c.Proxy.MaxRequestSize != 4096 {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
 	c, err = parseProxy([]string{"-prefix", "p1", "-nats-url", "tls://n:4222"}, func(k string) string {
@@ -41,7 +41,7 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if err != nil || c.Proxy.Storage.Prefix != "p1" || c.NATSTLS != (natsTLS{CA: "/ca.pem", Cert: "/c.pem", Key: "/k.pem"}) || len(c.NATSTLS.options()) != 2 {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
-	for _, bad := range [][]string{{"-service", "a.b"}, {"-prefix", "a b"}, {"-replicas", "2"}, {"-nope"}, {"-shards", "-3"}, {"-member-ttl", "10ms"}} {
+	for _, bad := range [][]string{{"-service", "a.b"}, {"-prefix", "a b"}, {"-replicas", "2"}, {"-nope"}, {"-shards", "-3"}, {"-member-ttl", "10ms"}, {"-max-request-size", "-1"}} {
 		if _, err := parseProxy(bad, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
 			t.Errorf("parseProxy(%q) accepted", bad)
 		}

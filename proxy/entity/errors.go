@@ -9,7 +9,9 @@ var (
 	// ErrEntityFailed reports that the entity crashed (the user function
 	// broke the protocol, its stream ended, or its state could not be
 	// stored) while the command was queued or running. The next command
-	// re-activates the entity from its stored state.
+	// re-activates the entity from its stored state. A command whose
+	// writes the store refused for their size also matches
+	// streams.ErrTooLarge (no retry can succeed).
 	ErrEntityFailed = errors.New("unexpected entity failure")
 	// ErrStopping reports a command that arrived while the sidecar shuts down.
 	ErrStopping = errors.New("sidecar is stopping")

@@ -354,8 +354,15 @@ func (e *entity) run() {
 				log.Warn("entity failed", "error", err)
 				sess.abort()
 				es.remove(e, true) // before the reply, as above
-				req.done <- reply{err: fmt.Errorf("%w: %v", ErrEntityFailed, err)}
-				e.failAll(fmt.Errorf("%w: %v", ErrEntityFailed, err))
+				failed := fmt.Errorf("%w: %v", ErrEntityFailed, err)
+				if streams.TooLarge(err) {
+					// No retry can store it: the command's own error keeps
+					// the cause (the queued ones did not run: retryable).
+					req.done <- reply{err: fmt.Errorf("%w: %w", ErrEntityFailed, err)}
+				} else {
+					req.done <- reply{err: failed}
+				}
+				e.failAll(failed)
 				return
 			}
 			req.done <- reply{res: res}

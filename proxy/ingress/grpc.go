@@ -1,6 +1,7 @@
 package ingress
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
+	"github.com/jetstate/jetstate/streams"
 )
 
 // frame is a gRPC message passed through without decoding.
@@ -47,7 +49,7 @@ func (codec) Name() string { return "proto" }
 func (ing *Server) grpcServer() *grpc.Server {
 	gs := grpc.NewServer(
 		grpc.ForceServerCodec(codec{}),
-		grpc.MaxRecvMsgSize(ing.cfg.MaxMessageSize),
+		grpc.MaxRecvMsgSize(ing.cfg.MaxRequestSize), // checked on the length prefix, before the message is read
 		grpc.MaxSendMsgSize(ing.cfg.MaxMessageSize),
 		grpc.UnknownServiceHandler(ing.handleGRPC),
 	)
@@ -89,6 +91,9 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 	}
 	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in, md)
 	if err != nil {
+		if errors.Is(err, streams.ErrTooLarge) {
+			markTooLarge(stream.Context())
+		}
 		return Status(err).Err()
 	}
 	if md := outgoingMetadata(resp.GetMetadata()); md.Len() > 0 {

@@ -88,6 +88,9 @@ func (ing *Server) httpHandler(gs *grpc.Server) (http.Handler, error) {
 			r.Header.Set("Connect-Protocol-Version", "1")
 		}
 		ew := &errorBody{ResponseWriter: w}
+		if ing.limitBody(w, r, ew) {
+			return
+		}
 		next := tc
 		if isREST(r) {
 			next = rest
@@ -97,7 +100,7 @@ func (ing *Server) httpHandler(gs *grpc.Server) (http.Handler, error) {
 		if ew.abort {
 			panic(http.ErrAbortHandler) // a raw stream failed: the client must not see a clean end
 		}
-	}), int64(ing.cfg.MaxMessageSize)), nil
+	}), int64(ing.cfg.MaxRequestSize)), nil
 }
 
 // jsonCodec is vanguard's JSON codec writing like the reference proxy
@@ -150,6 +153,9 @@ type errorBody struct {
 	// request's goroutine) and what the transcoder writes is dropped.
 	streamed bool
 	abort    bool // end the response by aborting the connection
+	// tooLarge: the request, or what it would have stored, is over a size
+	// limit; its RESOURCE_EXHAUSTED is 413, not vanguard's 429 (busy).
+	tooLarge atomic.Bool
 }
 
 // responseKey marks, in a transcoded request's context, the client's
@@ -212,6 +218,9 @@ func (e *errorBody) finish() {
 	}
 	if e.status == http.StatusInternalServerError && !e.reached.Load() {
 		e.status = http.StatusBadRequest
+	}
+	if e.tooLarge.Load() {
+		e.status = http.StatusRequestEntityTooLarge
 	}
 	h := e.Header()
 	for k := range h {

@@ -51,8 +51,14 @@ type Config struct {
 	Model *model.Model
 	// Caller runs the calls; required.
 	Caller Caller
-	// MaxMessageSize bounds request and reply messages. Default 12 MiB.
+	// MaxMessageSize bounds reply messages and what the HTTP transcoder
+	// buffers. Default 12 MiB.
 	MaxMessageSize int
+	// MaxRequestSize bounds request messages (each, in a streamed call) and
+	// HTTP request bodies: a larger one is refused before it is read, with
+	// RESOURCE_EXHAUSTED or HTTP 413 naming the limit. Default and upper
+	// bound: MaxMessageSize.
+	MaxRequestSize int
 	// DrainTimeout bounds how long Run lets calls in flight finish once
 	// its context ends. Default 10 s.
 	DrainTimeout time.Duration
@@ -82,6 +88,9 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.MaxRequestSize <= 0 || cfg.MaxRequestSize > cfg.MaxMessageSize {
+		cfg.MaxRequestSize = cfg.MaxMessageSize
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout

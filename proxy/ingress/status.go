@@ -17,7 +17,8 @@ import (
 // one mapping of the sidecar's errors. User failures are UNKNOWN with their
 // description, as in the reference proxy. HTTP/JSON clients get the HTTP
 // status vanguard derives from it (UNKNOWN 500, INVALID_ARGUMENT 400,
-// UNIMPLEMENTED 404 or 501, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503).
+// UNIMPLEMENTED 404 or 501, RESOURCE_EXHAUSTED 429, UNAVAILABLE 503), except
+// that a size refusal (streams.ErrTooLarge) is 413 (markTooLarge).
 // UNAVAILABLE means retrying may succeed: the sidecar is stopping, the
 // entity crashed, no sidecar serves its shard yet, or the forwards loop
 // (which a function fixed and restarted may not).
