@@ -252,16 +252,23 @@ func TestStoreRefusalForSizeIsNotRetryable(t *testing.T) {
 	const maxPayload = 64 << 10
 	f := newTestFunction(t)
 	big := bigEvents{testFunction: f, eventSize: 2 * maxPayload}
+	logs := &logBuffer{}
 	h := startHarnessOn(t, f, func(gs *grpc.Server) {
 		cloudstate.RegisterEntityDiscoveryServer(gs, f)
 		eventsourced.RegisterEventSourcedServer(gs, big)
 		valueentity.RegisterValueEntityServer(gs, valueFunction{f})
 		actionpb.RegisterActionProtocolServer(gs, f)
-	}, nil, streamstest.WithMaxPayload(maxPayload))
+	}, func(c *proxy.Config) { c.Logger = logs.logger() }, streamstest.WithMaxPayload(maxPayload))
 
 	_, err := h.call("Counter/Add", "big", ptr(1))
-	if st := status.Convert(err); st.Code() != codes.ResourceExhausted {
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
 		t.Fatalf("a command with a %d-byte event on a %d-byte store = %v; want RESOURCE_EXHAUSTED", 2*maxPayload, maxPayload, err)
+	}
+	// Item 3: the store's error names the journal subject; the client
+	// gets a request id, the log the details.
+	if line := internalError(t, logs, "Counter/Add", st.Message()); !strings.Contains(line, "jetstate.test.counter.big") {
+		t.Fatalf("the log line %q lacks the details (the subject)", line)
 	}
 	req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+h.p.Addr().String()+"/counters/big/add", strings.NewReader(`{"n":"1"}`))
 	if err != nil {
@@ -277,4 +284,5 @@ func TestStoreRefusalForSizeIsNotRetryable(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("over HTTP = %d %q; want 413", resp.StatusCode, b)
 	}
+	internalError(t, logs, "POST /counters/big/add", string(b))
 }

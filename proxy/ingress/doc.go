@@ -10,5 +10,10 @@
 // Every call goes to a Caller (the command router, package proxy) as the
 // method's serialized request; its errors become a status through Status,
 // the one mapping of the sidecar's errors to gRPC codes (and, through
-// vanguard, HTTP statuses). Admin serves the probes and metrics.
+// vanguard, HTTP statuses). The ingress is the boundary where failures are
+// logged: one whose text would reveal internals reaches the client as a
+// short message with a request id, and is logged under it. Requests are
+// bounded in size (MaxRequestSize, checked before they are read) and in
+// how long their message may take (RequestMessageTimeout). Admin serves
+// the probes and metrics.
 package ingress

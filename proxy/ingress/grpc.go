@@ -1,7 +1,6 @@
 package ingress
 
 import (
-	"errors"
 	"strings"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
-	"github.com/jetstate/jetstate/streams"
 )
 
 // frame is a gRPC message passed through without decoding.
@@ -91,10 +89,7 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 	}
 	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in, md)
 	if err != nil {
-		if errors.Is(err, streams.ErrTooLarge) {
-			markTooLarge(stream.Context())
-		}
-		return Status(err).Err()
+		return ing.fail(stream.Context(), path, err)
 	}
 	if md := outgoingMetadata(resp.GetMetadata()); md.Len() > 0 {
 		if err := stream.SetHeader(md); err != nil {
@@ -203,7 +198,7 @@ func (ing *Server) stream(stream grpc.ServerStream, m *model.Method) error {
 		return stream.SendMsg(&frame{data: r.GetPayload().GetValue()})
 	}
 	if err := ing.cfg.Caller.Stream(stream.Context(), m, incomingMetadata(stream), recv, send); err != nil {
-		return Status(err).Err()
+		return ing.fail(stream.Context(), m.Path, err)
 	}
 	return nil
 }
