@@ -49,7 +49,11 @@ func (ing *Server) limitBody(w http.ResponseWriter, r *http.Request, e *errorBod
 		_, _ = io.WriteString(w, msg)
 		return true
 	case r.ContentLength < 0:
-		r.Body = &cappedBody{ReadCloser: http.MaxBytesReader(w, r.Body, limit), e: e, msg: msg}
+		// Without w: the transcoder reads the body on goroutines of its
+		// own, which must not touch the response's headers (MaxBytesReader
+		// would set Connection: close there). net/http closes a connection
+		// whose body was left unread anyway.
+		r.Body = &cappedBody{ReadCloser: http.MaxBytesReader(nil, r.Body, limit), e: e, msg: msg}
 	}
 	return false
 }
