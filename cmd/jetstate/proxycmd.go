@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -49,10 +48,6 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var c proxyConfig
-	defaultData := ".jetstate"
-	if dir, err := os.UserCacheDir(); err == nil {
-		defaultData = filepath.Join(dir, "jetstate", "proxy")
-	}
 	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
 	prefix := fs.String("prefix", env("JETSTATE_PREFIX", ""), "first part of every stream, bucket and subject name (default jetstate) [JETSTATE_PREFIX]")
 	httpPort, httpErr := envPort(getenv, "HTTP_PORT", 9000)
@@ -64,7 +59,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
 	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
 	c.NATSTLS.flags(fs, env)
-	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", defaultData), "embedded server's data directory [JETSTATE_DATA]")
+	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", dataDir("proxy")), "embedded server's data directory, with the seed of the one nkey user it admits ("+embedded.SeedFileName+", made at the first start) [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
 	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
 	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
@@ -105,6 +100,10 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	}
 	if c.NATSURL == "" {
 		c.Provision = true
+		if c.NATSCreds != "" || c.NATSNKey != "" || c.NATSTLS != (natsTLS{}) {
+			// The embedded server admits only its own nkey user.
+			return c, errors.New("NATS credentials and TLS files need -nats-url (NATS_URL): the embedded server uses its own credentials, in -data")
+		}
 	}
 	if c.Provision {
 		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL}
@@ -156,9 +155,9 @@ func (t natsTLS) options() []nats.Option {
 // is given) until ctx is done.
 func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	url := c.NATSURL
+	url, nkey := c.NATSURL, c.NATSNKey
 	if url == "" {
-		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return err
 		}
 		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir})
@@ -166,10 +165,10 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 			return err
 		}
 		defer srv.Shutdown()
-		url = srv.ClientURL()
-		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s)\n", srv.Version(), url, c.DataDir)
+		url, nkey = srv.ClientURL(), srv.SeedFile()
+		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s; clients sign in with the nkey seed %s)\n", srv.Version(), url, c.DataDir, nkey)
 	}
-	opts, err := natsOptions(c.NATSCreds, c.NATSNKey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
+	opts, err := natsOptions(c.NATSCreds, nkey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}
