@@ -51,6 +51,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
 	prefix := fs.String("prefix", env("JETSTATE_PREFIX", ""), "first part of every stream, bucket and subject name (default jetstate) [JETSTATE_PREFIX]")
 	httpPort, httpErr := envPort(getenv, "HTTP_PORT", 9000)
+	host := fs.String("host", env("JETSTATE_HOST", ""), "ingress host to bind: an address of this machine, 0.0.0.0 or :: for every interface (default 127.0.0.1 with the embedded server: this machine only; with -nats-url every interface, as a pod's clients and probes reach its IP) [JETSTATE_HOST]")
 	port := fs.String("port", httpPort, "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
 	ufHost := fs.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"), "user function host [USER_FUNCTION_HOST]")
 	userPort, userErr := envPort(getenv, "USER_FUNCTION_PORT", 8080)
@@ -62,7 +63,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", dataDir("proxy")), "embedded server's data directory, with the seed of the one nkey user it admits ("+embedded.SeedFileName+", made at the first start) [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
 	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
-	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
+	fs.StringVar(&c.AdminListen, "admin", "", "address of /ready, /alive and /metrics (default 127.0.0.1:<METRICS_PORT> with the embedded server, else :<METRICS_PORT>, every interface) [METRICS_PORT]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
 	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
@@ -86,10 +87,24 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		}
 		*passivation = d
 	}
+	// One machine (the embedded server) listens on loopback only; a
+	// sidecar on a NATS cluster (Kubernetes: the operator always sets
+	// NATS_URL) on every interface, where clients, the Service and the
+	// kubelet's probes reach the pod's IP.
+	bindHost := ""
+	if c.NATSURL == "" {
+		bindHost = "127.0.0.1"
+	}
+	if *host == "" {
+		*host = bindHost
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = net.JoinHostPort(bindHost, metricsPort)
+	}
 	c.Proxy = proxy.Config{
 		Storage:            streams.Config{Prefix: *prefix, Service: *service},
 		UserFunction:       net.JoinHostPort(*ufHost, *ufPort),
-		Listen:             ":" + *port,
+		Listen:             net.JoinHostPort(*host, *port),
 		PassivationTimeout: *passivation,
 		CommandTimeout:     *timeout,
 		RouteTimeout:       *routeTimeout,
