@@ -35,6 +35,7 @@ type proxyConfig struct {
 	AdminListen string
 	Provision   bool
 	Replicas    int
+	Sync        streams.Durability // the embedded server fsyncs so; provisioning records it
 	LogLevel    slog.Level
 }
 
@@ -62,6 +63,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	c.NATSTLS.flags(fs, env)
 	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", dataDir("proxy")), "embedded server's data directory, with the seed of the one nkey user it admits ("+embedded.SeedFileName+", made at the first start) [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
+	sync := fs.String("sync", env("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min: a power loss can lose the writes of the last 2 min) or always (fsync before every ack, much slower); the embedded server fsyncs so, a NATS server by its own sync_interval (provisioning records the intent) [JETSTATE_SYNC]")
 	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
 	fs.StringVar(&c.AdminListen, "admin", "", "address of /ready, /alive and /metrics (default 127.0.0.1:<METRICS_PORT> with the embedded server, else :<METRICS_PORT>, every interface) [METRICS_PORT]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
@@ -120,8 +122,13 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 			return c, errors.New("NATS credentials and TLS files need -nats-url (NATS_URL): the embedded server uses its own credentials, in -data")
 		}
 	}
+	switch c.Sync = streams.Durability(*sync); c.Sync {
+	case streams.DurabilityFlush, streams.DurabilityAlways:
+	default:
+		return c, fmt.Errorf("-sync must be %q or %q, not %q", streams.DurabilityFlush, streams.DurabilityAlways, *sync)
+	}
 	if c.Provision {
-		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL}
+		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL, Durability: c.Sync}
 	}
 	return c, c.Proxy.Validate()
 }
@@ -175,13 +182,13 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return err
 		}
-		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir})
+		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir, SyncAlways: c.Sync == streams.DurabilityAlways})
 		if err != nil {
 			return err
 		}
 		defer srv.Shutdown()
 		url, nkey = srv.ClientURL(), srv.SeedFile()
-		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s; clients sign in with the nkey seed %s)\n", srv.Version(), url, c.DataDir, nkey)
+		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s, sync: %s; clients sign in with the nkey seed %s)\n", srv.Version(), url, c.DataDir, c.Sync, nkey)
 	}
 	opts, err := natsOptions(c.NATSCreds, nkey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
 	if err != nil {
