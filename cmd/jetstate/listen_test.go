@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -14,8 +13,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/jetstate/jetstate/operator/api/v1alpha1"
 	"github.com/jetstate/jetstate/operator/controller"
@@ -55,10 +58,11 @@ func TestProxyListenAddresses(t *testing.T) {
 	}
 }
 
-// TestOperatorSidecarListensOnPodIP runs the operator against a real API
-// server (envtest) and parses the sidecar container of the Deployment it
-// makes as `jetstate proxy` would: the ingress and the admin endpoints
-// (the probes' port) listen on every interface, on the container's ports.
+// TestOperatorSidecarListensOnPodIP runs the operator's controllers
+// against a real API server (envtest) and parses the sidecar container of
+// the Deployment they make as `jetstate proxy` would: the ingress and the
+// admin endpoints (the probes' port) listen on every interface, on the
+// container's ports.
 func TestOperatorSidecarListensOnPodIP(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		msg := "KUBEBUILDER_ASSETS is not set; run: KUBEBUILDER_ASSETS=$(tools/envtest/assets.sh) go test -race ./cmd/jetstate/ (or make test)"
@@ -73,28 +77,33 @@ func TestOperatorSidecarListensOnPodIP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = te.Stop() })
-	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(kubeconfig, te.KubeConfig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("KUBECONFIG", kubeconfig)
-	oc, err := parseOperator([]string{"-metrics-bind-address", "0", "-health-probe-bind-address", "127.0.0.1:0", "-sidecar-image", "jetstate:e2e", "-autoscaler=false"},
-		func(string) string { return "" }, &bytes.Buffer{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	wg.Go(func() {
-		if err := runOperator(ctx, oc, io.Discard); err != nil {
-			t.Errorf("runOperator: %v", err)
-		}
-	})
 	scheme, err := controller.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The operator's controllers, as runOperator sets them up, in a
+	// manager of their own: controller-runtime allows one controller of a
+	// name per process, and TestRunOperator runs `jetstate operator`.
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	if err := controller.Setup(ctx, mgr, controller.Config{SidecarImage: "jetstate:e2e"}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Go(func() {
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
 	k, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
