@@ -4,7 +4,8 @@ GO    ?= go
 PKGS  ?= ./...
 # Fuzz time per target for `make fuzz`.
 FUZZTIME ?= 30s
-# Client port of the embedded NATS server of `make run` (the projector connects to it).
+# Client port of the embedded NATS server of `make run`. The projector connects to it with no
+# credentials flags: it signs in with the seed the sidecar keeps in its data directory (nats.nkey).
 NATS_PORT ?= 4222
 # Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
 BENCHTIME ?= 20x

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -114,13 +113,9 @@ func parseRun(args []string, getenv func(string) string, out io.Writer) (runConf
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(out)
 	cfg := runConfig{}
-	defaultData := ".jetstate"
-	if dir, err := os.UserCacheDir(); err == nil {
-		defaultData = filepath.Join(dir, "jetstate", "run")
-	}
 	port, portErr := envInt(getenv, "JETSTATE_NATS_PORT", 4222)
 	fs.IntVar(&cfg.Port, "port", port, "NATS client port of the embedded server (-1: any free port) [JETSTATE_NATS_PORT]")
-	fs.StringVar(&cfg.DataDir, "data", env("JETSTATE_DATA", defaultData), "directory for JetStream's data [JETSTATE_DATA]")
+	fs.StringVar(&cfg.DataDir, "data", env("JETSTATE_DATA", dataDir("run")), "directory for JetStream's data [JETSTATE_DATA]")
 	sync := fs.String("sync", env("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min) or always (fsync before every ack) [JETSTATE_SYNC]")
 	fs.BoolVar(&cfg.Demo, "demo", true, "run the journal demo after start-up")
 	verbose := fs.Bool("v", false, "debug logging")

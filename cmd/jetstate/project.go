@@ -28,33 +28,6 @@ import (
 	"github.com/jetstate/jetstate/projections"
 )
 
-// natsFlags are the NATS connection settings of the commands that talk to
-// an existing server (project, projection).
-type natsFlags struct {
-	URL, Creds, NKey string
-	TLS              natsTLS
-}
-
-func (n *natsFlags) register(fs *flag.FlagSet, env func(key, def string) string) {
-	fs.StringVar(&n.URL, "nats-url", env("NATS_URL", nats.DefaultURL), "NATS server(s) [NATS_URL]")
-	fs.StringVar(&n.Creds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
-	fs.StringVar(&n.NKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
-	n.TLS.flags(fs, env)
-}
-
-// connect connects to NATS with the credentials and TLS files given.
-func (n natsFlags) connect(name string, extra ...nats.Option) (*nats.Conn, error) {
-	opts, err := natsOptions(n.Creds, n.NKey, append([]nats.Option{nats.Name(name)}, extra...)...)
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(n.URL, append(opts, n.TLS.options()...)...)
-	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", n.URL, err)
-	}
-	return nc, nil
-}
-
 // envLookup returns a function reading getenv with a default.
 func envLookup(getenv func(string) string) func(key, def string) string {
 	return func(key, def string) string {
@@ -304,8 +277,7 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 		}
 		cfg.Resolver = r
 	}
-	nc, err := c.NATS.connect("jetstate project "+cfg.Storage.Service+"/"+cfg.Name,
-		nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	nc, err := c.NATS.connect(ctx, "jetstate project "+cfg.Storage.Service+"/"+cfg.Name, true, nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}

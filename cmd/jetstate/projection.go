@@ -131,7 +131,7 @@ func parseProjection(args []string, getenv func(string) string, out io.Writer) (
 }
 
 func runProjection(ctx context.Context, c projectionConfig, out io.Writer) error {
-	nc, err := c.NATS.connect("jetstate projection " + c.Op)
+	nc, err := c.NATS.connect(ctx, "jetstate projection "+c.Op, false)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +35,7 @@ type proxyConfig struct {
 	AdminListen string
 	Provision   bool
 	Replicas    int
+	Sync        streams.Durability // the embedded server fsyncs so; provisioning records it
 	LogLevel    slog.Level
 }
 
@@ -49,13 +49,10 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	var c proxyConfig
-	defaultData := ".jetstate"
-	if dir, err := os.UserCacheDir(); err == nil {
-		defaultData = filepath.Join(dir, "jetstate", "proxy")
-	}
 	service := fs.String("service", env("JETSTATE_SERVICE", "default"), "jetstate service name: names its streams and buckets [JETSTATE_SERVICE]")
 	prefix := fs.String("prefix", env("JETSTATE_PREFIX", ""), "first part of every stream, bucket and subject name (default jetstate) [JETSTATE_PREFIX]")
 	httpPort, httpErr := envPort(getenv, "HTTP_PORT", 9000)
+	host := fs.String("host", env("JETSTATE_HOST", ""), "ingress host to bind: an address of this machine, 0.0.0.0 or :: for every interface (default 127.0.0.1 with the embedded server: this machine only; with -nats-url every interface, as a pod's clients and probes reach its IP) [JETSTATE_HOST]")
 	port := fs.String("port", httpPort, "ingress port, gRPC and HTTP/JSON [HTTP_PORT]")
 	ufHost := fs.String("user-function-host", env("USER_FUNCTION_HOST", "127.0.0.1"), "user function host [USER_FUNCTION_HOST]")
 	userPort, userErr := envPort(getenv, "USER_FUNCTION_PORT", 8080)
@@ -64,10 +61,11 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
 	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
 	c.NATSTLS.flags(fs, env)
-	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", defaultData), "embedded server's data directory [JETSTATE_DATA]")
+	fs.StringVar(&c.DataDir, "data", env("JETSTATE_DATA", dataDir("proxy")), "embedded server's data directory, with the seed of the one nkey user it admits ("+embedded.SeedFileName+", made at the first start) [JETSTATE_DATA]")
 	fs.IntVar(&c.EmbedPort, "embedded-nats-port", -1, "client port of the embedded server (-1: any free port)")
+	sync := fs.String("sync", env("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min: a power loss can lose the writes of the last 2 min) or always (fsync before every ack, much slower); the embedded server fsyncs so, a NATS server by its own sync_interval (provisioning records the intent) [JETSTATE_SYNC]")
 	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
-	fs.StringVar(&c.AdminListen, "admin", ":"+metricsPort, "address of /ready, /alive and /metrics [METRICS_PORT]")
+	fs.StringVar(&c.AdminListen, "admin", "", "address of /ready, /alive and /metrics (default 127.0.0.1:<METRICS_PORT> with the embedded server, else :<METRICS_PORT>, every interface) [METRICS_PORT]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
 	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
@@ -93,10 +91,24 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		}
 		*passivation = d
 	}
+	// One machine (the embedded server) listens on loopback only; a
+	// sidecar on a NATS cluster (Kubernetes: the operator always sets
+	// NATS_URL) on every interface, where clients, the Service and the
+	// kubelet's probes reach the pod's IP.
+	bindHost := ""
+	if c.NATSURL == "" {
+		bindHost = "127.0.0.1"
+	}
+	if *host == "" {
+		*host = bindHost
+	}
+	if c.AdminListen == "" {
+		c.AdminListen = net.JoinHostPort(bindHost, metricsPort)
+	}
 	c.Proxy = proxy.Config{
 		Storage:               streams.Config{Prefix: *prefix, Service: *service},
 		UserFunction:          net.JoinHostPort(*ufHost, *ufPort),
-		Listen:                ":" + *port,
+		Listen:                net.JoinHostPort(*host, *port),
 		PassivationTimeout:    *passivation,
 		CommandTimeout:        *timeout,
 		RouteTimeout:          *routeTimeout,
@@ -109,9 +121,18 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	}
 	if c.NATSURL == "" {
 		c.Provision = true
+		if c.NATSCreds != "" || c.NATSNKey != "" || c.NATSTLS != (natsTLS{}) {
+			// The embedded server admits only its own nkey user.
+			return c, errors.New("NATS credentials and TLS files need -nats-url (NATS_URL): the embedded server uses its own credentials, in -data")
+		}
+	}
+	switch c.Sync = streams.Durability(*sync); c.Sync {
+	case streams.DurabilityFlush, streams.DurabilityAlways:
+	default:
+		return c, fmt.Errorf("-sync must be %q or %q, not %q", streams.DurabilityFlush, streams.DurabilityAlways, *sync)
 	}
 	if c.Provision {
-		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL}
+		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL, Durability: c.Sync}
 	}
 	return c, c.Proxy.Validate()
 }
@@ -160,20 +181,20 @@ func (t natsTLS) options() []nats.Option {
 // is given) until ctx is done.
 func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel}))
-	url := c.NATSURL
+	url, nkey := c.NATSURL, c.NATSNKey
 	if url == "" {
-		if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return err
 		}
-		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir})
+		srv, err := embedded.Start(embedded.Config{Port: c.EmbedPort, StoreDir: c.DataDir, SyncAlways: c.Sync == streams.DurabilityAlways})
 		if err != nil {
 			return err
 		}
 		defer srv.Shutdown()
-		url = srv.ClientURL()
-		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s)\n", srv.Version(), url, c.DataDir)
+		url, nkey = srv.ClientURL(), srv.SeedFile()
+		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s, sync: %s; clients sign in with the nkey seed %s)\n", srv.Version(), url, c.DataDir, c.Sync, nkey)
 	}
-	opts, err := natsOptions(c.NATSCreds, c.NATSNKey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
+	opts, err := natsOptions(c.NATSCreds, nkey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
 	}

@@ -25,9 +25,10 @@ func TestParseProxyFromEnvironment(t *testing.T) {
 	if c.Proxy.Provision != nil {
 		t.Fatal("an external NATS is provisioned by the operator, not by default")
 	}
-	// Flags win over the environment; no NATS_URL means embedded + provision.
+	// Flags win over the environment; no NATS_URL means embedded + provision,
+	// on loopback only.
 	c, err = parseProxy([]string{"-port", "9200", "-service", "other"}, func(string) string { return "" }, &bytes.Buffer{})
-	if err != nil || c.Proxy.Listen != ":9200" || c.Proxy.Storage.Service != "other" || c.Proxy.Provision == nil {
+	if err != nil || c.Proxy.Listen != "127.0.0.1:9200" || c.Proxy.Storage.Service != "other" || c.Proxy.Provision == nil {
 		t.Fatalf("parsed %+v, %v", c, err)
 	}
 	c, err = parseProxy([]string{"-shards", "12", "-member-ttl", "3s", "-route-timeout", "9s", "-request-message-timeout", "2s", "-max-request-size", "4096"}, func(string) string { return "" }, &bytes.Buffer{})

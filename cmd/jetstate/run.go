@@ -18,7 +18,7 @@ import (
 // demo and serves until ctx is done.
 func run(ctx context.Context, cfg runConfig, out io.Writer) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
 	srv, err := embedded.Start(embedded.Config{
@@ -30,9 +30,14 @@ func run(ctx context.Context, cfg runConfig, out io.Writer) error {
 		return err
 	}
 	defer srv.Shutdown()
-	fmt.Fprintf(out, "NATS %s with JetStream at %s (data in %s, sync: %s)\n", srv.Version(), srv.ClientURL(), cfg.DataDir, cfg.Sync)
+	fmt.Fprintf(out, "NATS %s with JetStream at %s (data in %s, sync: %s; clients sign in with the nkey seed %s)\n",
+		srv.Version(), srv.ClientURL(), cfg.DataDir, cfg.Sync, srv.SeedFile())
 
-	nc, err := nats.Connect(srv.ClientURL(), nats.Name("jetstate run"))
+	nkey, err := nats.NkeyOptionFromSeed(srv.SeedFile())
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.Name("jetstate run"), nkey)
 	if err != nil {
 		return err
 	}

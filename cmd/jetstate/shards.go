@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetstate/jetstate/proxy/shard"
@@ -20,19 +19,12 @@ import (
 
 // shardsConfig is what `jetstate shards` needs.
 type shardsConfig struct {
-	NATSURL   string
-	NATSCreds string
-	NATSNKey  string
-	Storage   streams.Config
+	NATS    natsFlags
+	Storage streams.Config
 }
 
 func parseShards(args []string, getenv func(string) string, out io.Writer) (shardsConfig, error) {
-	env := func(k, def string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		return def
-	}
+	env := envLookup(getenv)
 	var c shardsConfig
 	fs := flag.NewFlagSet("shards", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -40,9 +32,7 @@ func parseShards(args []string, getenv func(string) string, out io.Writer) (shar
 		fmt.Fprint(out, "Usage: jetstate shards [flags]\n\nShows a service's live sidecars and which shards each owns.\n\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&c.NATSURL, "nats-url", env("NATS_URL", nats.DefaultURL), "NATS server(s) [NATS_URL]")
-	fs.StringVar(&c.NATSCreds, "nats-creds", env("NATS_CREDS", ""), "NATS credentials file [NATS_CREDS]")
-	fs.StringVar(&c.NATSNKey, "nats-nkey", env("NATS_NKEY", ""), "NATS nkey seed file [NATS_NKEY]")
+	c.NATS.register(fs, env)
 	fs.StringVar(&c.Storage.Service, "service", env("JETSTATE_SERVICE", ""), "service name [JETSTATE_SERVICE] (required)")
 	fs.StringVar(&c.Storage.Prefix, "prefix", env("JETSTATE_PREFIX", ""), "subject and stream prefix [JETSTATE_PREFIX] (default jetstate)")
 	if err := fs.Parse(args); err != nil {
@@ -52,13 +42,9 @@ func parseShards(args []string, getenv func(string) string, out io.Writer) (shar
 }
 
 func runShards(ctx context.Context, c shardsConfig, out io.Writer) error {
-	opts, err := natsOptions(c.NATSCreds, c.NATSNKey, nats.Name("jetstate shards"))
+	nc, err := c.NATS.connect(ctx, "jetstate shards", false)
 	if err != nil {
 		return err
-	}
-	nc, err := nats.Connect(c.NATSURL, opts...)
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", c.NATSURL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -10,7 +10,11 @@
 // checked by the Guard just before, and only then is the command answered.
 // A protocol error, a command timeout or a failed write crashes the entity:
 // its command and those queued fail with ErrEntityFailed and the next one
-// re-activates it from storage. A write fenced off (another sidecar wrote
+// re-activates it from storage. A command that could not be sent because
+// the entity's stream had already ended (the function restarted while the
+// entity was idle) never reached the function: the entity is re-activated
+// at once and the command sent once more on the new stream; a command that
+// was sent is never sent again. A write fenced off (another sidecar wrote
 // the entity, or the Guard refused) fails with ErrMoved: the command did not
 // change anything and runs again at the shard's owner. Idle entities are
 // passivated; PassivateShard passivates a shard's entities for a handoff;

@@ -176,13 +176,33 @@ type protocolReply interface {
 	GetSideEffects() []*cloudstate.SideEffect
 }
 
+// errStreamEnded marks a command that was not sent because the entity's
+// stream to the user function had already ended (the function restarted or
+// closed it): the function never got it, so it may be sent on a new stream.
+var errStreamEnded = errors.New("stream to the user function had ended")
+
 // exchange sends command cmd on an entity stream and receives the
 // function's answer: its reply to exactly that command, or an error for a
 // protocol-level failure, an empty message or a reply to another command.
+// An error wrapping errStreamEnded means the command was not delivered.
 func exchange[Out any, R protocolReply](ctx context.Context, cmd *cloudstate.Command, send func(*cloudstate.Command) error,
 	recv func() (Out, error), cancel context.CancelFunc, split func(Out) (R, *cloudstate.Failure)) (R, error) {
 	var none R
 	if err := send(cmd); err != nil {
+		// What we rely on (grpc-go's ClientStream.SendMsg): it returns io.EOF
+		// when the stream is done or broken, "the status of the stream may be
+		// discovered using RecvMsg"; it blocks until the message is scheduled
+		// with the transport, or the stream is done, or it breaks. grpc-go
+		// (1.85, csAttempt.sendMsg) returns io.EOF only when the transport
+		// refused the message before queueing it (the stream was done, the
+		// connection closing), and a message replayed on a retried attempt
+		// ends with nil, not an error. So io.EOF: the function did not get
+		// the command. A nil error proves nothing (the message may sit in a
+		// buffer and be lost with the connection): only errors before the
+		// message left are retried, never those from Recv.
+		if errors.Is(err, io.EOF) {
+			return none, fmt.Errorf("send command: %w: %w", errStreamEnded, err)
+		}
 		return none, fmt.Errorf("send command: %w", err)
 	}
 	out, err := recvWithin(ctx, recv, cancel)

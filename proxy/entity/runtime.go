@@ -31,7 +31,8 @@ type Result struct {
 type session interface {
 	// command sends command id to the function, waits for its reply, stores
 	// the state change it carries, and returns it. An error means the
-	// session is broken and must be aborted.
+	// session is broken and must be aborted; one wrapping errStreamEnded
+	// also means the function did not get the command.
 	command(ctx context.Context, id int64, name string, payload *anypb.Any) (Result, error)
 	// close half-closes the stream and waits, bounded, for the function to
 	// end its side (passivation, restart).
@@ -326,13 +327,32 @@ func (e *entity) run() {
 			}
 			cctx, cancel := context.WithTimeout(es.ctx, es.cfg.CommandTimeout)
 			start := time.Now()
-			done := es.cfg.Load.Function()
-			res, err := sess.command(cctx, nextID, req.name, req.payload)
-			done()
+			res, err := e.command(cctx, sess, nextID, req)
+			nextID++
+			if errors.Is(err, errStreamEnded) {
+				// The stream ended while the entity was idle (the function
+				// restarted): the command never reached the function, so it
+				// is sent once more on a new stream, from storage.
+				log.Info("stream to the user function had ended; re-activating the entity", "error", err)
+				sess.abort()
+				fresh, aerr := e.activate()
+				if aerr != nil {
+					cancel()
+					es.cfg.Metrics.commandDone(es.name, time.Since(start), aerr)
+					log.Warn("re-activation failed", "error", aerr)
+					err = fmt.Errorf("%w: re-activate: %v", ErrEntityFailed, aerr)
+					es.remove(e, true) // before the reply, as below
+					req.done <- reply{err: err}
+					e.failAll(err)
+					return
+				}
+				sess, nextID = fresh, 1
+				res, err = e.command(cctx, sess, nextID, req)
+				nextID++
+			}
 			timedOut := cctx.Err() == context.DeadlineExceeded
 			cancel()
 			es.cfg.Metrics.commandDone(es.name, time.Since(start), err)
-			nextID++
 			if err != nil {
 				if errors.Is(err, ErrMoved) || errors.Is(err, streams.ErrConflict) {
 					// Fenced: another sidecar wrote this entity (it owns
@@ -393,6 +413,12 @@ func (e *entity) run() {
 			return
 		}
 	}
+}
+
+// command runs req on sess as command id, counted as in the function.
+func (e *entity) command(ctx context.Context, sess session, id int64, req request) (Result, error) {
+	defer e.es.cfg.Load.Function()()
+	return sess.command(ctx, id, req.name, req.payload)
 }
 
 // activate opens a session. It is not retried: a failure fails what is
