@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -285,4 +286,51 @@ func TestStoreRefusalForSizeIsNotRetryable(t *testing.T) {
 		t.Fatalf("over HTTP = %d %q; want 413", resp.StatusCode, b)
 	}
 	internalError(t, logs, "POST /counters/big/add", string(b))
+}
+
+// A command routed to its shard's owner, whose events the store refuses for
+// their size there, is RESOURCE_EXHAUSTED at the ingress too: the route
+// protocol carries the cause (it came back as a retryable UNAVAILABLE).
+func TestRoutedStoreRefusalForSizeIsNotRetryable(t *testing.T) {
+	const maxPayload = 64 << 10
+	srv := streamstest.RunServer(t, streamstest.WithMaxPayload(maxPayload))
+	js := srv.JetStream(t)
+	store := &streams.StoreConfig{Shards: 8}
+	serveBig := func() string {
+		f := newTestFunction(t)
+		big := bigEvents{testFunction: f, eventSize: 2 * maxPayload}
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer()
+		cloudstate.RegisterEntityDiscoveryServer(gs, f)
+		eventsourced.RegisterEventSourcedServer(gs, big)
+		valueentity.RegisterValueEntityServer(gs, valueFunction{f})
+		actionpb.RegisterActionProtocolServer(gs, f)
+		go gs.Serve(lis)
+		t.Cleanup(gs.Stop)
+		return lis.Addr().String()
+	}
+	tune := func(c *proxy.Config) { c.Provision = store }
+	a := startSidecar(t, baseConfig(t, js, serveBig(), tune), js, nil)
+	b := startSidecar(t, baseConfig(t, js, serveBig(), tune), js, nil)
+	waitFor(t, "both sidecars serving shards", func() bool {
+		na, nb := a.p.OwnedShards(), b.p.OwnedShards()
+		return na > 0 && nb > 0 && na+nb == store.Shards
+	})
+	own, err := streams.NewOwnership(t.Context(), js, streams.Config{Service: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := ""
+	for i := 0; key == ""; i++ {
+		if k := fmt.Sprint("routed-", i); proxy.Serves(b.p, own.ShardOf(streams.Entity{Type: "counter", Key: k})) {
+			key = k
+		}
+	}
+	err = invoke(t.Context(), a.conn, newTestTypes(t), "Counter/Add", key, ptr(1))
+	if code := status.Code(err); code != codes.ResourceExhausted {
+		t.Fatalf("a routed command with a %d-byte event on a %d-byte store = %v; want RESOURCE_EXHAUSTED", 2*maxPayload, maxPayload, err)
+	}
 }

@@ -176,6 +176,8 @@ func routeErrorOf(err error) *route.Error {
 		code = route.Error_STOPPING
 	case errors.Is(err, entity.ErrEntityBusy):
 		code = route.Error_BUSY
+	case streams.TooLarge(err):
+		code = route.Error_TOO_LARGE
 	case errors.Is(err, entity.ErrEntityFailed):
 		code = route.Error_FAILED
 	case errors.Is(err, context.DeadlineExceeded):
@@ -203,6 +205,8 @@ func routeError(e *route.Error) error {
 		base = context.Canceled
 	case route.Error_INVALID:
 		base = model.ErrBadRequest
+	case route.Error_TOO_LARGE:
+		return fmt.Errorf("%w: %w (at the owner: %s)", entity.ErrEntityFailed, streams.ErrTooLarge, e.GetMessage())
 	default:
 		return fmt.Errorf("%w: at the owner: %s", entity.ErrEntityFailed, e.GetMessage())
 	}

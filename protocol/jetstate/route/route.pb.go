@@ -37,7 +37,7 @@ const (
 	Error_MOVED Error_Code = 1
 	// The entity's queue is full.
 	Error_BUSY Error_Code = 2
-	// The entity failed (see proxy.ErrEntityFailed).
+	// The entity failed (see entity.ErrEntityFailed).
 	Error_FAILED Error_Code = 3
 	// The owner shuts down: try again.
 	Error_STOPPING Error_Code = 4
@@ -47,6 +47,9 @@ const (
 	Error_INVALID Error_Code = 6
 	// The ingress gave up (cancelled).
 	Error_CANCELLED Error_Code = 7
+	// The command's state change is larger than the store takes: it
+	// failed and no retry can succeed (streams.ErrTooLarge).
+	Error_TOO_LARGE Error_Code = 8
 )
 
 // Enum value maps for Error_Code.
@@ -60,6 +63,7 @@ var (
 		5: "TIMEOUT",
 		6: "INVALID",
 		7: "CANCELLED",
+		8: "TOO_LARGE",
 	}
 	Error_Code_value = map[string]int32{
 		"UNKNOWN":   0,
@@ -70,6 +74,7 @@ var (
 		"TIMEOUT":   5,
 		"INVALID":   6,
 		"CANCELLED": 7,
+		"TOO_LARGE": 8,
 	}
 )
 
@@ -322,10 +327,10 @@ const file_jetstate_route_route_proto_rawDesc = "" +
 	"\x06Result\x12=\n" +
 	"\rclient_action\x18\x01 \x01(\v2\x18.cloudstate.ClientActionR\fclientAction\x129\n" +
 	"\fside_effects\x18\x02 \x03(\v2\x16.cloudstate.SideEffectR\vsideEffects\x12+\n" +
-	"\x05error\x18\x03 \x01(\v2\x15.jetstate.route.ErrorR\x05error\"\xbe\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.jetstate.route.ErrorR\x05error\"\xcd\x01\n" +
 	"\x05Error\x12.\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1a.jetstate.route.Error.CodeR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"k\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"z\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\t\n" +
 	"\x05MOVED\x10\x01\x12\b\n" +
@@ -335,7 +340,8 @@ const file_jetstate_route_route_proto_rawDesc = "" +
 	"\bSTOPPING\x10\x04\x12\v\n" +
 	"\aTIMEOUT\x10\x05\x12\v\n" +
 	"\aINVALID\x10\x06\x12\r\n" +
-	"\tCANCELLED\x10\aB<Z:github.com/jetstate/jetstate/protocol/jetstate/route;routeb\x06proto3"
+	"\tCANCELLED\x10\a\x12\r\n" +
+	"\tTOO_LARGE\x10\bB<Z:github.com/jetstate/jetstate/protocol/jetstate/route;routeb\x06proto3"
 
 var (
 	file_jetstate_route_route_proto_rawDescOnce sync.Once
