@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/jetstate/jetstate/internal/backoff"
 )
 
 // http2Preface opens every HTTP/2 connection made with prior knowledge,
@@ -28,26 +31,51 @@ const sniffTimeout = 10 * time.Second
 type splitListener struct {
 	inner      net.Listener
 	grpc, http *childListener
+	log        *slog.Logger
 	done       chan struct{}
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 }
 
-func newSplitListener(l net.Listener) *splitListener {
-	s := &splitListener{inner: l, done: make(chan struct{})}
+func newSplitListener(l net.Listener, log *slog.Logger) *splitListener {
+	s := &splitListener{inner: l, log: log, done: make(chan struct{})}
 	s.grpc = &childListener{parent: s, conns: make(chan net.Conn)}
 	s.http = &childListener{parent: s, conns: make(chan net.Conn)}
 	return s
 }
 
-// run accepts connections until the inner listener is closed.
+// Pacing of accept retries, as net/http's Server.Serve.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
+// run accepts connections until the inner listener is closed. Any other
+// failure to accept (out of file descriptors, EMFILE, is the usual one)
+// is logged and retried after a pause, 5 ms doubling to 1 s, as net/http
+// does: a full descriptor table empties as connections end, and ending
+// the sidecar over it would drop every connection it has.
 func (s *splitListener) run() error {
+	retry := backoff.Backoff{Min: acceptRetryMin, Max: acceptRetryMax}
 	for {
 		c, err := s.inner.Accept()
 		if err != nil {
-			s.close()
-			return err
+			if errors.Is(err, net.ErrClosed) {
+				s.close()
+				return err
+			}
+			wait := retry.Next()
+			s.log.Warn("ingress accept failed, retrying", "error", err, "retry_in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return net.ErrClosed
+			}
+			continue
 		}
+		retry.Reset()
 		s.wg.Go(func() { s.route(c) })
 	}
 }

@@ -101,7 +101,7 @@ func (noLoad) Request() func() { return func() {} }
 // error. lis is closed when Run returns.
 func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{Handler: ing.http, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(ing.cfg.Log.Handler(), slog.LevelDebug)}
-	split := newSplitListener(lis)
+	split := newSplitListener(lis, ing.cfg.Log)
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- split.run() }()
 	go func() { serveErr <- ing.gs.Serve(split.grpc) }()
