@@ -56,6 +56,9 @@ type Config struct {
 	Load Load
 	// Log; nil discards.
 	Log *slog.Logger
+
+	// sniffTimeout overrides sniffTimeout (tests).
+	sniffTimeout time.Duration
 }
 
 // Server serves a user function's services on one port: native gRPC,
@@ -81,6 +84,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Load == nil {
 		cfg.Load = noLoad{}
 	}
+	if cfg.sniffTimeout <= 0 {
+		cfg.sniffTimeout = sniffTimeout
+	}
 	ing := &Server{cfg: cfg}
 	ing.gs = ing.grpcServer()
 	h, err := ing.httpHandler(ing.gs)
@@ -101,7 +107,12 @@ func (noLoad) Request() func() { return func() {} }
 // error. lis is closed when Run returns.
 func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
 	srv := &http.Server{Handler: ing.http, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(ing.cfg.Log.Handler(), slog.LevelDebug)}
-	split := newSplitListener(lis, ing.cfg.Log)
+	// HTTP/2 with prior knowledge comes here when its first request is not
+	// gRPC (see splitListener).
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	split := newSplitListener(lis, ing.cfg.sniffTimeout, ing.cfg.Log)
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- split.run() }()
 	go func() { serveErr <- ing.gs.Serve(split.grpc) }()
