@@ -62,3 +62,42 @@ func TestHTTPJSONOverH2C(t *testing.T) {
 	}
 	h.mustCall("Counter/Get", "h2c", nil, 2) // gRPC
 }
+
+// TestQueryCannotOverrideBoundFields: a query parameter may set only fields
+// that neither the path nor the body of the matched google.api.http rule
+// binds, and none at all with body "*" (google.api.http). vanguard applied
+// the query last, so GET /counters/attacker?key=victim read victim's
+// counter; such requests are refused.
+func TestQueryCannotOverrideBoundFields(t *testing.T) {
+	h := startHarness(t, nil)
+	if r := h.httpDo(t, "POST", "/counters/victim/add", "", `{"n":"5"}`); r.code != 200 || r.body != `{"n":"5"}` {
+		t.Fatalf("add = %d %q", r.code, r.body)
+	}
+	cases := []struct {
+		name, method, path, body string
+		code                     int
+		want                     string // the body, or for 400 a part of it
+	}{
+		{"path key, query key", "GET", "/counters/attacker?key=victim", "", 400, `query parameter "key" overrides key, which the path of GET /counters/{key} binds`},
+		{"additional binding", "GET", "/counters/attacker/n?key=victim", "", 400, "GET /counters/{key}/n"},
+		{"body * and a query", "POST", "/counters/victim/add?n=100", `{"n":"1"}`, 400, `POST /counters/{key}/add takes no query parameters`},
+		{"body * and a query key", "POST", "/counters/attacker/add?key=victim", `{"n":"1"}`, 400, "takes no query parameters"},
+		{"stream, path variable", "GET", "/numbers/1?n=5", "", 400, "GET /numbers/{n}"},
+		{"stream, default binding", "POST", "/test.Echo/Count?n=5", `{"n":"1"}`, 400, "POST /test.Echo/Count takes no query parameters"},
+		{"no path variable: the query binds", "GET", "/counters?key=victim", "", 200, `{"n":"5"}`},
+		{"stream, no path variable", "GET", "/numbers?n=2", "", 200, "{\"n\":\"1\"}\n{\"n\":\"2\"}\n"},
+		{"path key alone", "GET", "/counters/attacker", "", 200, `{"n":"0"}`},
+		{"victim unchanged", "GET", "/counters/victim", "", 200, `{"n":"5"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := h.httpDo(t, c.method, c.path, "", c.body)
+			if r.code != c.code || (c.code == 200 && r.body != c.want) || (c.code != 200 && !strings.Contains(r.body, c.want)) {
+				t.Fatalf("%s %s %s = %d %q, want %d %q", c.method, c.path, c.body, r.code, r.body, c.code, c.want)
+			}
+			if c.code == 400 && !strings.HasPrefix(r.ct, "text/plain") {
+				t.Fatalf("content type %q", r.ct)
+			}
+		})
+	}
+}

@@ -66,8 +66,8 @@ func (echoCaller) Stream(context.Context, *model.Method, *cloudstate.Metadata, f
 	return errors.New("no streams here")
 }
 
-// serve runs an ingress for testModel on lis (nil: a new loopback
-// listener) until the test ends. cfg's Model and Caller are set here. The
+// serve runs an ingress on lis (nil: a new loopback listener) until the
+// test ends, for testModel and echoCaller unless cfg has others. The
 // returned channel has Run's result if Run ends before the test does.
 func serve(t *testing.T, cfg Config, lis net.Listener) (addr string, ended <-chan error) {
 	t.Helper()
@@ -77,7 +77,12 @@ func serve(t *testing.T, cfg Config, lis net.Listener) (addr string, ended <-cha
 			t.Fatal(err)
 		}
 	}
-	cfg.Model, cfg.Caller = testModel(t), echoCaller{}
+	if cfg.Model == nil {
+		cfg.Model = testModel(t)
+	}
+	if cfg.Caller == nil {
+		cfg.Caller = echoCaller{}
+	}
 	ing, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
