@@ -45,6 +45,17 @@ const (
 	ProxyName                    = "jetstate"
 )
 
+// Defaults of the limits on client connections, see Config.
+const (
+	DefaultReadHeaderTimeout    = ingress.DefaultReadHeaderTimeout
+	DefaultBodyTimeout          = ingress.DefaultBodyTimeout
+	DefaultIdleTimeout          = ingress.DefaultIdleTimeout
+	DefaultMaxConcurrentStreams = ingress.DefaultMaxConcurrentStreams
+	DefaultKeepaliveMinTime     = ingress.DefaultKeepaliveMinTime
+	DefaultKeepaliveTime        = ingress.DefaultKeepaliveTime
+	DefaultKeepaliveTimeout     = ingress.DefaultKeepaliveTimeout
+)
+
 // Config configures a sidecar. A zero field means its documented default.
 type Config struct {
 	// Storage names the service's streams and buckets (streams.Config);
@@ -91,6 +102,32 @@ type Config struct {
 	// has no reachable owner (a handoff, or an owner that died and whose
 	// membership has not expired yet). Default 30 s.
 	RouteTimeout time.Duration
+
+	// Limits on the ingress's client connections (ingress.Config).
+
+	// ReadHeaderTimeout bounds how long an HTTP/1 request's headers may
+	// take to arrive. Default 10 s.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds how long an HTTP request's body may take to
+	// arrive (not the calls of client-streaming methods). Default 1 min.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a client connection (HTTP/1 keep-alive, HTTP/2,
+	// gRPC) that had no request in flight for this long. Default 2 min.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2
+	// connection, gRPC or not. Default 250.
+	MaxConcurrentStreams int
+	// KeepaliveMinTime: a gRPC client that pings more often is disconnected
+	// (GOAWAY too_many_pings). Default 5 min.
+	KeepaliveMinTime time.Duration
+	// KeepalivePermitWithoutStream lets gRPC clients ping while they have
+	// no call in flight.
+	KeepalivePermitWithoutStream bool
+	// KeepaliveTime is how long a client's HTTP/2 connection may be silent
+	// before the sidecar pings it; KeepaliveTimeout how long the answer
+	// may take before the connection is closed. Defaults 1 min and 20 s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+
 	// Version is reported to the user function in ProxyInfo.
 	Version string
 	// Logger; nil discards.
@@ -292,6 +329,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ing, err := ingress.New(ingress.Config{
 		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize, MaxRequestSize: p.reqLimit,
 		DrainTimeout: p.cfg.DrainTimeout, RequestMessageTimeout: p.cfg.RequestMessageTimeout, Load: p.load, Log: p.log,
+		ReadHeaderTimeout:            p.cfg.ReadHeaderTimeout,
+		BodyTimeout:                  p.cfg.BodyTimeout,
+		IdleTimeout:                  p.cfg.IdleTimeout,
+		MaxConcurrentStreams:         p.cfg.MaxConcurrentStreams,
+		KeepaliveMinTime:             p.cfg.KeepaliveMinTime,
+		KeepalivePermitWithoutStream: p.cfg.KeepalivePermitWithoutStream,
+		KeepaliveTime:                p.cfg.KeepaliveTime,
+		KeepaliveTimeout:             p.cfg.KeepaliveTimeout,
 	})
 	if err != nil {
 		lis.Close()

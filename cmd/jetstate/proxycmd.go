@@ -75,6 +75,14 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
 	maxRequest := fs.Int("max-request-size", 0, "largest request a client may send, in bytes (default and most: what the store takes in one write, less 1 KiB)")
 	requestMessageTimeout := fs.Duration("request-message-timeout", 0, "how long a unary call may take, once opened, to send its request (default 30s)")
+	readHeaderTimeout := fs.Duration("read-header-timeout", 0, "how long an HTTP/1 request's headers may take to arrive (default 10s)")
+	bodyTimeout := fs.Duration("body-timeout", 0, "how long an HTTP request's body may take to arrive; client streams are not bounded (default 1m)")
+	idleTimeout := fs.Duration("idle-timeout", 0, "a client connection (HTTP/1.1 keep-alive, HTTP/2, gRPC) with no request in flight for this long is closed (default 2m)")
+	maxStreams := fs.Int("max-concurrent-streams", 0, "requests in flight on one HTTP/2 or gRPC client connection (default 250)")
+	kaMinTime := fs.Duration("keepalive-min-time", 0, "a gRPC client pinging more often is disconnected, GOAWAY too_many_pings (default 5m)")
+	kaWithoutStream := fs.Bool("keepalive-permit-without-stream", false, "let gRPC clients ping while they have no call in flight")
+	kaTime := fs.Duration("keepalive-time", 0, "a client's HTTP/2 connection silent for this long is pinged (default 1m)")
+	kaTimeout := fs.Duration("keepalive-timeout", 0, "a ping unanswered for this long closes the connection (default 20s)")
 	evTries := fs.Int("eventing-max-tries", 0, "tries of one event before it goes to the dead-letter subject (default 10)")
 	evShared := fs.Bool("eventing-shared", false, "every sidecar consumes each eventing subscription together (throughput), instead of one at a time (an entity's events in order across replicas)")
 	verbose := fs.Bool("v", false, "debug logging")
@@ -115,6 +123,15 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		RequestMessageTimeout: *requestMessageTimeout,
 		MaxRequestSize:        *maxRequest,
 		Eventing:              eventing.Config{MaxTries: *evTries, Shared: *evShared},
+
+		ReadHeaderTimeout:            *readHeaderTimeout,
+		BodyTimeout:                  *bodyTimeout,
+		IdleTimeout:                  *idleTimeout,
+		MaxConcurrentStreams:         *maxStreams,
+		KeepaliveMinTime:             *kaMinTime,
+		KeepalivePermitWithoutStream: *kaWithoutStream,
+		KeepaliveTime:                *kaTime,
+		KeepaliveTimeout:             *kaTimeout,
 	}
 	if *verbose {
 		c.LogLevel = slog.LevelDebug

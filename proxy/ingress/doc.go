@@ -1,6 +1,7 @@
 // Package ingress serves a user function's services to clients on one
-// port: a connection that opens with the HTTP/2 preface goes to a native
-// gRPC server, anything else to net/http, where connectrpc.com/vanguard
+// port: a cleartext HTTP/2 connection whose first request is gRPC goes to
+// a native gRPC server, anything else (HTTP/1, HTTP/2 with prior knowledge
+// carrying JSON) to net/http, where connectrpc.com/vanguard
 // transcodes HTTP/JSON (google.api.http rules, and POST /<service>/<method>
 // for methods without one) and gRPC-Web into calls on the same gRPC
 // server, so every protocol takes one path. Server streams over REST are

@@ -45,12 +45,12 @@ func (codec) Name() string { return "proto" }
 // grpcServer builds the ingress: every discovered method through one
 // generic handler, plus gRPC health and reflection.
 func (ing *Server) grpcServer() *grpc.Server {
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append(ing.connLimits(),
 		grpc.ForceServerCodec(codec{}),
 		grpc.MaxRecvMsgSize(ing.cfg.MaxRequestSize), // checked on the length prefix, before the message is read
 		grpc.MaxSendMsgSize(ing.cfg.MaxMessageSize),
 		grpc.UnknownServiceHandler(ing.handleGRPC),
-	)
+	)...)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	for name := range ing.cfg.Model.Services {

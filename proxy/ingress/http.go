@@ -72,6 +72,10 @@ func (ing *Server) httpHandler(gs *grpc.Server) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	queries, err := newRESTQueries(ing.cfg.Model)
+	if err != nil {
+		return nil, err
+	}
 	return grpcWebText(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("K-Network-Probe") == "queue" { // Knative's queue-proxy probe
 			_, _ = w.Write([]byte("queue"))
@@ -86,6 +90,9 @@ func (ing *Server) httpHandler(gs *grpc.Server) (http.Handler, error) {
 		if r.Method == http.MethodPost && defaults[r.URL.Path] && r.Header.Get("Connect-Protocol-Version") == "" &&
 			strings.HasPrefix(ct, "application/json") {
 			r.Header.Set("Connect-Protocol-Version", "1")
+		}
+		if queries.refused(w, r) { // a query parameter must not override the path or the body
+			return
 		}
 		ew := &errorBody{ResponseWriter: w}
 		if ing.limitBody(w, r, ew) {

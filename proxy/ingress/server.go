@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -21,6 +22,13 @@ const (
 	DefaultMaxMessageSize        = 12 << 20
 	DefaultDrainTimeout          = 10 * time.Second
 	DefaultRequestMessageTimeout = 30 * time.Second
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultBodyTimeout           = time.Minute
+	DefaultIdleTimeout           = 2 * time.Minute
+	DefaultMaxConcurrentStreams  = 250
+	DefaultKeepaliveMinTime      = 5 * time.Minute
+	DefaultKeepaliveTime         = time.Minute
+	DefaultKeepaliveTimeout      = 20 * time.Second
 )
 
 // Caller runs the calls the ingress receives (the command router, package
@@ -68,8 +76,41 @@ type Config struct {
 	RequestMessageTimeout time.Duration
 	// Load; nil: not measured.
 	Load Load
+
+	// Limits on client connections (slow or idle clients, stream floods).
+
+	// ReadHeaderTimeout bounds how long an HTTP/1 request's headers may
+	// take to arrive. Default 10 s.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds how long an HTTP request's body may take to
+	// arrive, counted from when its handler starts; the calls of
+	// client-streaming methods are not bounded. Default 1 min.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a client connection that had no request in
+	// flight for this long: HTTP/1 keep-alive, HTTP/2 and gRPC
+	// connections (gRPC's MaxConnectionIdle, a GOAWAY). Default 2 min.
+	IdleTimeout time.Duration
+	// MaxConcurrentStreams bounds the requests in flight on one HTTP/2
+	// connection, gRPC or not: clients queue the others (grpc-go does), or
+	// they are refused (RST_STREAM REFUSED_STREAM). Default 250.
+	MaxConcurrentStreams int
+	// KeepaliveMinTime is how often a gRPC client may ping at most; one
+	// that pings more often is disconnected (GOAWAY too_many_pings).
+	// Default 5 min, grpc-go's.
+	KeepaliveMinTime time.Duration
+	// KeepalivePermitWithoutStream lets gRPC clients ping while they have
+	// no call in flight (grpc-go's default: they may not).
+	KeepalivePermitWithoutStream bool
+	// KeepaliveTime is how long an HTTP/2 connection (gRPC or not) may be
+	// silent before the server pings it; KeepaliveTimeout how long the
+	// answer may take before the connection is closed. Defaults 1 min and
+	// 20 s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Log; nil discards.
 	Log *slog.Logger
+
+	// sniffTimeout overrides sniffTimeout (tests).
+	sniffTimeout time.Duration
 }
 
 // Server serves a user function's services on one port: native gRPC,
@@ -104,13 +145,37 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Load == nil {
 		cfg.Load = noLoad{}
 	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxConcurrentStreams <= 0 || cfg.MaxConcurrentStreams > math.MaxUint32 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.KeepaliveMinTime <= 0 {
+		cfg.KeepaliveMinTime = DefaultKeepaliveMinTime
+	}
+	if cfg.KeepaliveTime <= 0 {
+		cfg.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if cfg.KeepaliveTimeout <= 0 {
+		cfg.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if cfg.sniffTimeout <= 0 {
+		cfg.sniffTimeout = sniffTimeout
+	}
 	ing := &Server{cfg: cfg}
 	ing.gs = ing.grpcServer()
 	h, err := ing.httpHandler(ing.gs)
 	if err != nil {
 		return nil, fmt.Errorf("ingress: %w", err)
 	}
-	ing.http = h
+	ing.http = ing.bodyTimeout(h)
 	return ing, nil
 }
 
@@ -123,8 +188,14 @@ func (noLoad) Request() func() { return func() {} }
 // If the listener fails first, Run closes everything and returns the
 // error. lis is closed when Run returns.
 func (ing *Server) Run(ctx context.Context, lis net.Listener) error {
-	srv := &http.Server{Handler: ing.http, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(ing.cfg.Log.Handler(), slog.LevelDebug)}
-	split := newSplitListener(lis)
+	srv := &http.Server{Handler: ing.http, ErrorLog: slog.NewLogLogger(ing.cfg.Log.Handler(), slog.LevelDebug)}
+	ing.limitHTTP(srv)
+	// HTTP/2 with prior knowledge comes here when its first request is not
+	// gRPC (see splitListener).
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	split := newSplitListener(lis, ing.cfg.sniffTimeout, ing.cfg.Log)
 	serveErr := make(chan error, 3)
 	go func() { serveErr <- split.run() }()
 	go func() { serveErr <- ing.gs.Serve(split.grpc) }()
