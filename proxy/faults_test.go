@@ -447,10 +447,31 @@ type faultCase struct {
 	link   string // "nats" or "function"
 	toxics []toxic
 	fails  bool
+	// strand: instead of toxics, the link's connections are stranded
+	// (strandToxic); the heal lets new connections through and leaves the
+	// stranded ones as they are.
+	strand bool
+	// bug: the case fails because of a known bug, said here (skipped).
+	bug string
 }
 
 func both(typ string, attrs map[string]any) []toxic {
 	return []toxic{{typ, "upstream", attrs}, {typ, "downstream", attrs}}
+}
+
+// strandedBugs are why the stranded cases fail: the sidecar does not notice
+// a dead connection that is never closed (both run into the one-minute
+// failsafe of the recovery wait).
+var strandedBugs = map[string]string{
+	"nats": "a half-open NATS connection is noticed only after minutes: cmd/jetstate runProxy connects with " +
+		"nats.go's default PingInterval (2 min) and MaxPingsOutstanding (2), so for 4-6 min every command fails " +
+		"with UNAVAILABLE after the command timeout and the lease stays lapsed (this rig's connection has " +
+		"runProxy's options; with PingInterval 1s it recovers a few seconds after the heal)",
+	"function": "a half-open connection to the user function is never noticed: proxy.Run dials the function " +
+		"(grpc.NewClient in proxy/proxy.go) without keepalive (grpc.WithKeepaliveParams), so gRPC keeps the dead " +
+		"connection READY; every command fails with 'user function did not answer within <command timeout>' and " +
+		"every re-activation opens its stream on the same dead connection, until the kernel gives up on it " +
+		"(tcp_retries2, about 15 min; never while the dead end still acknowledges TCP, as here)",
 }
 
 func TestFaults(t *testing.T) {
@@ -470,10 +491,17 @@ func TestFaults(t *testing.T) {
 			// sidecar's side of each connection looks healthy. (Healing
 			// removes the toxic, which closes the connections.)
 			faultCase{name: "half-open", link: link, toxics: both("timeout", map[string]any{"timeout": 0}), fails: true},
+			// stranded: half-open connections that stay half-open; only
+			// new ones work once the network heals. The sidecar has to
+			// notice by itself that its connection is dead.
+			faultCase{name: "stranded", link: link, strand: true, fails: true, bug: strandedBugs[link]},
 		)
 	}
 	for _, c := range cases {
 		t.Run(c.link+"/"+c.name, func(t *testing.T) {
+			if c.bug != "" {
+				t.Skip("bug: " + c.bug)
+			}
 			r := startFaultRig(t)
 			l := r.startLoad()
 			link := r.natsLink
@@ -483,7 +511,12 @@ func TestFaults(t *testing.T) {
 			l.waitUntil("warm-up", func(ops []faultOp) bool { return len(ops) >= 30 })
 
 			l.phase.Store(duringFault)
-			link.add(c.toxics...)
+			heal := func() { link.remove(c.toxics...) }
+			if c.strand {
+				heal = link.strand()
+			} else {
+				link.add(c.toxics...)
+			}
 			faultOn := time.Now()
 			if c.fails {
 				// Held until the fault failed a command of every entity;
@@ -498,7 +531,7 @@ func TestFaults(t *testing.T) {
 			} else {
 				l.waitUntil("commands through the fault", eachKeyDuring(10, false))
 			}
-			link.remove(c.toxics...)
+			heal()
 			l.phase.Store(afterHeal)
 			healed := time.Now()
 			// The sidecar recovers by itself.

@@ -2,11 +2,14 @@ package proxy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/Shopify/toxiproxy/v2/toxics"
 	"github.com/rs/zerolog"
 )
 
@@ -23,8 +26,11 @@ var quietToxiproxy sync.Once
 
 func newToxicLink(t testing.TB, name, upstream string) *toxicLink {
 	t.Helper()
-	// Some toxics log through zerolog's global logger.
-	quietToxiproxy.Do(func() { zerolog.SetGlobalLevel(zerolog.Disabled) })
+	quietToxiproxy.Do(func() {
+		// Some toxics log through zerolog's global logger.
+		zerolog.SetGlobalLevel(zerolog.Disabled)
+		toxics.Register("strand", new(strandToxic))
+	})
 	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
 	p := toxiproxy.NewProxy(srv, name, "127.0.0.1:0", upstream)
 	if err := p.Start(); err != nil {
@@ -70,6 +76,60 @@ func (l *toxicLink) remove(toxics ...toxic) {
 	for _, tx := range toxics {
 		if err := l.p.Toxics.RemoveToxic(l.t.Context(), tx.Type+"_"+tx.Stream); err != nil {
 			l.t.Fatalf("toxiproxy %s: remove %s_%s: %v", l.p.Name, tx.Type, tx.Stream, err)
+		}
+	}
+}
+
+// strand strands every connection through the link, open or opened until
+// heal is called, for ever (see strandToxic); connections opened after heal
+// work. The toxic stays on the link.
+func (l *toxicLink) strand() (heal func()) {
+	l.t.Helper()
+	fault := fmt.Sprintf("%s-%p", l.p.Name, l)
+	healed := new(atomic.Bool)
+	strandHealed.Store(fault, healed)
+	l.add(toxic{"strand", "upstream", map[string]any{"fault": fault}}, toxic{"strand", "downstream", map[string]any{"fault": fault}})
+	return func() { healed.Store(true) }
+}
+
+// strandToxic makes half-open connections as a peer that vanished without
+// a FIN or RST leaves them (a crashed host, a dropped NAT or conntrack
+// entry): a stranded connection takes everything and delivers nothing, and
+// is never closed; the others pass data through. Which connections are
+// stranded is fixed when the toxic meets them: all open ones when it is
+// added, and new ones until its fault is healed. toxiproxy's own toxics
+// cannot heal this way: a toxic acts on every connection alike, and
+// removing the timeout toxic closes the connections it held, which tells
+// the client to reconnect.
+type strandToxic struct {
+	Fault string `json:"fault"` // key in strandHealed
+}
+
+// strandHealed maps a strandToxic's fault to whether it is healed.
+var strandHealed sync.Map
+
+type strandState struct{ stranded bool }
+
+// NewState is called for each connection the toxic meets.
+func (t *strandToxic) NewState() any {
+	healed, ok := strandHealed.Load(t.Fault)
+	return &strandState{stranded: !ok || !healed.(*atomic.Bool).Load()}
+}
+
+func (t *strandToxic) Pipe(stub *toxics.ToxicStub) {
+	stranded := stub.State.(*strandState).stranded
+	for {
+		select {
+		case <-stub.Interrupt:
+			return
+		case c := <-stub.Input:
+			if c == nil {
+				stub.Close()
+				return
+			}
+			if !stranded {
+				stub.Output <- c
+			}
 		}
 	}
 }
