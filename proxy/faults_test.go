@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,10 +17,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/protocol/cloudstate"
+	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
+	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/shard"
@@ -62,15 +68,11 @@ func startFaultRig(t *testing.T) *faultRig {
 		t.Fatal(err)
 	}
 	r.natsLink = newToxicLink(t, "nats", u.Host)
-	r.ufLink = newToxicLink(t, "function", serveFunction(t, newTestFunction(t), nil))
+	r.ufLink = newToxicLink(t, "function", servePingedFunction(t, newTestFunction(t)))
 
 	// The sidecar's NATS connection has the options `jetstate proxy` gives
-	// it (cmd/jetstate runProxy): reconnect for ever, the rest nats.go's
-	// defaults (2 s between reconnects, publishes buffered meanwhile).
-	// (Its asynchronous errors, which nats.go prints to stderr by default,
-	// are dropped here.)
-	nc, err := nats.Connect("nats://"+r.natsLink.Addr(), nats.Name("jetstate proxy test"), nats.MaxReconnects(-1),
-		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
+	// it (cmd/jetstate runProxy): streams.ClientOptions.
+	nc, err := nats.Connect("nats://"+r.natsLink.Addr(), streams.ClientOptions("jetstate proxy test", nil)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +88,7 @@ func startFaultRig(t *testing.T) *faultRig {
 		Listen:             "127.0.0.1:0",
 		PassivationTimeout: time.Minute,
 		CommandTimeout:     faultCommandTimeout,
+		FunctionKeepalive:  10 * time.Second, // the rig's function permits it
 		RouteTimeout:       faultRouteTimeout,
 		DiscoveryBackoff:   10 * time.Millisecond,
 		Logger:             testLogger("faults"),
@@ -459,21 +462,6 @@ func both(typ string, attrs map[string]any) []toxic {
 	return []toxic{{typ, "upstream", attrs}, {typ, "downstream", attrs}}
 }
 
-// strandedBugs are why the stranded cases fail: the sidecar does not notice
-// a dead connection that is never closed (both run into the one-minute
-// failsafe of the recovery wait).
-var strandedBugs = map[string]string{
-	"nats": "a half-open NATS connection is noticed only after minutes: cmd/jetstate runProxy connects with " +
-		"nats.go's default PingInterval (2 min) and MaxPingsOutstanding (2), so for 4-6 min every command fails " +
-		"with UNAVAILABLE after the command timeout and the lease stays lapsed (this rig's connection has " +
-		"runProxy's options; with PingInterval 1s it recovers a few seconds after the heal)",
-	"function": "a half-open connection to the user function is never noticed: proxy.Run dials the function " +
-		"(grpc.NewClient in proxy/proxy.go) without keepalive (grpc.WithKeepaliveParams), so gRPC keeps the dead " +
-		"connection READY; every command fails with 'user function did not answer within <command timeout>' and " +
-		"every re-activation opens its stream on the same dead connection, until the kernel gives up on it " +
-		"(tcp_retries2, about 15 min; never while the dead end still acknowledges TCP, as here)",
-}
-
 func TestFaults(t *testing.T) {
 	var cases []faultCase
 	for _, link := range []string{"nats", "function"} {
@@ -494,7 +482,12 @@ func TestFaults(t *testing.T) {
 			// stranded: half-open connections that stay half-open; only
 			// new ones work once the network heals. The sidecar has to
 			// notice by itself that its connection is dead.
-			faultCase{name: "stranded", link: link, strand: true, fails: true, bug: strandedBugs[link]},
+			// The sidecar notices by its pings: to NATS every 2 s, at
+			// most 3 unanswered (streams.ClientOptions); to the function
+			// every 10 s here (Config.FunctionKeepalive). Without them a
+			// stranded connection was noticed after 4-6 min (NATS) or by
+			// the kernel, about 15 min later (the function).
+			faultCase{name: "stranded", link: link, strand: true, fails: true},
 		)
 	}
 	for _, c := range cases {
@@ -565,4 +558,26 @@ func TestFaults(t *testing.T) {
 			l.mu.Unlock()
 		})
 	}
+}
+
+// servePingedFunction serves f like serveFunction, with a gRPC server that
+// permits the sidecar's keepalive pings every 10 s (the default policy
+// closes a connection pinged more often than every 5 min).
+func servePingedFunction(t *testing.T, f *testFunction) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}))
+	cloudstate.RegisterEntityDiscoveryServer(srv, f)
+	eventsourced.RegisterEventSourcedServer(srv, f)
+	valueentity.RegisterValueEntityServer(srv, valueFunction{f})
+	actionpb.RegisterActionProtocolServer(srv, f)
+	go srv.Serve(lis)
+	t.Cleanup(func() {
+		close(f.hang)
+		srv.Stop()
+	})
+	return lis.Addr().String()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
@@ -39,6 +40,7 @@ const (
 	DefaultCommandTimeout        = entity.DefaultCommandTimeout
 	DefaultQueueSize             = entity.DefaultQueueSize
 	DefaultMaxMessageSize        = ingress.DefaultMaxMessageSize
+	DefaultFunctionKeepalive     = 5 * time.Minute
 	DefaultDrainTimeout          = ingress.DefaultDrainTimeout
 	DefaultRequestMessageTimeout = ingress.DefaultRequestMessageTimeout
 	DefaultRouteTimeout          = shard.DefaultRouteTimeout
@@ -98,6 +100,15 @@ type Config struct {
 	RequestMessageTimeout time.Duration
 	// DrainTimeout bounds graceful shutdown. Default 10 s.
 	DrainTimeout time.Duration
+	// FunctionKeepalive is how often the connection to the user function
+	// is pinged while it carries calls (gRPC keepalive; at least 10 s),
+	// so that a connection whose peer is gone without closing it (a
+	// half-open connection) is given up and dialled again instead of
+	// failing every command until the kernel notices, about 15 min later.
+	// Default 5 min: what gRPC servers accept by default (pinged more
+	// often, grpc-go's and grpc-java's servers close the connection with
+	// too_many_pings); set it lower only for a function that permits it.
+	FunctionKeepalive time.Duration
 	// RouteTimeout bounds how long a command is retried while its shard
 	// has no reachable owner (a handoff, or an owner that died and whose
 	// membership has not expired yet). Default 30 s.
@@ -165,6 +176,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.FunctionKeepalive <= 0 {
+		c.FunctionKeepalive = DefaultFunctionKeepalive
 	}
 	if c.RequestMessageTimeout <= 0 {
 		c.RequestMessageTimeout = DefaultRequestMessageTimeout
@@ -271,9 +285,13 @@ func (p *Proxy) Model() *model.Model {
 // discovery answer that does not validate ends Run with a
 // *model.ValidationError.
 func (p *Proxy) Run(ctx context.Context) error {
+	ka := max(p.cfg.FunctionKeepalive, 10*time.Second) // gRPC's floor
 	conn, err := grpc.NewClient(p.cfg.UserFunction,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(p.cfg.MaxMessageSize), grpc.MaxCallSendMsgSize(p.cfg.MaxMessageSize)),
+		// A ping unanswered within half the interval (at most 20 s) ends
+		// the connection; only while calls are open, as servers expect.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ka, Timeout: min(ka/2, 20*time.Second)}),
 	)
 	if err != nil {
 		return fmt.Errorf("user function %s: %w", p.cfg.UserFunction, err)

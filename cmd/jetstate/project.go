@@ -26,6 +26,7 @@ import (
 
 	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/streams"
 )
 
 // envLookup returns a function reading getenv with a default.
@@ -277,7 +278,8 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 		}
 		cfg.Resolver = r
 	}
-	nc, err := c.NATS.connect(ctx, "jetstate project "+cfg.Storage.Service+"/"+cfg.Name, true, nats.MaxReconnects(-1))
+	name := "jetstate project " + cfg.Storage.Service + "/" + cfg.Name
+	nc, err := c.NATS.connect(ctx, name, true, streams.ClientOptions(name, log)...)
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
 	memberTTL := fs.Duration("member-ttl", 0, "when provisioning: how long a silent sidecar keeps its shards (default 6s)")
 	routeTimeout := fs.Duration("route-timeout", 0, "how long a command waits for its shard to have a reachable owner (default 30s)")
+	functionKeepalive := fs.Duration("function-keepalive", 0, "how often the connection to the user function is pinged while it carries calls, to notice a dead peer; at least 10s, and only as often as the function's gRPC server permits (default 5m)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
 	maxRequest := fs.Int("max-request-size", 0, "largest request a client may send, in bytes (default and most: what the store takes in one write, less 1 KiB)")
@@ -120,6 +121,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		PassivationTimeout:    *passivation,
 		CommandTimeout:        *timeout,
 		RouteTimeout:          *routeTimeout,
+		FunctionKeepalive:     *functionKeepalive,
 		RequestMessageTimeout: *requestMessageTimeout,
 		MaxRequestSize:        *maxRequest,
 		Eventing:              eventing.Config{MaxTries: *evTries, Shared: *evShared},
@@ -211,7 +213,7 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 		url, nkey = srv.ClientURL(), srv.SeedFile()
 		fmt.Fprintf(out, "embedded NATS %s with JetStream at %s (data in %s, sync: %s; clients sign in with the nkey seed %s)\n", srv.Version(), url, c.DataDir, c.Sync, nkey)
 	}
-	opts, err := natsOptions(c.NATSCreds, nkey, nats.Name("jetstate proxy "+c.Proxy.Storage.Service), nats.MaxReconnects(-1))
+	opts, err := natsOptions(c.NATSCreds, nkey, streams.ClientOptions("jetstate proxy "+c.Proxy.Storage.Service, log)...)
 	if err != nil {
 		return err
 	}
