@@ -143,20 +143,29 @@ func TestInternalErrorsAreNotShown(t *testing.T) {
 		internalError(t, logs, "Counter/Add", st.Message())
 	})
 	t.Run("http", func(t *testing.T) {
-		req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+h.p.Addr().String()+"/test.Echo/Echo", strings.NewReader(`{"n":"1"}`))
-		if err != nil {
-			t.Fatal(err)
+		code, b := h.postJSON("/test.Echo/Echo", `{"n":"1"}`)
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("POST /test.Echo/Echo with the function down = %d %q, want 503", code, b)
 		}
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable {
-			t.Fatalf("POST /test.Echo/Echo with the function down = %d %q, want 503", resp.StatusCode, b)
-		}
-		internalError(t, logs, "POST /test.Echo/Echo", string(b))
+		internalError(t, logs, "POST /test.Echo/Echo", b)
 	})
+}
+
+// postJSON posts body as JSON to path on h's sidecar and returns the
+// status and body of the answer.
+func (h *harness) postJSON(path, body string) (int, string) {
+	t := h.t
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+h.p.Addr().String()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

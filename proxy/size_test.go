@@ -271,21 +271,11 @@ func TestStoreRefusalForSizeIsNotRetryable(t *testing.T) {
 	if line := internalError(t, logs, "Counter/Add", st.Message()); !strings.Contains(line, "jetstate.test.counter.big") {
 		t.Fatalf("the log line %q lacks the details (the subject)", line)
 	}
-	req, err := http.NewRequestWithContext(t.Context(), "POST", "http://"+h.p.Addr().String()+"/counters/big/add", strings.NewReader(`{"n":"1"}`))
-	if err != nil {
-		t.Fatal(err)
+	code, b := h.postJSON("/counters/big/add", `{"n":"1"}`)
+	if code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("over HTTP = %d %q; want 413", code, b)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("over HTTP = %d %q; want 413", resp.StatusCode, b)
-	}
-	internalError(t, logs, "POST /counters/big/add", string(b))
+	internalError(t, logs, "POST /counters/big/add", b)
 }
 
 // A command routed to its shard's owner, whose events the store refuses for

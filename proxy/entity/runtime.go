@@ -42,7 +42,7 @@ type session interface {
 }
 
 // opener opens a session for an entity id: it loads the entity's state and
-// sends init (and, for event-sourced Runtime, the journal's events).
+// sends init (and, for event-sourced entities, the journal's events).
 type opener func(ctx context.Context, entityID string) (session, error)
 
 // request is one client command waiting for an entity.
@@ -77,7 +77,7 @@ type Config struct {
 	// Passivation is the idle time after which an entity's stream is
 	// closed. Default 30 s.
 	Passivation time.Duration
-	// Guard places Runtime on shards and fences writes; nil: one shard,
+	// Guard places entities on shards and fences writes; nil: one shard,
 	// always served, every write allowed.
 	Guard Guard
 	// Load is told when commands are in the function and in the store;
@@ -152,7 +152,7 @@ func (noLoad) Function() func() { return func() {} }
 func (noLoad) Store() func()    { return func() {} }
 func (noLoad) Storing() func()  { return func() {} }
 
-// Runtime runs the active Runtime of one entity type (one user service):
+// Runtime runs the active entities of one entity type (one user service):
 // at most one instance per entity key, each with one command in flight and
 // a bounded queue, passivated after being idle. It is safe for concurrent
 // use.
@@ -245,7 +245,7 @@ func (es *Runtime) remove(e *entity, force bool) bool {
 	return true
 }
 
-// Active is the number of active Runtime.
+// Active is the number of active entities.
 func (es *Runtime) Active() int {
 	es.mu.Lock()
 	defer es.mu.Unlock()

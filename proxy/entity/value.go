@@ -85,7 +85,7 @@ func (s *veSession) command(ctx context.Context, id int64, name string, payload 
 	}
 	res := Result{Action: r.GetClientAction(), Effects: r.GetSideEffects()}
 	if res.Action.GetFailure() != nil {
-		res.Effects = nil // value Runtime have no restart; the flag is ignored
+		res.Effects = nil // value entities have no restart; the flag is ignored
 		return res, nil
 	}
 	if r.GetStateAction().GetAction() != nil {
