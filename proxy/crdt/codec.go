@@ -56,6 +56,9 @@ func appendMsg(b []byte, n protowire.Number, m []byte) []byte {
 
 func appendCounts(b []byte, n protowire.Number, c vv) []byte {
 	for _, r := range sortedKeys(c) {
+		if c[r] == 0 {
+			continue // absent and zero are the same count
+		}
 		var m []byte
 		m = protowire.AppendTag(m, 1, protowire.BytesType)
 		m = protowire.AppendString(m, r)
@@ -211,7 +214,9 @@ func decodeCount(b []byte, into vv) error {
 			c = f.v
 		}
 	}
-	into[r] = c
+	if c > 0 {
+		into[r] = c
+	}
 	return nil
 }
 

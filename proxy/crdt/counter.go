@@ -28,7 +28,9 @@ func (g *GCounter) Apply(env Env, d *pb.CrdtDelta) error {
 	if !ok {
 		return wrongType("apply", g, d)
 	}
-	g.counts[env.Replica] += x.Gcounter.GetIncrement()
+	if n := x.Gcounter.GetIncrement(); n > 0 {
+		g.counts[env.Replica] += n
+	}
 	return nil
 }
 
