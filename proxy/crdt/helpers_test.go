@@ -55,7 +55,9 @@ func entry(k string, d *pb.CrdtDelta) *pb.ORMapEntryDelta {
 	return &pb.ORMapEntryDelta{Key: elem(k), Delta: d}
 }
 
-func ormap(d *pb.ORMapDelta) *pb.CrdtDelta { return &pb.CrdtDelta{Delta: &pb.CrdtDelta_Ormap{Ormap: d}} }
+func ormap(d *pb.ORMapDelta) *pb.CrdtDelta {
+	return &pb.CrdtDelta{Delta: &pb.CrdtDelta_Ormap{Ormap: d}}
+}
 
 func ormapRemove(ks ...string) *pb.CrdtDelta {
 	d := &pb.ORMapDelta{}

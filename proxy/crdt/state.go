@@ -19,7 +19,8 @@ type Env struct {
 	// REVERSE clocks.
 	NowMillis int64
 	// Live is the set of live replicas (the membership), for Vote: only
-	// their votes count. Nil means every replica with a vote, plus Replica.
+	// their votes count. Nil means every replica that ever voted for, plus
+	// Replica (a replica that only ever voted against leaves no entry).
 	Live []string
 }
 
