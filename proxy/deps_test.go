@@ -34,6 +34,7 @@ func TestPartsKeepTheirWalls(t *testing.T) {
 		"proxy/shard":         {"proxy", "proxy/ingress", "proxy/eventing", "proxy/load"},
 		"proxy/ingress":       {"proxy", "proxy/eventing", "proxy/load"},
 		"proxy/load":          {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/model"},
+		"proxy/crdt":          {"proxy", "proxy/ingress", "proxy/eventing", "proxy/shard", "proxy/entity", "proxy/model", "proxy/load", "streams", "internal/keyq"},
 		"streams":             {"proxy", "projections", "sdk", "protocol/cloudstate"},
 		"projections":         {"proxy", "sdk"},
 		"internal/keyq":       {"proxy", "projections"},
