@@ -3,391 +3,191 @@ package crdt
 import (
 	"fmt"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"github.com/jetstate/jetstate/protocol/jetstate/crdtstate"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// The encoding is protobuf wire format, written by hand with protowire
-// (see doc.go for why there is no .proto yet):
-//
-//	State    { kind=1 varint; p=2, n=3 repeated Count (GCounter: p only);
-//	           gset=4 repeated Any; elems=5 repeated Elem; ctx=6 repeated Count;
-//	           lww_value=7 Any; lww_clock=8 sint64; lww_replica=9 string; lww_set=10 bool;
-//	           flag=11 bool; entries=12 repeated Entry; ballots=13 repeated Ballot }
-//	Count    { replica=1 string; n=2 varint }
-//	Elem     { key=1 Any; dots=2 repeated Count }
-//	Entry    { key=1 bytes (canonical key); value=2 State }
-//	Ballot   { replica=1 string; version=2 varint; vote=3 bool }
-//
-// Maps are written in sorted key order, so equal states encode to equal bytes.
-const (
-	fKind protowire.Number = iota + 1
-	fP
-	fN
-	fGSet
-	fElems
-	fCtx
-	fLWWValue
-	fLWWClock
-	fLWWReplica
-	fLWWSet
-	fFlag
-	fEntries
-	fBallots
-)
+// The encoding is the protobuf message jetstate.crdtstate.State
+// (protocol/jetstate/crdtstate/state.proto). Repeated fields are written in
+// sorted key order, so equal states encode to equal bytes.
 
-// Marshal encodes a state for storage. Equal states give equal bytes.
-func Marshal(s State) []byte { return s.appendTo(nil) }
+// Marshal encodes a state for storage. Equal states give equal bytes. It
+// fails only on a replica id or a type URL that is not valid UTF-8 (protobuf
+// strings must be; Anys decoded from the user function always are).
+func Marshal(s State) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s.toProto())
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s state: %w", s.kind(), err)
+	}
+	return b, nil
+}
 
 // Unmarshal decodes what Marshal encoded; anything else gives ErrCorrupt.
 func Unmarshal(b []byte) (State, error) {
-	s, err := decode(b, 0)
+	m := &crdtstate.State{}
+	if err := proto.Unmarshal(b, m); err != nil {
+		return nil, fmt.Errorf("unmarshal state: %w: %v", ErrCorrupt, err)
+	}
+	s, err := fromProto(m, 0)
 	if err != nil {
 		return nil, fmt.Errorf("unmarshal state: %w", err)
 	}
 	return s, nil
 }
 
-func appendMsg(b []byte, n protowire.Number, m []byte) []byte {
-	b = protowire.AppendTag(b, n, protowire.BytesType)
-	return protowire.AppendBytes(b, m)
-}
-
-func appendCounts(b []byte, n protowire.Number, c vv) []byte {
+func counts(c vv) []*crdtstate.Count {
+	out := make([]*crdtstate.Count, 0, len(c))
 	for _, r := range sortedKeys(c) {
-		if c[r] == 0 {
-			continue // absent and zero are the same count
+		if c[r] > 0 { // absent and zero are the same count
+			out = append(out, &crdtstate.Count{Replica: r, N: c[r]})
 		}
-		var m []byte
-		m = protowire.AppendTag(m, 1, protowire.BytesType)
-		m = protowire.AppendString(m, r)
-		m = protowire.AppendTag(m, 2, protowire.VarintType)
-		m = protowire.AppendVarint(m, c[r])
-		b = appendMsg(b, n, m)
 	}
-	return b
+	return out
 }
 
-func appendAny(b []byte, n protowire.Number, a *anypb.Any) []byte {
-	var m []byte
-	if a.GetTypeUrl() != "" {
-		m = protowire.AppendTag(m, 1, protowire.BytesType)
-		m = protowire.AppendString(m, a.GetTypeUrl())
+func fromCounts(cs []*crdtstate.Count) vv {
+	v := vv{}
+	for _, c := range cs {
+		if c.GetN() > 0 {
+			v[c.GetReplica()] = c.GetN()
+		}
 	}
-	if len(a.GetValue()) > 0 {
-		m = protowire.AppendTag(m, 2, protowire.BytesType)
-		m = protowire.AppendBytes(m, a.GetValue())
-	}
-	return appendMsg(b, n, m)
+	return v
 }
 
-func appendVarint(b []byte, n protowire.Number, v uint64) []byte {
-	b = protowire.AppendTag(b, n, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
+func (g *GCounter) toProto() *crdtstate.State {
+	return &crdtstate.State{Kind: crdtstate.Kind_KIND_GCOUNTER, P: counts(g.counts)}
 }
 
-func appendHead(b []byte, k kind) []byte { return appendVarint(b, fKind, uint64(k)) }
-
-func (g *GCounter) appendTo(b []byte) []byte {
-	return appendCounts(appendHead(b, kindGCounter), fP, g.counts)
+func (c *PNCounter) toProto() *crdtstate.State {
+	return &crdtstate.State{Kind: crdtstate.Kind_KIND_PNCOUNTER, P: counts(c.p.counts), N: counts(c.n.counts)}
 }
 
-func (c *PNCounter) appendTo(b []byte) []byte {
-	b = appendCounts(appendHead(b, kindPNCounter), fP, c.p.counts)
-	return appendCounts(b, fN, c.n.counts)
-}
-
-func (s *GSet) appendTo(b []byte) []byte {
-	b = appendHead(b, kindGSet)
+func (s *GSet) toProto() *crdtstate.State {
+	m := &crdtstate.State{Kind: crdtstate.Kind_KIND_GSET}
 	for _, k := range sortedKeys(s.elems) {
-		b = appendAny(b, fGSet, s.elems[k])
+		m.Gset = append(m.Gset, s.elems[k])
 	}
-	return b
+	return m
 }
 
-func (o orKeys) appendTo(b []byte) []byte {
+func (o orKeys) toProto(m *crdtstate.State) *crdtstate.State {
 	for _, k := range sortedKeys(o.elems) {
 		e := o.elems[k]
-		b = appendMsg(b, fElems, appendCounts(appendAny(nil, 1, e.key), 2, e.dots))
+		m.Elems = append(m.Elems, &crdtstate.Elem{Key: e.key, Dots: counts(e.dots)})
 	}
-	return appendCounts(b, fCtx, o.ctx)
+	m.Ctx = counts(o.ctx)
+	return m
 }
 
-func (s *ORSet) appendTo(b []byte) []byte { return s.keys.appendTo(appendHead(b, kindORSet)) }
-
-func (r *LWWRegister) appendTo(b []byte) []byte {
-	b = appendHead(b, kindLWWRegister)
-	if !r.set {
-		return b
-	}
-	if r.value != nil {
-		b = appendAny(b, fLWWValue, r.value)
-	}
-	b = appendVarint(b, fLWWClock, protowire.EncodeZigZag(r.clock))
-	b = protowire.AppendTag(b, fLWWReplica, protowire.BytesType)
-	b = protowire.AppendString(b, r.replica)
-	return appendVarint(b, fLWWSet, 1)
+func (s *ORSet) toProto() *crdtstate.State {
+	return s.keys.toProto(&crdtstate.State{Kind: crdtstate.Kind_KIND_ORSET})
 }
 
-func (f *Flag) appendTo(b []byte) []byte {
-	b = appendHead(b, kindFlag)
-	if f.on {
-		b = appendVarint(b, fFlag, 1)
+func (r *LWWRegister) toProto() *crdtstate.State {
+	m := &crdtstate.State{Kind: crdtstate.Kind_KIND_LWWREGISTER}
+	if r.set {
+		m.LwwValue, m.LwwClock, m.LwwReplica, m.LwwSet = r.value, r.clock, r.replica, true
 	}
-	return b
+	return m
 }
 
-func (m *ORMap) appendTo(b []byte) []byte {
-	b = m.keys.appendTo(appendHead(b, kindORMap))
+func (f *Flag) toProto() *crdtstate.State {
+	return &crdtstate.State{Kind: crdtstate.Kind_KIND_FLAG, Flag: f.on}
+}
+
+func (m *ORMap) toProto() *crdtstate.State {
+	p := m.keys.toProto(&crdtstate.State{Kind: crdtstate.Kind_KIND_ORMAP})
 	for _, k := range sortedKeys(m.values) {
-		var e []byte
-		e = protowire.AppendTag(e, 1, protowire.BytesType)
-		e = protowire.AppendString(e, k)
-		e = appendMsg(e, 2, m.values[k].appendTo(nil))
-		b = appendMsg(b, fEntries, e)
+		p.Entries = append(p.Entries, &crdtstate.Entry{Key: []byte(k), Value: m.values[k].toProto()})
 	}
-	return b
+	return p
 }
 
-func (v *Vote) appendTo(b []byte) []byte {
-	b = appendHead(b, kindVote)
+func (v *Vote) toProto() *crdtstate.State {
+	m := &crdtstate.State{Kind: crdtstate.Kind_KIND_VOTE}
 	for _, r := range sortedKeys(v.votes) {
-		bl := v.votes[r]
-		var m []byte
-		m = protowire.AppendTag(m, 1, protowire.BytesType)
-		m = protowire.AppendString(m, r)
-		m = appendVarint(m, 2, bl.version)
-		if bl.vote {
-			m = appendVarint(m, 3, 1)
-		}
-		b = appendMsg(b, fBallots, m)
-	}
-	return b
-}
-
-// field is one decoded field: a varint or the bytes of a length-delimited one.
-type field struct {
-	num protowire.Number
-	v   uint64
-	b   []byte
-}
-
-func fields(b []byte) ([]field, error) {
-	var out []field
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, ErrCorrupt
-		}
-		b = b[n:]
-		f := field{num: num}
-		switch typ {
-		case protowire.VarintType:
-			f.v, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			f.b, n = protowire.ConsumeBytes(b)
-		default:
-			return nil, ErrCorrupt
-		}
-		if n < 0 {
-			return nil, ErrCorrupt
-		}
-		b = b[n:]
-		out = append(out, f)
-	}
-	return out, nil
-}
-
-func decodeCount(b []byte, into vv) error {
-	fs, err := fields(b)
-	if err != nil {
-		return err
-	}
-	var r string
-	var c uint64
-	for _, f := range fs {
-		switch f.num {
-		case 1:
-			r = string(f.b)
-		case 2:
-			c = f.v
+		if b := v.votes[r]; b.version > 0 {
+			m.Ballots = append(m.Ballots, &crdtstate.Ballot{Replica: r, Version: b.version, Vote: b.vote})
 		}
 	}
-	if c > 0 {
-		into[r] = c
-	}
-	return nil
+	return m
 }
 
-func decodeAny(b []byte) (*anypb.Any, error) {
-	a := &anypb.Any{}
-	if err := proto.Unmarshal(b, a); err != nil {
-		return nil, ErrCorrupt
-	}
-	return a, nil
-}
-
-// maxDepth bounds ORMap nesting on decode, so hostile bytes cannot
-// exhaust the stack.
+// maxDepth bounds ORMap nesting on decode.
 const maxDepth = 32
 
-func decode(b []byte, depth int) (State, error) {
+func fromProto(m *crdtstate.State, depth int) (State, error) {
 	if depth > maxDepth {
 		return nil, fmt.Errorf("%w: nested too deep", ErrCorrupt)
 	}
-	fs, err := fields(b)
+	switch m.GetKind() {
+	case crdtstate.Kind_KIND_GCOUNTER:
+		return &GCounter{counts: fromCounts(m.GetP())}, nil
+	case crdtstate.Kind_KIND_PNCOUNTER:
+		return &PNCounter{p: &GCounter{counts: fromCounts(m.GetP())}, n: &GCounter{counts: fromCounts(m.GetN())}}, nil
+	case crdtstate.Kind_KIND_GSET:
+		s := NewGSet()
+		for _, a := range m.GetGset() {
+			s.elems[anyKey(a)] = a
+		}
+		return s, nil
+	case crdtstate.Kind_KIND_ORSET:
+		k, err := orKeysFromProto(m)
+		return &ORSet{keys: k}, err
+	case crdtstate.Kind_KIND_LWWREGISTER:
+		if !m.GetLwwSet() {
+			return NewLWWRegister(), nil
+		}
+		return &LWWRegister{set: true, value: m.GetLwwValue(), clock: m.GetLwwClock(), replica: m.GetLwwReplica()}, nil
+	case crdtstate.Kind_KIND_FLAG:
+		return &Flag{on: m.GetFlag()}, nil
+	case crdtstate.Kind_KIND_ORMAP:
+		return ormapFromProto(m, depth)
+	case crdtstate.Kind_KIND_VOTE:
+		v := NewVote()
+		for _, b := range m.GetBallots() {
+			if b.GetVersion() > 0 {
+				v.votes[b.GetReplica()] = ballot{version: b.GetVersion(), vote: b.GetVote()}
+			}
+		}
+		return v, nil
+	}
+	return nil, fmt.Errorf("%w: unknown kind %d", ErrCorrupt, m.GetKind())
+}
+
+func orKeysFromProto(m *crdtstate.State) (orKeys, error) {
+	o := orKeys{elems: make(map[string]*orElem, len(m.GetElems())), ctx: fromCounts(m.GetCtx())}
+	for _, e := range m.GetElems() {
+		dots := fromCounts(e.GetDots())
+		if e.GetKey() == nil || len(dots) == 0 {
+			return o, fmt.Errorf("%w: element without key or dots", ErrCorrupt)
+		}
+		o.elems[anyKey(e.GetKey())] = &orElem{key: e.GetKey(), dots: dots}
+	}
+	return o, nil
+}
+
+func ormapFromProto(m *crdtstate.State, depth int) (State, error) {
+	k, err := orKeysFromProto(m)
 	if err != nil {
 		return nil, err
 	}
-	if len(fs) == 0 || fs[0].num != fKind {
-		return nil, fmt.Errorf("%w: no kind", ErrCorrupt)
-	}
-	s := newKind(kind(fs[0].v))
-	if s == nil || fs[0].v > uint64(kindVote) {
-		return nil, fmt.Errorf("%w: unknown kind %d", ErrCorrupt, fs[0].v)
-	}
-	for _, f := range fs[1:] {
-		if err := decodeField(s, f, depth); err != nil {
+	om := &ORMap{keys: k, values: make(map[string]State, len(m.GetEntries()))}
+	for _, e := range m.GetEntries() {
+		if e.GetValue() == nil {
+			return nil, fmt.Errorf("%w: entry without value", ErrCorrupt)
+		}
+		v, err := fromProto(e.GetValue(), depth+1)
+		if err != nil {
 			return nil, err
 		}
+		om.values[string(e.GetKey())] = v
 	}
-	if m, ok := s.(*ORMap); ok {
-		for k := range m.keys.elems {
-			if m.values[k] == nil {
-				return nil, fmt.Errorf("%w: live key without value", ErrCorrupt)
-			}
-		}
-	}
-	return s, nil
-}
-
-func decodeField(s State, f field, depth int) error {
-	switch s := s.(type) {
-	case *GCounter:
-		if f.num == fP {
-			return decodeCount(f.b, s.counts)
-		}
-	case *PNCounter:
-		switch f.num {
-		case fP:
-			return decodeCount(f.b, s.p.counts)
-		case fN:
-			return decodeCount(f.b, s.n.counts)
-		}
-	case *GSet:
-		if f.num == fGSet {
-			a, err := decodeAny(f.b)
-			if err != nil {
-				return err
-			}
-			s.elems[anyKey(a)] = a
-		}
-	case *ORSet:
-		return s.keys.decodeField(f)
-	case *LWWRegister:
-		switch f.num {
-		case fLWWValue:
-			a, err := decodeAny(f.b)
-			if err != nil {
-				return err
-			}
-			s.value = a
-		case fLWWClock:
-			s.clock = protowire.DecodeZigZag(f.v)
-		case fLWWReplica:
-			s.replica = string(f.b)
-		case fLWWSet:
-			s.set = f.v != 0
-		}
-	case *Flag:
-		if f.num == fFlag {
-			s.on = f.v != 0
-		}
-	case *ORMap:
-		if f.num != fEntries {
-			return s.keys.decodeField(f)
-		}
-		return s.decodeEntry(f.b, depth)
-	case *Vote:
-		if f.num == fBallots {
-			return s.decodeBallot(f.b)
+	for key := range om.keys.elems {
+		if om.values[key] == nil {
+			return nil, fmt.Errorf("%w: live key without value", ErrCorrupt)
 		}
 	}
-	return nil
-}
-
-func (o *orKeys) decodeField(f field) error {
-	switch f.num {
-	case fCtx:
-		return decodeCount(f.b, o.ctx)
-	case fElems:
-		fs, err := fields(f.b)
-		if err != nil {
-			return err
-		}
-		e := &orElem{dots: vv{}}
-		for _, g := range fs {
-			switch g.num {
-			case 1:
-				if e.key, err = decodeAny(g.b); err != nil {
-					return err
-				}
-			case 2:
-				if err := decodeCount(g.b, e.dots); err != nil {
-					return err
-				}
-			}
-		}
-		if e.key == nil || len(e.dots) == 0 {
-			return fmt.Errorf("%w: element without key or dots", ErrCorrupt)
-		}
-		o.elems[anyKey(e.key)] = e
-	}
-	return nil
-}
-
-func (m *ORMap) decodeEntry(b []byte, depth int) error {
-	fs, err := fields(b)
-	if err != nil {
-		return err
-	}
-	var k string
-	var v State
-	for _, f := range fs {
-		switch f.num {
-		case 1:
-			k = string(f.b)
-		case 2:
-			if v, err = decode(f.b, depth+1); err != nil {
-				return err
-			}
-		}
-	}
-	if v == nil {
-		return fmt.Errorf("%w: entry without value", ErrCorrupt)
-	}
-	m.values[k] = v
-	return nil
-}
-
-func (v *Vote) decodeBallot(b []byte) error {
-	fs, err := fields(b)
-	if err != nil {
-		return err
-	}
-	var r string
-	var bl ballot
-	for _, f := range fs {
-		switch f.num {
-		case 1:
-			r = string(f.b)
-		case 2:
-			bl.version = f.v
-		case 3:
-			bl.vote = f.v != 0
-		}
-	}
-	v.votes[r] = bl
-	return nil
+	return om, nil
 }

@@ -57,11 +57,10 @@
 //
 // # Encoding
 //
-// Marshal/Unmarshal use protobuf wire format written with protowire, not a
-// generated .proto: kept hand-written for this first step so the package
-// has no generated code to keep in sync; the layout is documented in
-// codec.go and a .proto can describe it later without changing the bytes.
-// Equal states encode to equal bytes.
+// Marshal/Unmarshal encode a state as the protobuf message
+// jetstate.crdtstate.State (protocol/jetstate/crdtstate/state.proto), with
+// repeated fields in sorted order: equal states encode to equal bytes.
+// Unmarshal treats its input as outside input (ErrCorrupt, bounded nesting).
 //
 // A State is not safe for concurrent use; its owner serializes access.
 package crdt

@@ -189,7 +189,16 @@ func checkDiff(t testing.TB, old, new *pb.CrdtDelta) {
 
 func sameState(t testing.TB, what string, a, b State) {
 	t.Helper()
-	if ab, bb := Marshal(a), Marshal(b); !bytes.Equal(ab, bb) {
+	if ab, bb := mustMarshal(t, a), mustMarshal(t, b); !bytes.Equal(ab, bb) {
 		t.Fatalf("%s: states differ\n%x\n%x", what, ab, bb)
 	}
+}
+
+func mustMarshal(t testing.TB, s State) []byte {
+	t.Helper()
+	b, err := Marshal(s)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	return b
 }

@@ -39,7 +39,7 @@ func lawsFuzz(f *testing.F, k kind) {
 			}
 		}
 		for _, x := range append(s, all) {
-			got, err := Unmarshal(Marshal(x))
+			got, err := Unmarshal(mustMarshal(t, x))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,14 +62,14 @@ func FuzzLawsVote(f *testing.F)        { lawsFuzz(f, kindVote) }
 func FuzzUnmarshal(f *testing.F) {
 	for _, k := range allKinds {
 		s := run(f, k, []byte{1, 9, 2, 17, 0, 3, 4, 40, 5, 0, 6, 33, 7, 24, 8, 1})
-		f.Add(Marshal(merged(f, s...)))
+		f.Add(mustMarshal(f, merged(f, s...)))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := Unmarshal(b)
 		if err != nil {
 			return
 		}
-		again, err := Unmarshal(Marshal(s))
+		again, err := Unmarshal(mustMarshal(t, s))
 		if err != nil {
 			t.Fatalf("re-decode: %v", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	pb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
+	"github.com/jetstate/jetstate/protocol/jetstate/crdtstate"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -41,7 +42,7 @@ type State interface {
 	Clone() State
 
 	kind() kind
-	appendTo(b []byte) []byte
+	toProto() *crdtstate.State
 }
 
 type kind int

@@ -61,12 +61,12 @@ func TestValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := Marshal(tt.state)
+			before := mustMarshal(t, tt.state)
 			err := tt.state.Apply(Env{Replica: "r0"}, tt.delta)
 			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
 				t.Fatalf("Apply error = %v, want %v", err, tt.want)
 			}
-			if err != nil && string(Marshal(tt.state)) != string(before) {
+			if err != nil && string(mustMarshal(t, tt.state)) != string(before) {
 				t.Fatal("a failed Apply changed the state")
 			}
 		})
@@ -76,11 +76,11 @@ func TestValidation(t *testing.T) {
 	}
 	flagMap := NewORMap()
 	apply(t, flagMap, "r1", ormap(&pb.ORMapDelta{Added: []*pb.ORMapEntryDelta{entry("k", flag(true))}}))
-	before := Marshal(counterMap)
+	before := mustMarshal(t, counterMap)
 	if err := counterMap.Merge(flagMap); !errors.Is(err, ErrWrongType) {
 		t.Errorf("Merge of ORMaps with different entry types: %v, want ErrWrongType", err)
 	}
-	if string(Marshal(counterMap)) != string(before) {
+	if string(mustMarshal(t, counterMap)) != string(before) {
 		t.Error("a failed Merge changed the state")
 	}
 }
@@ -154,7 +154,7 @@ func TestBoundedSize(t *testing.T) {
 		}
 	}
 	for _, s := range []State{set, m} {
-		if n := len(Marshal(s)); n > 100 {
+		if n := len(mustMarshal(t, s)); n > 100 {
 			t.Errorf("%s: %d bytes after 1000 add/remove cycles", s.kind(), n)
 		}
 	}
