@@ -99,7 +99,7 @@ func (ing *Server) httpHandler(gs *grpc.Server) (http.Handler, error) {
 			return
 		}
 		next := tc
-		if isREST(r) {
+		if vanguardREST(r) {
 			next = rest
 		}
 		next.ServeHTTP(ew, r.WithContext(context.WithValue(r.Context(), responseKey{}, ew)))

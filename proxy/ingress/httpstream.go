@@ -32,7 +32,7 @@ import (
 //
 // vanguard's REST side serves a server stream only when its output is a
 // google.api.HttpBody, and even then it buffers the whole response before
-// writing it. So REST requests (see isREST) go to a second transcoder, built
+// writing it. So REST requests (see vanguardREST) go to a second transcoder, built
 // like the first except that every server-streaming method is declared unary
 // there, with its google.api.http rule or the default binding made explicit.
 // vanguard still matches the route and decodes the path, query and body into
@@ -164,15 +164,6 @@ func (ing *Server) restSchema(svc *model.Service, routes map[string]*streamRoute
 		return nil, err
 	}
 	return fd.Services().Get(0), nil
-}
-
-// isREST tells whether vanguard classifies r as a REST call rather than one
-// of the RPC protocols. It errs towards the RPC side, which serves REST
-// calls too, only not server streams.
-func isREST(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return !strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/connect+") &&
-		r.Header.Get("Connect-Protocol-Version") == "" && r.URL.Query().Get("connect") != "v1"
 }
 
 // serveStream serves a server-streaming call that the REST transcoder

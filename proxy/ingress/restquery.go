@@ -273,7 +273,8 @@ func fieldPath(msg protoreflect.MessageDescriptor, path string, fromJSON bool) [
 }
 
 // vanguardREST tells whether vanguard takes r for a REST call rather than
-// one of the RPC protocols (its classifyRequest).
+// one of the RPC protocols (its classifyRequest): the query check and the
+// choice of the REST transcoder (server streams) both use it.
 func vanguardREST(r *http.Request) bool {
 	connect := func() bool {
 		v := r.Header["Connect-Protocol-Version"]
