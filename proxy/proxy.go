@@ -362,21 +362,14 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	// Eventing consumers run while the sidecar is ready; they stop when
 	// draining begins and are waited for before the runtimes stop. When
-	// the drain time is over, the calls they still have in hand are
-	// cancelled (their events come back), so the shard handoff after the
-	// drain is not held up.
-	evCtx, cancelEventing := context.WithCancel(context.WithoutCancel(ctx))
-	abort := make(chan struct{})
-	abortEventing := sync.OnceFunc(func() { close(abort) })
-	stopEventing := sync.OnceFunc(func() {
-		cancelEventing()
-		time.AfterFunc(p.cfg.DrainTimeout, abortEventing)
-	})
+	// the drain time is over (abortCommands), the calls they still have in
+	// hand are cancelled (their events come back), so the shard handoff
+	// after the drain is not held up.
+	evCtx, stopEventing := context.WithCancel(context.WithoutCancel(ctx))
 	evDone := make(chan struct{})
 	defer func() {
 		stopEventing()
 		<-evDone
-		abortEventing()
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- ing.Run(ctx, lis) }()
@@ -385,7 +378,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
 	go func() {
 		defer close(evDone)
-		if err := p.eventing.Run(evCtx, abort); err != nil {
+		if err := p.eventing.Run(evCtx, p.aborted); err != nil {
 			p.log.Error("eventing", "error", err)
 		}
 	}()
@@ -407,8 +400,8 @@ func (p *Proxy) Run(ctx context.Context) error {
 // abortCommands ends what still runs once the drain time is over: the
 // runtimes stop (the commands they run are cancelled and fail with
 // entity.ErrEntityFailed, queued and new ones with entity.ErrStopping, which
-// other sidecars retry at the shard's next owner) and asynchronous side
-// effects are cancelled.
+// other sidecars retry at the shard's next owner), and the eventing calls
+// in hand and asynchronous side effects are cancelled (p.aborted).
 func (p *Proxy) abortCommands() {
 	p.abortOnce.Do(func() { close(p.aborted) })
 	p.log.Warn("drain time over: cancelling the commands still running")

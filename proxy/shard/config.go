@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -12,8 +13,6 @@ import (
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
-
-	"github.com/nats-io/nats.go"
 )
 
 // Defaults for Config fields left zero.
