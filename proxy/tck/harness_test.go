@@ -2,11 +2,13 @@ package tck_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,9 +20,11 @@ import (
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
+	pmodel "github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -31,6 +35,7 @@ const expectTimeout = 3 * time.Second
 const (
 	esHandle = "/cloudstate.eventsourced.EventSourced/handle"
 	veHandle = "/cloudstate.valueentity.ValueEntity/handle"
+	crHandle = "/cloudstate.crdt.Crdt/handle"
 )
 
 // tck is one sidecar with the model function behind the interceptor.
@@ -57,6 +62,95 @@ func startTCK(t *testing.T) *tck {
 	})
 }
 
+// startCRDTTCK is startTCK with the CRDT model too (discovery lists its
+// services). Tests using it call requireCRDTs first.
+func startCRDTTCK(t *testing.T) *tck {
+	t.Helper()
+	return startTCKWith(t, func(srv *grpc.Server) {
+		m := &model{crdt: true}
+		cloudstate.RegisterEntityDiscoveryServer(srv, m)
+		eventsourced.RegisterEventSourcedServer(srv, m)
+		valueentity.RegisterValueEntityServer(srv, valueModel{})
+		action.RegisterActionProtocolServer(srv, actionModel{})
+		crdt.RegisterCrdtServer(srv, crdtModel{})
+	})
+}
+
+// tckConfig is the sidecar's configuration in every TCK run: the
+// defaults, the function at uf.
+func tckConfig(uf string) proxy.Config {
+	return proxy.Config{
+		Storage:          streams.Config{Service: "tck"},
+		Provision:        &streams.StoreConfig{},
+		UserFunction:     uf,
+		Listen:           "127.0.0.1:0",
+		DiscoveryBackoff: 10 * time.Millisecond,
+	}
+}
+
+// crdtSupport is requireCRDTs' probe result, found once per test binary.
+var crdtSupport struct {
+	sync.Mutex
+	probed bool
+	why    string // why not; "" when the sidecar serves CRDTs
+}
+
+// requireCRDTs skips the test unless the sidecar serves CRDT entities. It
+// asks the sidecar itself, once: a sidecar configured as in every TCK run
+// (tckConfig) discovers a function whose answer lists the CRDT model's
+// services; if discovery refuses them (a *model.ValidationError: the type
+// is not enabled), the tests that need them skip with the reason. They run
+// as soon as the sidecar's default configuration enables CRDTs.
+func requireCRDTs(t *testing.T) {
+	t.Helper()
+	crdtSupport.Lock()
+	defer crdtSupport.Unlock()
+	if !crdtSupport.probed {
+		crdtSupport.why = probeCRDTs(t)
+		crdtSupport.probed = true
+	}
+	if crdtSupport.why != "" {
+		t.Skip("CRDT runtime not wired yet: " + crdtSupport.why)
+	}
+}
+
+// probeCRDTs runs a sidecar against a function that only answers discovery
+// (with the CRDT services) and tells why it refused them, "" if it did not.
+func probeCRDTs(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	cloudstate.RegisterEntityDiscoveryServer(srv, &model{crdt: true})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	p, err := proxy.New(tckConfig(lis.Addr().String()), streamstest.RunServer(t).JetStream(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var verr *pmodel.ValidationError
+	select {
+	case <-p.Serving():
+		cancel()
+		<-done
+		return ""
+	case err := <-done:
+		if errors.As(err, &verr) {
+			return err.Error()
+		}
+		t.Fatalf("probing CRDT support: the sidecar stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("probing CRDT support: sidecar neither serving nor refusing within 20s")
+	}
+	return ""
+}
+
 // startTCKWith is startTCK with another model function: register serves
 // its protocol services.
 func startTCKWith(t *testing.T, register func(*grpc.Server)) *tck {
@@ -72,13 +166,7 @@ func startTCKWith(t *testing.T, register func(*grpc.Server)) *tck {
 	t.Cleanup(srv.Stop)
 	ic, icAddr := startInterceptor(t, lis.Addr().String())
 
-	p, err := proxy.New(proxy.Config{
-		Storage:          streams.Config{Service: "tck"},
-		Provision:        &streams.StoreConfig{},
-		UserFunction:     icAddr,
-		Listen:           "127.0.0.1:0",
-		DiscoveryBackoff: 10 * time.Millisecond,
-	}, nats.JetStream(t))
+	p, err := proxy.New(tckConfig(icAddr), nats.JetStream(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +265,8 @@ func initEntity(m proto.Message) string {
 	case *eventsourced.EventSourcedStreamIn:
 		return v.GetInit().GetEntityId()
 	case *valueentity.ValueEntityStreamIn:
+		return v.GetInit().GetEntityId()
+	case *crdt.CrdtStreamIn:
 		return v.GetInit().GetEntityId()
 	}
 	return ""

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 )
@@ -60,6 +61,8 @@ var decoders = map[string][2]func() proto.Message{
 		func() proto.Message { return &eventsourced.EventSourcedStreamOut{} }},
 	"/cloudstate.valueentity.ValueEntity/handle": {func() proto.Message { return &valueentity.ValueEntityStreamIn{} },
 		func() proto.Message { return &valueentity.ValueEntityStreamOut{} }},
+	"/cloudstate.crdt.Crdt/handle": {func() proto.Message { return &crdt.CrdtStreamIn{} },
+		func() proto.Message { return &crdt.CrdtStreamOut{} }},
 	action.ActionProtocol_HandleUnary_FullMethodName:       actionDecoders,
 	action.ActionProtocol_HandleStreamedIn_FullMethodName:  actionDecoders,
 	action.ActionProtocol_HandleStreamedOut_FullMethodName: actionDecoders,

@@ -29,6 +29,10 @@ import (
 type model struct {
 	cloudstate.UnimplementedEntityDiscoveryServer
 	eventsourced.UnimplementedEventSourcedServer
+	// crdt lists the CRDT model's services (crdtModel) in discovery too:
+	// only the CRDT tests' harness does, while the sidecar may not serve
+	// CRDTs yet (requireCRDTs).
+	crdt bool
 }
 
 const (
@@ -48,8 +52,8 @@ func anyOf(m proto.Message) *anypb.Any {
 	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: b}
 }
 
-// fileSet is every file the models need, dependencies first.
-func fileSet() []byte {
+// fileSet is every file of paths and their imports, dependencies first.
+func fileSet(paths ...string) []byte {
 	var files []*descriptorpb.FileDescriptorProto
 	seen := map[string]bool{}
 	var add func(fd protoreflect.FileDescriptor)
@@ -64,7 +68,7 @@ func fileSet() []byte {
 		}
 		files = append(files, protodesc.ToFileDescriptorProto(fd))
 	}
-	for _, path := range []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto", "cloudstate/tck/model/action.proto"} {
+	for _, path := range paths {
 		fd, err := protoregistry.GlobalFiles.FindFileByPath(path)
 		if err != nil {
 			panic(err)
@@ -81,9 +85,19 @@ func fileSet() []byte {
 func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.EntitySpec, error) {
 	passivate := &cloudstate.EntityPassivationStrategy{Strategy: &cloudstate.EntityPassivationStrategy_Timeout{
 		Timeout: &cloudstate.TimeoutPassivationStrategy{Timeout: 100}}}
+	files := []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto", "cloudstate/tck/model/action.proto"}
+	var crdts []*cloudstate.Entity
+	if m.crdt {
+		files = append(files, "cloudstate/tck/model/crdt.proto")
+		crdts = []*cloudstate.Entity{
+			{EntityType: pmodel.CRDT, ServiceName: crModel, PersistenceId: "crdt-tck-model"},
+			{EntityType: pmodel.CRDT, ServiceName: crTwo, PersistenceId: "crdt-tck-model-two"},
+			{EntityType: pmodel.CRDT, ServiceName: crConfigured, PersistenceId: "crdt-configured", PassivationStrategy: passivate},
+		}
+	}
 	return &cloudstate.EntitySpec{
-		Proto: fileSet(),
-		Entities: []*cloudstate.Entity{
+		Proto: fileSet(files...),
+		Entities: append([]*cloudstate.Entity{
 			{EntityType: pmodel.EventSourced, ServiceName: esModel, PersistenceId: "event-sourced-tck-model"},
 			{EntityType: pmodel.EventSourced, ServiceName: esTwo, PersistenceId: "event-sourced-tck-model-two"},
 			{EntityType: pmodel.EventSourced, ServiceName: esConfigured, PersistenceId: "event-sourced-configured", PassivationStrategy: passivate},
@@ -92,7 +106,7 @@ func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.En
 			{EntityType: pmodel.ValueEntity, ServiceName: veConfigured, PersistenceId: "value-entity-configured", PassivationStrategy: passivate},
 			{EntityType: pmodel.Action, ServiceName: acModel},
 			{EntityType: pmodel.Action, ServiceName: acTwo},
-		},
+		}, crdts...),
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "tck-model", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil
 }
