@@ -65,14 +65,14 @@ func kindOf(id string) string {
 // what the running command did that a diff cannot tell (pending).
 type crValue struct {
 	kind     string
-	g        uint64             // GCounter
-	pn       int64              // PNCounter
-	elems    map[string]bool    // GSet, ORSet
-	reg      string             // LWWRegister
-	exists   bool               // LWWRegister: set by a delta or a command
-	flag     bool               // Flag
+	g        uint64              // GCounter
+	pn       int64               // PNCounter
+	elems    map[string]bool     // GSet, ORSet
+	reg      string              // LWWRegister
+	exists   bool                // LWWRegister: set by a delta or a command
+	flag     bool                // Flag
 	entries  map[string]*crValue // ORMap
-	self     bool               // Vote
+	self     bool                // Vote
 	votesFor int32
 	voters   int32
 
