@@ -7,6 +7,8 @@ FUZZTIME ?= 30s
 # Client port of the embedded NATS server of `make run`. The projector connects to it with no
 # credentials flags: it signs in with the seed the sidecar keeps in its data directory (nats.nkey).
 NATS_PORT ?= 4222
+# Port of the chat's page in `make run-chat`.
+CHAT_PORT ?= 8082
 # Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
 BENCHTIME ?= 20x
 
@@ -31,6 +33,15 @@ run: build ## the shopping cart behind the sidecar on an embedded JetStream, pro
 	  bin/jetstate project -nats-url nats://127.0.0.1:$(NATS_PORT) -service shoppingcart -name cart-view \
 	    -sink http://127.0.0.1:8081/ -descriptors bin/cart-events.binpb -retry-max 5s -max-tries 1000 -admin 127.0.0.1:9091 & \
 	  bin/jetstate proxy -service shoppingcart -port 9000 -user-function-port 8080 -admin 127.0.0.1:9090 \
+	    -embedded-nats-port $(NATS_PORT) $(ARGS)
+
+.PHONY: run-chat
+run-chat: build ## the chat sample (presence and friends, CRDT entities) behind the sidecar on an embedded JetStream, with its page (Ctrl-C stops all)
+	$(GO) build -o bin/chat ./examples/chat/cmd/chat
+	@echo "chat page: http://127.0.0.1:$(CHAT_PORT)/"
+	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
+	  HOST=127.0.0.1 PORT=8080 bin/chat -web 127.0.0.1:$(CHAT_PORT) -sidecar http://127.0.0.1:9000 & \
+	  bin/jetstate proxy -service chat -port 9000 -user-function-port 8080 -admin 127.0.0.1:9090 \
 	    -embedded-nats-port $(NATS_PORT) $(ARGS)
 
 .PHONY: demo

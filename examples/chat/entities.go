@@ -1,0 +1,13 @@
+//go:build crdtsdk
+
+// Built with the tag crdtsdk until the SDK's CRDT API (sdk.NewCrdt and its handlers) is merged;
+// then this constraint and nosdk.go go.
+
+package chat
+
+import "github.com/jetstate/jetstate/sdk"
+
+// Entities returns the chat's two entities, Presence and Friends, to pass to sdk.New.
+func Entities() ([]sdk.Entity, error) {
+	return []sdk.Entity{Presence(), Friends()}, nil
+}
