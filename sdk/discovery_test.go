@@ -140,3 +140,40 @@ func TestDiscoverDefaults(t *testing.T) {
 		t.Error("empty service version")
 	}
 }
+
+// TestDiscoverCrdtAndActions: CRDT entities and actions are reported with their entity types;
+// a CRDT's persistence id defaults to its service's full name, an action has none.
+func TestDiscoverCrdtAndActions(t *testing.T) {
+	conn := serve(t, sdk.Config{},
+		crdtModelEntity(sdk.CrdtConfig{Passivation: 100 * time.Millisecond}),
+		crdtTwoEntity(),
+		actionModelEntity(), actionTwoEntity())
+	spec, err := cloudstate.NewEntityDiscoveryClient(conn).Discover(streamCtx(t), &cloudstate.ProxyInfo{ProtocolMinorVersion: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*cloudstate.Entity{
+		{EntityType: "cloudstate.crdt.Crdt", ServiceName: crdtModel, PersistenceId: crdtModel, PassivationStrategy: &cloudstate.EntityPassivationStrategy{
+			Strategy: &cloudstate.EntityPassivationStrategy_Timeout{Timeout: &cloudstate.TimeoutPassivationStrategy{Timeout: 100}},
+		}},
+		{EntityType: "cloudstate.crdt.Crdt", ServiceName: crdtTwo, PersistenceId: crdtTwo},
+		{EntityType: "cloudstate.action.ActionProtocol", ServiceName: actionModel},
+		{EntityType: "cloudstate.action.ActionProtocol", ServiceName: actionTwo},
+	}
+	if diff := cmp.Diff(want, spec.GetEntities(), protocmp.Transform()); diff != "" {
+		t.Errorf("entities (-want +got):\n%s", diff)
+	}
+	var set descriptorpb.FileDescriptorSet
+	if err := proto.Unmarshal(spec.GetProto(), &set); err != nil {
+		t.Fatal(err)
+	}
+	files, err := protodesc.NewFiles(&set)
+	if err != nil {
+		t.Fatalf("the descriptor set does not build: %v", err)
+	}
+	for _, name := range []string{crdtModel, crdtTwo, actionModel, actionTwo} {
+		if _, err := files.FindDescriptorByName(protoreflect.FullName(name)); err != nil {
+			t.Errorf("service %s: %v", name, err)
+		}
+	}
+}

@@ -13,12 +13,14 @@ import (
 
 // effects collects what a command handler asked for besides its reply: a failure, a forward and
 // side effects. It is shared by the contexts of every entity kind. The first failure wins;
-// after it every further request is ignored, because a failed command has no effects.
+// after it every further request is ignored, because a failed command has no effects, except
+// side effects where keepSideEffects is set (actions keep them on failure).
 type effects struct {
-	failed      bool
-	description string
-	forward     *cloudstate.Forward
-	sideEffects []*cloudstate.SideEffect
+	keepSideEffects bool
+	failed          bool
+	description     string
+	forward         *cloudstate.Forward
+	sideEffects     []*cloudstate.SideEffect
 }
 
 func (e *effects) fail(description string) {
@@ -46,7 +48,7 @@ func (e *effects) addForward(service, command string, payload proto.Message) {
 }
 
 func (e *effects) addSideEffect(service, command string, payload proto.Message, synchronous bool) {
-	if e.failed {
+	if e.failed && !e.keepSideEffects {
 		return
 	}
 	a, err := targetPayload(service, command, payload)

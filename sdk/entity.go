@@ -5,18 +5,22 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 )
 
-// Entity is an entity definition that New can serve: an *EventSourced or a *ValueEntity. Its
-// methods are unexported; build one with NewEventSourced or NewValueEntity.
+// Entity is an entity definition that New can serve: an *EventSourced, a *ValueEntity, a *Crdt
+// or an *Action. Its methods are unexported; build one with NewEventSourced, NewValueEntity,
+// NewCrdt or NewAction.
 type Entity interface {
 	definition() *entityDef
 }
@@ -33,22 +37,65 @@ type entityDef struct {
 	// go into the discovery descriptor set.
 	types []protoreflect.MessageDescriptor
 	errs  []error
+	// shapes are the method shapes the entity type allows; nil means unary only.
+	shapes []shape
 	// service is filled in by check.
 	service protoreflect.ServiceDescriptor
 	es      esRunner
 	ve      veRunner
+	crdt    crdtRunner
+	action  *Action
 }
 
-// commandTypes are a command handler's input and output types; nil where the handler takes or
-// returns any message (proto.Message).
+// commandTypes are a command handler's input and output types, nil where the handler takes or
+// returns any message (proto.Message), and the shape of method it handles.
 type commandTypes struct {
 	in, out protoreflect.MessageDescriptor
+	shape   shape
+}
+
+// shape is a gRPC method's streaming shape.
+type shape uint8
+
+const (
+	unary shape = iota
+	streamedIn
+	streamedOut
+	streamed
+)
+
+func shapeOf(md protoreflect.MethodDescriptor) shape {
+	switch {
+	case md.IsStreamingClient() && md.IsStreamingServer():
+		return streamed
+	case md.IsStreamingClient():
+		return streamedIn
+	case md.IsStreamingServer():
+		return streamedOut
+	default:
+		return unary
+	}
+}
+
+func (s shape) String() string {
+	switch s {
+	case streamedIn:
+		return "client-streaming"
+	case streamedOut:
+		return "server-streaming"
+	case streamed:
+		return "bidirectional-streaming"
+	default:
+		return "unary"
+	}
 }
 
 // Entity type names: the protocol services (spec section 1.2).
 var (
 	entityTypeEventSourced = eventsourced.EventSourced_ServiceDesc.ServiceName
 	entityTypeValueEntity  = valueentity.ValueEntity_ServiceDesc.ServiceName
+	entityTypeCrdt         = crdt.Crdt_ServiceDesc.ServiceName
+	entityTypeAction       = action.ActionProtocol_ServiceDesc.ServiceName
 )
 
 // check validates the definition against the service descriptor registered in the Go protobuf
@@ -75,13 +122,21 @@ func (d *entityDef) check() error {
 	methods := sd.Methods()
 	for i := range methods.Len() {
 		md := methods.Get(i)
-		if md.IsStreamingClient() || md.IsStreamingServer() {
+		sh := shapeOf(md)
+		switch {
+		case d.shapes == nil && sh != unary:
 			errs = append(errs, fmt.Errorf("method %s is streaming; %s entities only have unary methods", md.Name(), d.entityType))
+		case d.shapes != nil && !slices.Contains(d.shapes, sh):
+			errs = append(errs, fmt.Errorf("method %s is %s; %s entities have no such methods", md.Name(), sh, d.entityType))
+			continue
 		}
 		ct, ok := d.commands[string(md.Name())]
 		if !ok {
 			errs = append(errs, fmt.Errorf("method %s has no command handler", md.Name()))
 			continue
+		}
+		if d.shapes != nil && ct.shape != sh {
+			errs = append(errs, fmt.Errorf("method %s is %s, its handler is for %s methods", md.Name(), sh, ct.shape))
 		}
 		if ct.in != nil && ct.in.FullName() != md.Input().FullName() {
 			errs = append(errs, fmt.Errorf("method %s takes %s, its handler takes %s", md.Name(), md.Input().FullName(), ct.in.FullName()))

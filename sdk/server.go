@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
+	"github.com/jetstate/jetstate/protocol/cloudstate/action"
+	"github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 )
@@ -60,15 +62,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Server is a user function: it serves the CloudState protocol's EntityDiscovery, EventSourced
-// and ValueEntity services for its entities to one proxy. It is safe for concurrent use; every
-// entity stream is handled in its own goroutine.
+// Server is a user function: it serves the CloudState protocol's EntityDiscovery, EventSourced,
+// ValueEntity, Crdt and ActionProtocol services for its entities to one proxy. It is safe for
+// concurrent use; every entity stream and action call is handled in its own goroutine.
 type Server struct {
-	cfg  Config
-	log  *slog.Logger
-	spec *cloudstate.EntitySpec
-	es   map[string]esRunner
-	ve   map[string]veRunner
+	cfg     Config
+	log     *slog.Logger
+	spec    *cloudstate.EntitySpec
+	es      map[string]esRunner
+	ve      map[string]veRunner
+	crdt    map[string]crdtRunner
+	actions map[string]*Action
 }
 
 // New checks the entities against their services' descriptors and returns a server for them,
@@ -84,7 +88,10 @@ func New(cfg Config, entities ...Entity) (*Server, error) {
 	if len(entities) == 0 {
 		errs = append(errs, errors.New("no entities"))
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, es: map[string]esRunner{}, ve: map[string]veRunner{}}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger,
+		es: map[string]esRunner{}, ve: map[string]veRunner{}, crdt: map[string]crdtRunner{}, actions: map[string]*Action{},
+	}
 	var defs []*entityDef
 	seen := map[string]bool{}
 	for i, e := range entities {
@@ -108,6 +115,12 @@ func New(cfg Config, entities ...Entity) (*Server, error) {
 		}
 		if d.ve != nil {
 			s.ve[d.serviceName] = d.ve
+		}
+		if d.crdt != nil {
+			s.crdt[d.serviceName] = d.crdt
+		}
+		if d.action != nil {
+			s.actions[d.serviceName] = d.action
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -158,6 +171,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	cloudstate.RegisterEntityDiscoveryServer(gs, discoveryService{s: s})
 	eventsourced.RegisterEventSourcedServer(gs, esService{s: s})
 	valueentity.RegisterValueEntityServer(gs, veService{s: s})
+	crdt.RegisterCrdtServer(gs, crdtService{s: s})
+	action.RegisterActionProtocolServer(gs, actionService{s: s})
 
 	served := make(chan struct{})
 	var wg sync.WaitGroup
@@ -246,6 +261,37 @@ func (h veService) Handle(stream valueentity.ValueEntity_HandleServer) error {
 	r, ok := h.s.ve[init.GetServiceName()]
 	if !ok {
 		return fail(fmt.Sprintf("unknown value entity service %q", init.GetServiceName()))
+	}
+	return r.run(stream, init, h.s.log.With(slog.String(keyService, init.GetServiceName())))
+}
+
+// crdtService serves cloudstate.crdt.Crdt: one stream per entity and proxy node.
+type crdtService struct {
+	crdt.UnimplementedCrdtServer
+	s *Server
+}
+
+func (h crdtService) Handle(stream crdt.Crdt_HandleServer) error {
+	in, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fail := func(desc string) error {
+		h.s.log.Error("CRDT stream refused", slog.String(keyErr, desc))
+		return stream.Send(&crdt.CrdtStreamOut{Message: &crdt.CrdtStreamOut_Failure{
+			Failure: &cloudstate.Failure{Description: desc},
+		}})
+	}
+	init := in.GetInit()
+	if init == nil {
+		return fail("protocol error: the first message of a stream must be init")
+	}
+	r, ok := h.s.crdt[init.GetServiceName()]
+	if !ok {
+		return fail(fmt.Sprintf("unknown CRDT service %q", init.GetServiceName()))
 	}
 	return r.run(stream, init, h.s.log.With(slog.String(keyService, init.GetServiceName())))
 }

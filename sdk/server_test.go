@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	es "github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
+	act "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/action"
 	"github.com/jetstate/jetstate/sdk"
 	tm "github.com/jetstate/jetstate/sdk/internal/testmodel"
 )
@@ -267,5 +268,89 @@ func TestShutdownClosesOpenStreams(t *testing.T) {
 	}
 	if _, err := c.stream.Recv(); err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("the open stream was not closed: %v", err)
+	}
+}
+
+// TestNewChecksShapes: CRDT and action handlers are checked against the methods' streaming
+// flags.
+func TestNewChecksShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		entities func() []sdk.Entity
+		want     []string
+	}{
+		{
+			name: "crdt: unary handler for a streaming method, streamed handler for a unary one",
+			entities: func() []sdk.Entity {
+				c := sdk.NewCrdt(sdk.CrdtConfig{ServiceName: crdtModel}, newCrdtEntity)
+				sdk.HandleCrdtStreamed(c, "Process", func(*crdtEntity, *sdk.CrdtStreamContext[*tm.Response], *tm.CrdtRequest) (*tm.Response, error) {
+					return nil, nil
+				})
+				sdk.HandleCrdtCommand(c, "ProcessStreamed", func(*crdtEntity, *sdk.CrdtContext, *tm.CrdtStreamedRequest) (*tm.Response, error) { return nil, nil })
+				return []sdk.Entity{c}
+			},
+			want: []string{
+				"method Process is unary, its handler is for server-streaming methods",
+				"method ProcessStreamed is server-streaming, its handler is for unary methods",
+			},
+		},
+		{
+			name: "crdt: client-streaming method, nil handler and entity function",
+			entities: func() []sdk.Entity {
+				c := sdk.NewCrdt[*crdtEntity](sdk.CrdtConfig{ServiceName: "jetstate.sdk.testmodel.CrdtBadShape"}, nil)
+				sdk.HandleCrdtCommand[*crdtEntity, *tm.CrdtRequest, *tm.Response](c, "Upload", nil)
+				return []sdk.Entity{c}
+			},
+			want: []string{
+				"nil newEntity function",
+				`command handler "Upload" is nil`,
+				"method Upload is client-streaming; cloudstate.crdt.Crdt entities have no such methods",
+			},
+		},
+		{
+			name: "action: every shape mismatched",
+			entities: func() []sdk.Entity {
+				a := sdk.NewAction(sdk.ActionConfig{ServiceName: actionModel})
+				sdk.HandleStreamed(a, "ProcessUnary", func(*sdk.ActionContext, func() (*act.Request, error), func(*act.Response) error) error { return nil })
+				sdk.HandleUnary(a, "ProcessStreamedIn", func(*sdk.ActionContext, *act.Request) (*act.Response, error) { return nil, nil })
+				sdk.HandleStreamedIn(a, "ProcessStreamedOut", func(*sdk.ActionContext, func() (*act.Request, error)) (*act.Response, error) { return nil, nil })
+				sdk.HandleStreamedOut(a, "ProcessStreamed", func(*sdk.ActionContext, *act.Request, func(*act.Response) error) error { return nil })
+				sdk.HandleUnary(a, "ProcessStreamed", func(*sdk.ActionContext, *act.Request) (*act.Response, error) { return nil, nil })
+				return []sdk.Entity{a}
+			},
+			want: []string{
+				"method ProcessUnary is unary, its handler is for bidirectional-streaming methods",
+				"method ProcessStreamedIn is client-streaming, its handler is for unary methods",
+				"method ProcessStreamedOut is server-streaming, its handler is for client-streaming methods",
+				"method ProcessStreamed is bidirectional-streaming, its handler is for server-streaming methods",
+				`command handler "ProcessStreamed" registered twice`,
+			},
+		},
+		{
+			name: "action: wrong types and missing handler",
+			entities: func() []sdk.Entity {
+				a := sdk.NewAction(sdk.ActionConfig{ServiceName: actionTwo})
+				sdk.HandleUnary(a, "Call", func(*sdk.ActionContext, *act.Request) (*act.Request, error) { return nil, nil })
+				b := sdk.NewAction(sdk.ActionConfig{ServiceName: actionModel})
+				return []sdk.Entity{a, b}
+			},
+			want: []string{
+				"method Call takes cloudstate.tck.model.action.OtherRequest, its handler takes cloudstate.tck.model.action.Request",
+				"method Call returns cloudstate.tck.model.action.Response, its handler returns cloudstate.tck.model.action.Request",
+				"method ProcessUnary has no command handler",
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := sdk.New(sdk.Config{}, tc.entities()...)
+			if err == nil {
+				t.Fatal("New succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\nlacks %q", err, w)
+				}
+			}
+		})
 	}
 }

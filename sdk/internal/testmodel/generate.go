@@ -2,4 +2,4 @@
 // events that the sdk tests use to play the proxy's role. It is internal to the sdk's tests.
 package testmodel
 
-//go:generate go tool -modfile=../../../tools/buf/go.mod buf generate ../../.. --config buf.config.yaml --template buf.gen.yaml --path testmodel.proto
+//go:generate go tool -modfile=../../../tools/buf/go.mod buf generate ../../.. --config buf.config.yaml --template buf.gen.yaml --path testmodel.proto --path crdtmodel.proto
