@@ -1,8 +1,3 @@
-//go:build crdtsdk
-
-// Built with the tag crdtsdk until the SDK's CRDT API (sdk.NewCrdt and its handlers) is merged;
-// then this constraint and nosdk.go go.
-
 package chat
 
 import "github.com/jetstate/jetstate/sdk"

@@ -1,5 +1,3 @@
-//go:build crdtsdk
-
 package chat
 
 import (

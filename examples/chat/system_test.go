@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,21 +32,12 @@ func sidecarConfig(userFunction string) proxy.Config {
 	}
 }
 
-// requireCRDT returns the chat's entities if the SDK has the CRDT API and the sidecar serves
-// CRDT entities; otherwise it skips the test, or fails it in CI. Until both are merged the chat
-// cannot run end to end.
+// requireCRDT returns the chat's entities.
 func requireCRDT(t *testing.T) []sdk.Entity {
 	t.Helper()
-	var missing []string
 	entities, err := chat.Entities()
 	if err != nil {
-		missing = append(missing, "CRDT SDK not merged yet: "+err.Error())
-	}
-	if err := sidecarConfig("127.0.0.1:1").Validate(); err != nil {
-		missing = append(missing, "CRDT runtime not wired yet: "+err.Error())
-	}
-	if len(missing) > 0 {
-		skipUnlessCI(t, strings.Join(missing, "; "))
+		t.Fatal(err)
 	}
 	return entities
 }
