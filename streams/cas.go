@@ -25,7 +25,8 @@ var noRetry = jetstream.WithRetryAttempts(0)
 const writeIDHeader = "Jetstate-Write-Id"
 
 // casWriter publishes messages fenced by the subject's last sequence, the
-// one write path of the journal and the value store.
+// one write path of the journal, the value store and the shard table (send,
+// unfenced, is also the CRDT store's).
 type casWriter struct {
 	js     jetstream.JetStream
 	stream string
