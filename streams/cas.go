@@ -25,7 +25,8 @@ var noRetry = jetstream.WithRetryAttempts(0)
 const writeIDHeader = "Jetstate-Write-Id"
 
 // casWriter publishes messages fenced by the subject's last sequence, the
-// one write path of the journal and the value store.
+// one write path of the journal, the value store and the shard table (send,
+// unfenced, is also the CRDT store's).
 type casWriter struct {
 	js     jetstream.JetStream
 	stream string
@@ -45,6 +46,20 @@ type casWriter struct {
 func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, expected uint64) (uint64, error) {
 	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = []string{strconv.FormatUint(expected, 10)}
 	msg.Header[writeIDHeader] = []string{writeID}
+	return w.send(ctx, msg, func(ctx context.Context) (uint64, error) {
+		// Someone appended, or an earlier attempt of ours did and its ack
+		// was lost. Look at what is last now.
+		return w.resolveConflict(ctx, msg.Subject, writeID, expected)
+	})
+}
+
+// send publishes msg until the stream acknowledges it and returns its
+// stream sequence: the retry loop of every write, fenced or not. It retries
+// what is transient until ctx is done; a refusal for size fails with
+// ErrTooLarge and a missing stream with ErrStreamNotFound. wrongLast
+// decides the outcome of a fence's refusal (10071); an unfenced message
+// never meets one and passes nil.
+func (w casWriter) send(ctx context.Context, msg *nats.Msg, wrongLast func(context.Context) (uint64, error)) (uint64, error) {
 	bo := newBackoff()
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, w.cfg.AttemptTimeout)
@@ -58,10 +73,8 @@ func (w casWriter) publish(ctx context.Context, msg *nats.Msg, writeID string, e
 		}
 		var apiErr *jetstream.APIError
 		switch {
-		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
-			// Someone appended, or an earlier attempt of ours did and its
-			// ack was lost. Look at what is last now.
-			return w.resolveConflict(ctx, msg.Subject, writeID, expected)
+		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence && wrongLast != nil:
+			return wrongLast(ctx)
 		case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant:
 			// A replicated stream refuses while another write to the
 			// subject is in flight; the real state is unknown. Retry.

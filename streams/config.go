@@ -87,6 +87,44 @@ func (c Config) ShardBucket() string {
 	return c.Prefix + "_" + c.Service + "_shards"
 }
 
+// CRDTStream is the name of the stream holding the service's CRDT entity
+// states: one message per (entity, replica), the replica's latest state.
+func (c Config) CRDTStream() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_crdt"
+}
+
+// CRDTSubjects is the wildcard subject CRDTStream captures:
+// "<prefix>_crdt.<service>.>". It is outside the journal's subjects.
+func (c Config) CRDTSubjects() string {
+	c = c.withDefaults()
+	return c.Prefix + "_crdt." + c.Service + ".>"
+}
+
+// CRDTSubject is the subject of one replica's state of a CRDT entity:
+// "<prefix>_crdt.<service>.<type>.<key>.<replica>" with type, key and
+// replica each escaped by EncodeToken. The empty replica id ("=" escaped)
+// is the entity's tombstone. It does not validate its arguments.
+func (c Config) CRDTSubject(e Entity, replica string) string {
+	return c.crdtEntitySubject(e) + "." + EncodeToken(replica)
+}
+
+// crdtEntitySubject is "<prefix>_crdt.<service>.<type>.<key>", the head of
+// every subject of e's replicas; with ".*" it covers all of them.
+func (c Config) crdtEntitySubject(e Entity) string {
+	c = c.withDefaults()
+	return c.Prefix + "_crdt." + c.Service + "." + e.token()
+}
+
+// CRDTSyncSubject is the core NATS subject on which the service's sidecars
+// ask each other to confirm that they merged a CRDT entity's state (the
+// write consistency ALL): <prefix>_crdtsync.<service>. Like the route
+// subjects it is outside every stream.
+func (c Config) CRDTSyncSubject() string {
+	c = c.withDefaults()
+	return c.Prefix + "_crdtsync." + c.Service
+}
+
 // RouteSubject is the subject on which the owner of shard n takes the
 // commands of the entities in it: <prefix>_rpc.<service>.<n>. It is outside
 // the journal's subjects, so no stream captures it.

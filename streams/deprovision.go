@@ -9,8 +9,8 @@ import (
 )
 
 // Deprovision deletes everything Provision created for cfg.Service: the
-// journal stream and the snapshot, value, member and shard buckets, with
-// all the data in them. It is idempotent: what is already gone is skipped.
+// journal and CRDT streams and the snapshot, value, member and shard
+// buckets, with all the data in them. It is idempotent: what is already gone is skipped.
 // Sidecars still running for the service fail their next write with
 // ErrStreamNotFound. Other services under the same prefix are untouched.
 func Deprovision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
@@ -19,8 +19,10 @@ func Deprovision(ctx context.Context, js jetstream.JetStream, cfg Config) error 
 	}
 	cfg = cfg.withDefaults()
 	var errs []error
-	if err := js.DeleteStream(ctx, cfg.JournalStream()); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		errs = append(errs, fmt.Errorf("deprovision stream %s: %w", cfg.JournalStream(), err))
+	for _, s := range []string{cfg.JournalStream(), cfg.CRDTStream()} {
+		if err := js.DeleteStream(ctx, s); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			errs = append(errs, fmt.Errorf("deprovision stream %s: %w", s, err))
+		}
 	}
 	for _, b := range []string{cfg.SnapshotBucket(), cfg.ValueBucket(), cfg.MemberBucket(), cfg.ShardBucket()} {
 		if err := js.DeleteKeyValue(ctx, b); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -1,15 +1,23 @@
 // Package streams turns NATS JetStream into jetstate's datastore: per-entity
-// event journals, snapshots and value-entity state, and the provisioning of
-// the streams and buckets a service needs.
+// event journals, snapshots, value-entity state and the replicated state of
+// CRDT entities, and the provisioning of the streams and buckets a service
+// needs.
 //
 // Layout, for a service S under prefix P (default "jetstate"):
 //
 //	stream P_S_journal     subjects P.S.<type>.<key>, one subject per entity
 //	bucket P_S_snapshots   key <type>.<key>, the latest snapshot of an entity
 //	bucket P_S_values      key <type>.<key>, the state of a value entity
+//	stream P_S_crdt        subjects P_crdt.S.<type>.<key>.<replica>, one
+//	                       message per subject: the replica's latest state of
+//	                       a CRDT entity; replica "=" (the empty id) is the
+//	                       entity's tombstone
+//	subject P_crdtsync.S   core NATS, in no stream: CRDT write-consistency
+//	                       confirmations (CRDTs.Confirm and Answer)
 //
-// Entity types and keys are escaped by EncodeToken, so any key up to
-// MaxKeyLen bytes works, including dots, spaces, wildcards and "".
+// Entity types and keys (and CRDT replica ids) are escaped by EncodeToken,
+// so any key up to MaxKeyLen bytes works, including dots, spaces, wildcards
+// and "".
 //
 // The contract callers rely on:
 //   - Journal.Append commits all events of one command in one message
@@ -24,6 +32,11 @@
 //     the same way; Values.Get is linearizable.
 //   - Snapshots are derived data: reads may be stale, which only costs a
 //     longer replay.
+//   - CRDTs.Publish replaces the replica's previous state of the entity (the
+//     stream keeps one message per subject: storage does not grow with
+//     updates); states are opaque and merged by the caller. CRDTs.Load is
+//     linearizable and returns a sequence after which CRDTs.Follow misses
+//     nothing; a tombstone, once written, makes the entity deleted for good.
 //
 // Everything here talks to a real server; streams knows nothing of gRPC,
 // CloudState or ownership.

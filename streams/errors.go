@@ -3,6 +3,7 @@ package streams
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,3 +74,22 @@ func TooLarge(err error) bool {
 	return errors.Is(err, ErrTooLarge) || errors.Is(err, nats.ErrMaxPayload) ||
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
 }
+
+// ConfirmError is the error of a CRDTs.Confirm whose context ended before
+// every replica it waited for answered. It unwraps to the context's error.
+type ConfirmError struct {
+	// Entity and Seq are what Confirm asked about.
+	Entity Entity
+	Seq    uint64
+	// Missing are the replicas that did not answer, sorted.
+	Missing []string
+	// Err is the context's error.
+	Err error
+}
+
+func (e *ConfirmError) Error() string {
+	return fmt.Sprintf("confirm crdt %s at %d: no answer from %s: %v", e.Entity, e.Seq, strings.Join(e.Missing, ", "), e.Err)
+}
+
+// Unwrap returns the context's error.
+func (e *ConfirmError) Unwrap() error { return e.Err }

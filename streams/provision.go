@@ -156,8 +156,9 @@ func CheckServer(ctx context.Context, js jetstream.JetStream) (int, error) {
 	return info.API.Level, nil
 }
 
-// Provision creates the journal stream and the snapshot and value buckets
-// of cfg.Service, or updates them to sc if they exist. It is idempotent and
+// Provision creates the journal stream, the CRDT stream and the snapshot,
+// value, member and shard buckets of cfg.Service (and the prefix's eventing
+// stream), or updates them to sc if they exist. It is idempotent and
 // checks the server first (see CheckServer).
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc StoreConfig) error {
 	if err := errors.Join(cfg.Validate(), sc.Validate()); err != nil {
@@ -195,6 +196,25 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc Store
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, journal); err != nil {
 		return fmt.Errorf("provision stream %s: %w", journal.Name, err)
+	}
+	crdt := jetstream.StreamConfig{
+		Name:              cfg.CRDTStream(),
+		Description:       "jetstate CRDT entity states of service " + cfg.Service,
+		Subjects:          []string{cfg.CRDTSubjects()},
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxMsgs:           -1,
+		MaxBytes:          -1, // the journal's MaxAge and MaxBytes would drop live states
+		MaxMsgsPerSubject: 1,  // a replica's new state replaces its previous one
+		MaxMsgSize:        sc.MaxMsgSize,
+		Storage:           sc.storageType(),
+		Replicas:          sc.Replicas,
+		AllowDirect:       true,
+		DenyDelete:        true,
+		Metadata:          meta,
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, crdt); err != nil {
+		return fmt.Errorf("provision stream %s: %w", crdt.Name, err)
 	}
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: cfg.SnapshotBucket(), Description: "jetstate snapshots of service " + cfg.Service},

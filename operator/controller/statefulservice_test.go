@@ -172,7 +172,7 @@ func TestStatefulServiceDeployment(t *testing.T) {
 
 	// Provisioned on the real server, with the spec's shard count.
 	js := srv.JetStream(t)
-	want := []string{"KV_jetstate_cart_members", "KV_jetstate_cart_shards", "KV_jetstate_cart_snapshots", "KV_jetstate_cart_values", "jetstate_cart_journal", "jetstate_eventing"}
+	want := []string{"KV_jetstate_cart_members", "KV_jetstate_cart_shards", "KV_jetstate_cart_snapshots", "KV_jetstate_cart_values", "jetstate_cart_crdt", "jetstate_cart_journal", "jetstate_eventing"}
 	if got := streamNames(t, js); !cmp.Equal(got, want) {
 		t.Errorf("streams %v, want %v", got, want)
 	}
@@ -360,7 +360,7 @@ func TestStatefulServiceDeletionPolicy(t *testing.T) {
 				return fmt.Errorf("still there (finalizers %v): %v", svc.Finalizers, err)
 			})
 			names := streamNames(t, js)
-			for _, s := range []string{journal, "KV_jetstate_" + name + "_values", "KV_jetstate_" + name + "_shards"} {
+			for _, s := range []string{journal, "jetstate_" + name + "_crdt", "KV_jetstate_" + name + "_values", "KV_jetstate_" + name + "_shards"} {
 				if slices.Contains(names, s) != tc.kept {
 					t.Errorf("policy %q: stream %s kept=%v, want %v", tc.policy, s, !tc.kept, tc.kept)
 				}

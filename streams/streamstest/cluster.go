@@ -3,6 +3,7 @@ package streamstest
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,9 @@ type Cluster struct {
 }
 
 // RunCluster starts a JetStream cluster of n servers (n >= 3 for R3 streams)
-// and returns once a meta leader is elected, so streams can be created
-// straight away. Every node keeps its own store directory and ports, so
+// and returns once a meta leader is elected and counts every node as a
+// peer, so streams of any replica count up to n can be created straight
+// away. Every node keeps its own store directory and ports, so
 // Restart brings a node back as the same cluster member.
 func RunCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
@@ -50,7 +52,7 @@ func RunCluster(tb testing.TB, n int, opts ...Option) *Cluster {
 		tb.Cleanup(s.Stop)
 		c.Servers = append(c.Servers, s)
 	}
-	c.WaitMetaLeader()
+	c.waitPlacement()
 	for _, s := range c.Servers {
 		waitJetStream(tb, s.ClientURL())
 	}
@@ -85,6 +87,22 @@ func (c *Cluster) WaitMetaLeader() *Server {
 	return c.waitFor("meta leader", func(s *server.Server) bool { return s.JetStreamIsLeader() })
 }
 
+// waitPlacement blocks until the meta leader counts every running node as
+// a JetStream peer it can place streams on (it has their stats): before
+// that, creating an R3 stream fails with "no suitable peers for placement".
+func (c *Cluster) waitPlacement() {
+	c.tb.Helper()
+	running := 0
+	for _, s := range c.Servers {
+		if s.srv != nil {
+			running++
+		}
+	}
+	c.waitFor("meta leader with "+strconv.Itoa(running)+" peers", func(s *server.Server) bool {
+		return s.JetStreamIsLeader() && len(s.JetStreamClusterPeers()) >= running
+	})
+}
+
 // StreamLeader returns the node currently leading stream (in the global
 // account), or nil if none does.
 func (c *Cluster) StreamLeader(stream string) *Server {
@@ -105,7 +123,7 @@ func (c *Cluster) WaitStreamLeader(stream string) *Server {
 }
 
 // RestartAll stops every node and starts them again on their stores, then
-// waits for a meta leader.
+// waits for a meta leader that counts every node as a peer.
 func (c *Cluster) RestartAll() {
 	c.tb.Helper()
 	for _, s := range c.Servers {
@@ -114,7 +132,7 @@ func (c *Cluster) RestartAll() {
 	for _, s := range c.Servers {
 		s.start()
 	}
-	c.WaitMetaLeader()
+	c.waitPlacement()
 }
 
 func (c *Cluster) waitFor(what string, ok func(*server.Server) bool) *Server {
