@@ -28,6 +28,9 @@ import (
 // for eventing alike.
 func (p *Proxy) stream(ctx context.Context, m *model.Method, md *cloudstate.Metadata, recv func() (*anypb.Any, error),
 	send func(*cloudstate.Reply) error, trace string) error {
+	if m.Service.EntityType == model.CRDT {
+		return p.crdtStream(ctx, m, recv, send, trace)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	header := &actionpb.ActionCommand{
@@ -172,4 +175,45 @@ func actionErr(m *model.Method, err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: action %s: %v", entity.ErrEntityFailed, m.Path, err)
+}
+
+// crdtStream runs a streamed CRDT command (a server-streaming method): the
+// reply and each message the function streams for it go through complete
+// (side effects, forwards) to send; a message without a reply sends
+// nothing. When the client goes away, the side effects of the function's
+// answer to the cancellation still run, on a context of their own.
+func (p *Proxy) crdtStream(ctx context.Context, m *model.Method, recv func() (*anypb.Any, error),
+	send func(*cloudstate.Reply) error, trace string) error {
+	if !m.Desc.IsStreamingServer() || m.Desc.IsStreamingClient() {
+		return fmt.Errorf("%w: %s is not a server-streaming CRDT method", model.ErrUnknownMethod, m.Path)
+	}
+	payload, err := recv()
+	if err != nil {
+		return err
+	}
+	key, err := p.crdtKey(m, payload)
+	if err != nil {
+		return err
+	}
+	rt := p.crdts[string(m.Service.Desc.FullName())]
+	return rt.Stream(ctx, key, string(m.Desc.Name()), payload, func(res entity.Result) error {
+		cctx := ctx
+		if ctx.Err() != nil { // the cancellation's answer
+			var cancel context.CancelFunc
+			cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), asyncEffectTimeout)
+			defer cancel()
+			cctx, stop := p.untilAbort(cctx)
+			defer stop()
+			_, err := p.complete(cctx, m, res, 0, trace)
+			return err
+		}
+		resp, err := p.complete(cctx, m, res, 0, trace)
+		if err != nil {
+			return err
+		}
+		if res.Action == nil || resp.GetPayload() == nil {
+			return nil
+		}
+		return send(resp)
+	})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy/entity"
@@ -72,8 +73,8 @@ type Config struct {
 	// Listen is the ingress address (gRPC and HTTP/JSON). It is bound only
 	// once discovery succeeded.
 	Listen string
-	// Enabled lists the entity types served. Default: event-sourced, value
-	// entities and actions.
+	// Enabled lists the entity types served. Default: all four
+	// (event-sourced, value entities, CRDTs and actions).
 	Enabled []string
 	// PassivationTimeout applies to entity types whose discovery answer
 	// names none. Default 30 s.
@@ -81,6 +82,10 @@ type Config struct {
 	// CommandTimeout bounds how long the user function may take to answer
 	// one entity command (and an activation). Default 1 min.
 	CommandTimeout time.Duration
+	// CRDTWriteTimeout bounds a CRDT update's MAJORITY or ALL write; past
+	// it the command fails ("Failed to update CRDT at requested write
+	// consistency"). Default 5 s, as the reference proxy.
+	CRDTWriteTimeout time.Duration
 	// QueueSize bounds the commands waiting for one entity. Default 100.
 	QueueSize int
 	// MaxMessageSize bounds messages to and from the user function, and
@@ -160,7 +165,7 @@ func (c Config) withDefaults() Config {
 		c.Listen = DefaultListen
 	}
 	if len(c.Enabled) == 0 {
-		c.Enabled = []string{model.EventSourced, model.ValueEntity, model.Action}
+		c.Enabled = []string{model.EventSourced, model.ValueEntity, model.CRDT, model.Action}
 	}
 	if c.PassivationTimeout <= 0 {
 		c.PassivationTimeout = DefaultPassivationTimeout
@@ -213,7 +218,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("max request size must not be negative, not %d", c.MaxRequestSize))
 	}
 	for _, t := range c.Enabled {
-		if t != model.EventSourced && t != model.ValueEntity && t != model.Action {
+		if t != model.EventSourced && t != model.ValueEntity && t != model.CRDT && t != model.Action {
 			errs = append(errs, fmt.Errorf("entity type %q is not supported", t))
 		}
 	}
@@ -235,7 +240,9 @@ type Proxy struct {
 	model     *model.Model
 	discovery cloudstate.EntityDiscoveryClient
 	actions   actionpb.ActionProtocolClient
-	runtimes  map[string]*entity.Runtime // by service full name
+	runtimes  map[string]*entity.Runtime     // by service full name
+	crdts     map[string]*entity.CRDTRuntime // by service full name
+	crdtStore *streams.CRDTs
 	// reqLimit is the ingress's MaxRequestSize (requestLimit).
 	reqLimit  int
 	load      *load.Stats
@@ -315,6 +322,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 		}
 	}()
 	shards := p.shards.Load()
+	if p.crdtStore != nil {
+		// The other replicas' write-consistency-ALL confirmations, answered
+		// until the runtimes stopped (deferred earlier, so run later).
+		stop, err := p.crdtStore.Answer(shards.Member(), p.crdtMerged)
+		if err != nil {
+			return fmt.Errorf("crdt confirmations: %w", err)
+		}
+		defer stop()
+	}
 	if err := shards.Join(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -405,8 +421,27 @@ func (p *Proxy) Run(ctx context.Context) error {
 func (p *Proxy) abortCommands() {
 	p.abortOnce.Do(func() { close(p.aborted) })
 	p.log.Warn("drain time over: cancelling the commands still running")
+	p.shutdownRuntimes()
+}
+
+// crdtMerged answers a write-consistency-ALL confirmation for entity e
+// (entity.CRDTRuntime.Merged of every CRDT service).
+func (p *Proxy) crdtMerged(ctx context.Context, e streams.Entity, seq uint64) error {
+	for _, rt := range p.crdts {
+		if err := rt.Merged(ctx, e, seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shutdownRuntimes shuts every entity runtime down and waits.
+func (p *Proxy) shutdownRuntimes() {
 	var wg sync.WaitGroup
 	for _, rt := range p.runtimes {
+		wg.Go(rt.Shutdown)
+	}
+	for _, rt := range p.crdts {
 		wg.Go(rt.Shutdown)
 	}
 	wg.Wait()
@@ -453,6 +488,7 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 	})
 	metrics := entity.NewMetrics(p.cfg.Registry)
 	runtimes := map[string]*entity.Runtime{}
+	crdts := map[string]*entity.CRDTRuntime{}
 	for name, svc := range m.Services {
 		rc := entity.Config{
 			Service: svc, QueueSize: p.cfg.QueueSize, CommandTimeout: p.cfg.CommandTimeout,
@@ -466,9 +502,12 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 			runtimes[name] = entity.NewEventSourced(rc, eventsourced.NewEventSourcedClient(conn), st.journal, st.snapshots)
 		case model.ValueEntity:
 			runtimes[name] = entity.NewValue(rc, valueentity.NewValueEntityClient(conn), st.values)
+		case model.CRDT:
+			rc.WriteTimeout = p.cfg.CRDTWriteTimeout
+			crdts[name] = entity.NewCRDT(rc, crdtpb.NewCrdtClient(conn), st.crdts, shards)
 		}
 	}
-	p.runtimes = runtimes
+	p.runtimes, p.crdts, p.crdtStore = runtimes, crdts, st.crdts
 	p.shards.Store(shards)
 	return p.bindEventing(ctx, m)
 }
@@ -499,6 +538,7 @@ type stores struct {
 	journal   *streams.Journal // event-sourced entities
 	snapshots *streams.Snapshots
 	values    *streams.Values // value entities
+	crdts     *streams.CRDTs  // CRDT entities
 	own       *streams.Ownership
 	// maxPayload is the largest payload one write to them (and one message
 	// on the connection: routed commands, topics) can carry.
@@ -510,10 +550,11 @@ type stores struct {
 // leaders while a sidecar starts, so failures are retried (logged) until
 // ctx is done, except a server that is too old.
 func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (stores, error) {
-	var needES, needValues bool
+	var needES, needValues, needCRDTs bool
 	for _, svc := range m.Services {
 		needES = needES || svc.EntityType == model.EventSourced
 		needValues = needValues || svc.EntityType == model.ValueEntity
+		needCRDTs = needCRDTs || svc.EntityType == model.CRDT
 	}
 	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	for attempt := 1; ; attempt++ {
@@ -543,6 +584,16 @@ func (p *Proxy) bindStorage(ctx context.Context, m *model.Model) (stores, error)
 				}
 				var n int
 				if n, err = st.values.MaxPayload(ctx); err != nil {
+					return
+				}
+				st.maxPayload = min(st.maxPayload, n)
+			}
+			if needCRDTs {
+				if st.crdts, err = streams.NewCRDTs(ctx, p.js, p.cfg.Storage); err != nil {
+					return
+				}
+				var n int
+				if n, err = st.crdts.MaxPayload(ctx); err != nil {
 					return
 				}
 				st.maxPayload = min(st.maxPayload, n)
@@ -578,11 +629,7 @@ func (p *Proxy) requestLimit(storeMax int) int {
 
 // stopRuntimes closes every entity and waits for side effects in flight.
 func (p *Proxy) stopRuntimes() {
-	var wg sync.WaitGroup
-	for _, rt := range p.runtimes {
-		wg.Go(rt.Shutdown)
-	}
-	wg.Wait()
+	p.shutdownRuntimes()
 	p.async.Wait()
 }
 

@@ -46,6 +46,15 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 		if res, err = p.shards.Load().Route(ctx, m, key, payload); err != nil {
 			return nil, err
 		}
+	case model.CRDT:
+		// Not routed: every replica serves every CRDT entity.
+		key, err := p.crdtKey(m, payload)
+		if err != nil {
+			return nil, err
+		}
+		if res, err = p.crdts[string(m.Service.Desc.FullName())].Handle(ctx, key, string(m.Desc.Name()), payload); err != nil {
+			return nil, err
+		}
 	case model.Action:
 		// An event handed to a method taking google.protobuf.Any is its
 		// payload as it is (eventing); anything else must decode.
@@ -70,6 +79,22 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 		return nil, fmt.Errorf("%w: %s (%s is not served yet)", model.ErrUnknownMethod, m.Path, m.Service.EntityType)
 	}
 	return p.complete(ctx, m, res, depth, trace)
+}
+
+// crdtKey decodes a CRDT command's payload and returns its valid key.
+func (p *Proxy) crdtKey(m *model.Method, payload *anypb.Any) (string, error) {
+	msg, err := m.Decode(payload.GetValue())
+	if err != nil {
+		return "", err
+	}
+	key, err := m.KeyOf(msg)
+	if err != nil {
+		return "", err
+	}
+	if err := (streams.Entity{Type: m.Service.PersistenceID, Key: key}).Validate(); err != nil {
+		return "", err
+	}
+	return key, nil
 }
 
 // complete runs a reply's side effects in order (synchronous ones awaited,

@@ -24,6 +24,8 @@ type Result struct {
 	// restart asks the runtime to close the stream and re-open it at once
 	// (event-sourced Failure.restart).
 	restart bool
+	// streamed: the function keeps a streamed command open (CRDT).
+	streamed bool
 }
 
 // session is one open stream to the user function for one entity: init was
@@ -75,8 +77,11 @@ type Config struct {
 	// one command (and an activation). Default 1 min.
 	CommandTimeout time.Duration
 	// Passivation is the idle time after which an entity's stream is
-	// closed. Default 30 s.
+	// closed. Default 30 s. CRDT entities with an open streamed command are
+	// not passivated.
 	Passivation time.Duration
+	// WriteTimeout bounds a CRDT update's MAJORITY or ALL write. Default 5 s.
+	WriteTimeout time.Duration
 	// Guard places entities on shards and fences writes; nil: one shard,
 	// always served, every write allowed.
 	Guard Guard
@@ -98,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Passivation <= 0 {
 		c.Passivation = DefaultPassivation
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.Guard == nil {
 		c.Guard = oneShard{}

@@ -69,7 +69,9 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 		return status.Errorf(codes.Unimplemented, "unknown method %s", path)
 	}
 	if m.Desc.IsStreamingClient() || m.Desc.IsStreamingServer() {
-		if m.Service.EntityType != model.Action {
+		// Actions stream in every shape, CRDT entities from the server
+		// (the model refuses the others).
+		if m.Service.EntityType != model.Action && m.Service.EntityType != model.CRDT {
 			return status.Errorf(codes.Unimplemented, "streaming method %s is not served", path)
 		}
 		return ing.stream(stream, m)

@@ -60,6 +60,9 @@ func classify(err error) (st *status.Status, public bool) {
 		return status.New(codes.DeadlineExceeded, "deadline exceeded"), false
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, "cancelled"), false
+	case errors.Is(err, entity.ErrWriteConsistency):
+		// Applied here, not yet where asked: the reference proxy's words.
+		return status.New(codes.Unavailable, entity.ErrWriteConsistency.Error()), false
 	case errors.Is(err, entity.ErrStopping), errors.Is(err, entity.ErrEntityFailed),
 		errors.Is(err, shard.ErrNoOwner), errors.Is(err, model.ErrForwardLoop):
 		return status.New(codes.Unavailable, "unavailable, retry later"), false

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,11 @@ type Sharding struct {
 	revs  []uint64   // our own last write to each shard's entry
 	subs  []*nats.Subscription
 	watch *streams.Watch
+	// current is watch, for readers outside Run (Members); joined is
+	// closed once there is one.
+	current  atomic.Pointer[streams.Watch]
+	joined   chan struct{}
+	joinOnce sync.Once
 	kick  chan struct{}
 	owned atomic.Int32
 
@@ -92,7 +99,7 @@ func New(cfg Config) *Sharding {
 		own: own, nc: cfg.Conn, cfg: cfg, me: host + "-" + nuid.Next(), info: data, log: cfg.Log,
 		margin: ttl / 4, interval: ttl / 4, m: newMetrics(cfg.Registry),
 		base: time.Now(), states: make([]atomic.Int32, n), revs: make([]uint64, n), subs: make([]*nats.Subscription, n),
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), joined: make(chan struct{}),
 	}
 }
 
@@ -120,6 +127,19 @@ func (s *Sharding) Check(e streams.Entity) error {
 
 // Member is this sidecar's id in the member bucket.
 func (s *Sharding) Member() string { return s.me }
+
+// Members lists the live members of the service, as this sidecar's watch
+// of the member bucket sees them (this sidecar included once it joined),
+// and a channel closed when the view changes (entity.Members). Before Join
+// the list is this sidecar alone.
+func (s *Sharding) Members() ([]string, <-chan struct{}) {
+	w := s.current.Load()
+	if w == nil {
+		return []string{s.me}, s.joined
+	}
+	v, changed := w.View()
+	return slices.Sorted(maps.Keys(v.Members)), changed
+}
 
 // Owned is the number of shards this sidecar serves now.
 func (s *Sharding) Owned() int { return int(s.owned.Load()) }
@@ -212,6 +232,8 @@ func (s *Sharding) rewatch(ctx context.Context) bool {
 			select {
 			case <-w.Ready():
 				s.watch = w
+				s.current.Store(w)
+				s.joinOnce.Do(func() { close(s.joined) })
 				return true
 			case <-ctx.Done():
 				return false

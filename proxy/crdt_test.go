@@ -1,0 +1,291 @@
+package proxy_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// crdtSidecar is one sidecar replica with its own CRDT test function, as
+// in a pod.
+type crdtSidecar struct {
+	uf     *crdtFunction
+	p      *proxy.Proxy
+	client *crdtClient
+	stop   func() error
+}
+
+// startCRDTSidecar starts a sidecar of service "crdt" on js with a fresh
+// test function and waits until it serves.
+func startCRDTSidecar(t testing.TB, js jetstream.JetStream, tune func(*proxy.Config)) *crdtSidecar {
+	t.Helper()
+	uf := newCRDTFunction(t)
+	cfg := proxy.Config{
+		Storage:            streams.Config{Service: "crdt"},
+		Provision:          &streams.StoreConfig{},
+		UserFunction:       serveCRDTFunction(t, uf),
+		Listen:             "127.0.0.1:0",
+		PassivationTimeout: time.Minute,
+		CommandTimeout:     10 * time.Second,
+		DiscoveryBackoff:   10 * time.Millisecond,
+		DrainTimeout:       time.Second,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	p, err := proxy.New(cfg, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case <-p.Serving():
+	case err := <-done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	}
+	s := &crdtSidecar{uf: uf, p: p, client: newCRDTClient(t, p.Addr().String())}
+	var stopped bool
+	var runErr error
+	s.stop = func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			runErr = <-done
+		}
+		return runErr
+	}
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("sidecar Run: %v", err)
+		}
+	})
+	return s
+}
+
+// Deltas.
+
+func gcounter(n uint64) *crdtpb.CrdtDelta {
+	return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Gcounter{Gcounter: &crdtpb.GCounterDelta{Increment: n}}}
+}
+
+func pncounter(n int64) *crdtpb.CrdtDelta {
+	return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Pncounter{Pncounter: &crdtpb.PNCounterDelta{Change: n}}}
+}
+
+func str(s string) *anypb.Any {
+	return &anypb.Any{TypeUrl: "p.cloudstate.io/string", Value: protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), s)}
+}
+
+func strs(ss ...string) []*anypb.Any {
+	out := make([]*anypb.Any, len(ss))
+	for i, s := range ss {
+		out[i] = str(s)
+	}
+	return out
+}
+
+func orset(add, remove []string) *crdtpb.CrdtDelta {
+	return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Orset{Orset: &crdtpb.ORSetDelta{Added: strs(add...), Removed: strs(remove...)}}}
+}
+
+func vote(b bool) *crdtpb.CrdtDelta {
+	return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Vote{Vote: &crdtpb.VoteDelta{SelfVote: b}}}
+}
+
+func flag() *crdtpb.CrdtDelta {
+	return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Flag{Flag: &crdtpb.FlagDelta{Value: true}}}
+}
+
+// waitValue calls Get on c until the function's value satisfies ok.
+func waitValue(t testing.TB, c *crdtClient, key string, what string, ok func(*crdtpb.CrdtDelta) bool) *crdtpb.CrdtDelta {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var last *crdtpb.CrdtDelta
+	for {
+		v, err := c.call(ctx, "Get", crdtCmd{key: key})
+		if err == nil && ok(v) {
+			return v
+		}
+		if err == nil {
+			last = v
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: value %v, last error %v", what, last, err)
+		case <-time.After(20 * time.Millisecond): // polling a value replicated in the background
+		}
+	}
+}
+
+func TestCRDTOneReplica(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), nil)
+	c := s.client
+
+	if v := c.mustCall("Get", crdtCmd{key: "a"}); v != nil {
+		t.Fatalf("new entity has value %v", v)
+	}
+	for _, n := range []uint64{3, 4} {
+		c.mustCall("Apply", crdtCmd{key: "a", delta: gcounter(n)})
+	}
+	if v := c.mustCall("Apply", crdtCmd{key: "a", delta: gcounter(5), consistency: crdtpb.CrdtWriteConsistency_MAJORITY}); v.GetGcounter().GetIncrement() != 12 {
+		t.Fatalf("value %v, want 12", v)
+	}
+	// A failure changes nothing.
+	if _, err := c.call(t.Context(), "Apply", crdtCmd{key: "a", delta: gcounter(100), fail: "no"}); err == nil {
+		t.Fatal("failure succeeded")
+	}
+	if v := c.mustCall("Get", crdtCmd{key: "a"}); v.GetGcounter().GetIncrement() != 12 {
+		t.Fatalf("value after failure %v, want 12", v)
+	}
+	// Delete: answered, the function's stream closed, later commands fail.
+	c.mustCall("Apply", crdtCmd{key: "a", delete: true})
+	s.uf.waitFor(t, "stream closed after delete", func(_ [][]proto.Message, ended []bool) bool { return len(ended) > 0 && ended[0] })
+	if _, err := c.call(t.Context(), "Get", crdtCmd{key: "a"}); err == nil || !strings.Contains(err.Error(), "Entity deleted") {
+		t.Fatalf("command after delete: %v, want Entity deleted", err)
+	}
+}
+
+// TestCRDTTwoReplicas: any replica serves an entity; updates made on one
+// reach the other's function as deltas and its open streams; a client
+// that cancels a stream gets the function's cancellation update applied.
+func TestCRDTTwoReplicas(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	a := startCRDTSidecar(t, srv.JetStream(t), nil)
+	b := startCRDTSidecar(t, srv.JetStream(t), nil)
+
+	a.client.mustCall("Apply", crdtCmd{key: "s", delta: orset([]string{"x", "y"}, nil), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	// B activates after A's MAJORITY write: its init carries it.
+	if v := b.client.mustCall("Get", crdtCmd{key: "s"}); len(v.GetOrset().GetAdded()) != 2 {
+		t.Fatalf("B sees %v, want {x, y}", v)
+	}
+	// A stream open on B sees A's later updates.
+	ctx, cancel := context.WithCancel(t.Context())
+	next := b.client.watch(ctx, crdtCmd{key: "s", delta: orset([]string{"bye"}, nil)})
+	if v, err := next(); err != nil || len(v.GetOrset().GetAdded()) != 2 {
+		t.Fatalf("first streamed value %v, %v", v, err)
+	}
+	a.client.mustCall("Apply", crdtCmd{key: "s", delta: orset(nil, []string{"x"})})
+	for {
+		v, err := next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(v.GetOrset().GetAdded()) == 1 {
+			break // {y}
+		}
+	}
+	// Concurrent add and remove of the same element: the add wins.
+	b.client.mustCall("Apply", crdtCmd{key: "s", delta: orset([]string{"z"}, nil), consistency: crdtpb.CrdtWriteConsistency_ALL})
+	if v := a.client.mustCall("Get", crdtCmd{key: "s"}); len(v.GetOrset().GetAdded()) != 2 {
+		t.Fatalf("A after B's ALL write: %v, want {y, z}", v)
+	}
+	// The client cancels: the function answers with its cancellation
+	// update (add "bye"), which replicates to A.
+	cancel()
+	waitValue(t, a.client, "s", "the cancellation's update", func(v *crdtpb.CrdtDelta) bool { return len(v.GetOrset().GetAdded()) == 3 })
+	b.uf.waitFor(t, "stream_cancelled and its response", func(streams [][]proto.Message, _ []bool) bool {
+		var cancelled, answered bool
+		for _, s := range streams {
+			for _, m := range s {
+				switch m := m.(type) {
+				case *crdtpb.CrdtStreamIn:
+					cancelled = cancelled || m.GetStreamCancelled() != nil
+				case *crdtpb.CrdtStreamOut:
+					answered = answered || m.GetStreamCancelledResponse() != nil
+				}
+			}
+		}
+		return cancelled && answered
+	})
+}
+
+// TestCRDTVoteFollowsLiveReplicas: each replica has one vote; a replica
+// that leaves has none.
+func TestCRDTVoteFollowsLiveReplicas(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	a := startCRDTSidecar(t, js, nil)
+	b := startCRDTSidecar(t, js, nil)
+	waitMembers := func(s *crdtSidecar, n int32) {
+		waitValue(t, s.client, "v", fmt.Sprintf("%d voters", n), func(v *crdtpb.CrdtDelta) bool { return v.GetVote().GetTotalVoters() == n })
+	}
+	a.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	b.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	waitValue(t, a.client, "v", "two votes for", func(v *crdtpb.CrdtDelta) bool {
+		return v.GetVote().GetVotesFor() == 2 && v.GetVote().GetTotalVoters() == 2 && v.GetVote().GetSelfVote()
+	})
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(a, 1)
+	if v := a.client.mustCall("Get", crdtCmd{key: "v"}); v.GetVote().GetVotesFor() != 1 {
+		t.Fatalf("after B left: %v, want 1 vote for of 1", v)
+	}
+}
+
+// TestCRDTDurable: the state survives every sidecar and NATS restarting.
+func TestCRDTDurable(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	a := startCRDTSidecar(t, srv.JetStream(t), nil)
+	a.client.mustCall("Apply", crdtCmd{key: "d", delta: pncounter(-7), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	a.client.mustCall("Apply", crdtCmd{key: "d", delta: pncounter(10)}) // LOCAL: published before the sidecar stops
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	b := startCRDTSidecar(t, srv.JetStream(t), nil)
+	if v := b.client.mustCall("Get", crdtCmd{key: "d"}); v.GetPncounter().GetChange() != 3 {
+		t.Fatalf("after restarts: %v, want 3", v)
+	}
+}
+
+// TestCRDTBadInput: a delta of another type than the entity's fails the
+// command and restarts the entity with its state intact; a write that
+// cannot reach MAJORITY fails with the reference proxy's message.
+func TestCRDTBadInput(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), func(cfg *proxy.Config) { cfg.CRDTWriteTimeout = 300 * time.Millisecond })
+	c := s.client
+	c.mustCall("Apply", crdtCmd{key: "b", delta: gcounter(2), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	_, err := c.call(t.Context(), "Apply", crdtCmd{key: "b", delta: orset([]string{"a"}, nil)})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("wrong-type delta: %v, want UNAVAILABLE", err)
+	}
+	if v := c.mustCall("Get", crdtCmd{key: "b"}); v.GetGcounter().GetIncrement() != 2 {
+		t.Fatalf("after a wrong-type delta: %v, want 2", v)
+	}
+	// Keys the store cannot take are refused before the function runs.
+	if _, err := c.call(t.Context(), "Get", crdtCmd{key: strings.Repeat("k", streams.MaxKeyLen+1)}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("huge key: %v, want INVALID_ARGUMENT", err)
+	}
+	for _, key := range []string{"a.b", "a b", "*", ">", ""} {
+		c.mustCall("Apply", crdtCmd{key: key, delta: gcounter(1)})
+	}
+	// NATS goes away: MAJORITY cannot be reached.
+	srv.Stop()
+	_, err = c.call(t.Context(), "Apply", crdtCmd{key: "b", delta: gcounter(1), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	if err == nil || !strings.Contains(err.Error(), "Failed to update CRDT at requested write consistency") {
+		t.Fatalf("MAJORITY without NATS: %v", err)
+	}
+	srv.Start()
+	// The update stayed applied and replicates once NATS is back.
+	waitValue(t, c, "b", "the update after NATS came back", func(v *crdtpb.CrdtDelta) bool { return v.GetGcounter().GetIncrement() == 3 })
+}
