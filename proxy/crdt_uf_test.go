@@ -79,7 +79,9 @@ func crdtFileSet() *descriptorpb.FileDescriptorSet {
 }
 
 // crdtTypes builds the test messages.
-type crdtTypes struct{ cmd, val protoreflect.MessageDescriptor }
+type crdtTypes struct {
+	cmd, val protoreflect.MessageDescriptor
+}
 
 func newCRDTTypes(t testing.TB) crdtTypes {
 	t.Helper()

@@ -76,8 +76,8 @@ type Sharding struct {
 	current  atomic.Pointer[streams.Watch]
 	joined   chan struct{}
 	joinOnce sync.Once
-	kick  chan struct{}
-	owned atomic.Int32
+	kick     chan struct{}
+	owned    atomic.Int32
 
 	frozen atomic.Bool // ForceServe: keep the shard states as they are
 }
