@@ -1,8 +1,13 @@
 package proxy_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -288,4 +293,128 @@ func TestCRDTBadInput(t *testing.T) {
 	srv.Start()
 	// The update stayed applied and replicates once NATS is back.
 	waitValue(t, c, "b", "the update after NATS came back", func(v *crdtpb.CrdtDelta) bool { return v.GetGcounter().GetIncrement() == 3 })
+}
+
+// TestCRDTFunctionMisbehaves: deltas the state cannot take and a function
+// that fails or ends its stream mid-command: a clear failure, open streams
+// end with it, the entity restarts with its state intact.
+func TestCRDTFunctionMisbehaves(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), nil)
+	c := s.client
+	entry := func(key string, d *crdtpb.CrdtDelta) *crdtpb.CrdtDelta {
+		return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Ormap{Ormap: &crdtpb.ORMapDelta{Added: []*crdtpb.ORMapEntryDelta{{Key: str(key), Delta: d}}}}}
+	}
+	update := func(key string, d *crdtpb.CrdtDelta) *crdtpb.CrdtDelta {
+		return &crdtpb.CrdtDelta{Delta: &crdtpb.CrdtDelta_Ormap{Ormap: &crdtpb.ORMapDelta{Updated: []*crdtpb.ORMapEntryDelta{{Key: str(key), Delta: d}}}}}
+	}
+	c.mustCall("Apply", crdtCmd{key: "m", delta: entry("k", gcounter(2)), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	want := c.mustCall("Get", crdtCmd{key: "m"})
+	for name, cmd := range map[string]crdtCmd{
+		"no delta":                  {key: "m", fail: "!raw"},
+		"another type":              {key: "m", delta: gcounter(1), fail: "!raw"},
+		"an entry of another type":  {key: "m", delta: update("k", orset([]string{"x"}, nil)), fail: "!raw"},
+		"a stream-level failure":    {key: "m", fail: "!crash"},
+		"a stream ended unanswered": {key: "m", fail: "!exit"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			next := c.watch(ctx, crdtCmd{key: "m"})
+			if _, err := next(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.call(t.Context(), "Apply", cmd); status.Code(err) != codes.Unavailable {
+				t.Fatalf("got %v, want UNAVAILABLE", err)
+			}
+			if _, err := next(); status.Code(err) != codes.Unavailable {
+				t.Fatalf("open stream: %v, want UNAVAILABLE", err)
+			}
+			if v := c.mustCall("Get", crdtCmd{key: "m"}); !proto.Equal(v, want) {
+				t.Fatalf("state after: %v, want %v", v, want)
+			}
+		})
+	}
+}
+
+// TestCRDTStreamsOverHTTP: a CRDT's server stream over HTTP/JSON (NDJSON
+// and server-sent events) and gRPC-Web, each seeing a later update.
+func TestCRDTStreamsOverHTTP(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), nil)
+	base := "http://" + s.p.Addr().String()
+	for _, accept := range []string{"application/x-ndjson", "text/event-stream"} {
+		t.Run(accept, func(t *testing.T) {
+			key := "h-" + strings.ReplaceAll(accept, "/", "-")
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/crdts/"+key+"/watch", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", accept)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			lines := bufio.NewScanner(resp.Body)
+			// The first element is the (empty) value now; an update follows.
+			s.client.mustCall("Apply", crdtCmd{key: key, delta: gcounter(5)})
+			for lines.Scan() {
+				if l := lines.Text(); strings.Contains(l, `"value":"`) && !strings.Contains(l, `"value":""`) {
+					return // a value with content arrived
+				}
+			}
+			t.Fatalf("stream ended without the update: %v", lines.Err())
+		})
+	}
+	t.Run("grpc-web", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		msg, err := proto.Marshal(s.client.types.command(crdtCmd{key: "web"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))), msg...)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/crdttest.Crdt/Watch", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/grpc-web+proto")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		frame := func() *crdtpb.CrdtDelta {
+			var head [5]byte
+			if _, err := io.ReadFull(r, head[:]); err != nil {
+				t.Fatalf("frame: %v", err)
+			}
+			data := make([]byte, binary.BigEndian.Uint32(head[1:]))
+			if _, err := io.ReadFull(r, data); err != nil {
+				t.Fatal(err)
+			}
+			if head[0]&0x80 != 0 {
+				t.Fatalf("stream ended: %s", data)
+			}
+			v, err := s.client.types.parseValue(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+		if v := frame(); v != nil {
+			t.Fatalf("first value %v, want none", v)
+		}
+		s.client.mustCall("Apply", crdtCmd{key: "web", delta: gcounter(7)})
+		if v := frame(); v.GetGcounter().GetIncrement() != 7 {
+			t.Fatalf("streamed %v, want 7", v)
+		}
+	})
 }

@@ -32,7 +32,9 @@ import (
 //
 //	crdttest.Crdt (CRDT, pid "crdts"):
 //	  Apply(Command) -> Value: applies Command.delta (a serialized CrdtDelta) with write
-//	    consistency Command.consistency; Command.delete deletes the entity; Command.fail fails.
+//	    consistency Command.consistency; Command.delete deletes the entity; Command.fail fails,
+//	    except "!raw" (sends Command.delta, or an empty delta, as its update without applying
+//	    it), "!crash" (a stream-level failure) and "!exit" (ends the stream unanswered).
 //	  Get(Command) -> Value: the value the function holds.
 //	  Watch(Command) -> stream Value: the value now, then after every change; on cancellation
 //	    it answers with Command.delta as its state update (if any).
@@ -345,6 +347,15 @@ func (f *crdtFunction) Handle(stream grpc.BidiStreamingServer[crdtpb.CrdtStreamI
 			reply := &crdtpb.CrdtReply{CommandId: cmd.GetId()}
 			update := false
 			switch {
+			case c.fail == "!crash": // a stream-level failure
+				return fail("crashed on purpose")
+			case c.fail == "!exit": // the stream ends without an answer
+				return nil
+			case c.fail == "!raw": // the delta as it is, not applied here
+				if c.delta == nil {
+					c.delta = &crdtpb.CrdtDelta{}
+				}
+				reply.StateAction = &crdtpb.CrdtStateAction{Action: &crdtpb.CrdtStateAction_Update{Update: c.delta}}
 			case c.fail != "":
 				reply.ClientAction = failure(cmd.GetId(), c.fail, false)
 			case cmd.GetName() == "Watch":
