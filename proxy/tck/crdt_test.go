@@ -16,9 +16,6 @@ import (
 )
 
 // --- I. CRDT, proxy tests (items 178-183) ---
-//
-// Each starts with requireCRDTs: until the sidecar serves CRDT entities
-// these tests skip.
 
 // crProcess calls Process and expects want.
 func (x *tck) crProcess(req *crmodel.Request, want *crmodel.Response) {
@@ -33,8 +30,7 @@ func (x *tck) crProcess(req *crmodel.Request, want *crmodel.Response) {
 }
 
 func TestTCK178CRDTStateChanges(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	id := "PNCounter-178"
 	steps := []struct {
 		req   *crmodel.Request
@@ -61,8 +57,7 @@ func TestTCK178CRDTStateChanges(t *testing.T) {
 }
 
 func TestTCK179CRDTForwardsAndSideEffects(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	id := "GSet-179"
 	x.crProcess(crReq(id, gsetAdd("one")...), stGSet("one"))
 	x.crProcess(crReq(id, crFwd(id)), &crmodel.Response{}) // CrdtTwo's answer
@@ -99,8 +94,7 @@ func TestTCK179CRDTForwardsAndSideEffects(t *testing.T) {
 }
 
 func TestTCK180CRDTFailures(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	id := "GCounter-180"
 	x.crProcess(crReq(id, incrementBy(42)...), stGCounter(42))
 	_, err := crmodel.NewCrdtTckModelClient(x.conn).Process(t.Context(), crReq(id, crFail("expected failure")))
@@ -122,8 +116,7 @@ func TestTCK180CRDTFailures(t *testing.T) {
 }
 
 func TestTCK181CRDTStreamedConnectionTracking(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	client := crmodel.NewCrdtTckModelClient(x.conn)
 	id := "Vote-181"
 	state0, state1 := stVote(false, 0, 1), stVote(true, 1, 1)
@@ -204,8 +197,7 @@ func TestTCK181CRDTStreamedConnectionTracking(t *testing.T) {
 }
 
 func TestTCK182CRDTHTTP(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	id := "PNCounter-182"
 	for _, s := range []struct {
 		path, body string
@@ -247,8 +239,7 @@ func TestTCK182CRDTHTTP(t *testing.T) {
 }
 
 func TestTCK183CRDTPassivation(t *testing.T) {
-	requireCRDTs(t)
-	x := startCRDTTCK(t)
+	x := startTCK(t)
 	id := "Configured-183"
 	if _, err := crmodel.NewCrdtConfiguredClient(x.conn).Call(t.Context(), crReq(id)); err != nil {
 		t.Fatal(err)

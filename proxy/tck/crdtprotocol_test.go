@@ -230,7 +230,7 @@ func crdtModelConn(t *testing.T) *grpc.ClientConn {
 	}
 	srv := grpc.NewServer()
 	crdt.RegisterCrdtServer(srv, crdtModel{})
-	cloudstate.RegisterEntityDiscoveryServer(srv, &model{crdt: true})
+	cloudstate.RegisterEntityDiscoveryServer(srv, &model{})
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -2,13 +2,11 @@ package tck_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +22,6 @@ import (
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/protocol/cloudstate/valueentity"
 	"github.com/jetstate/jetstate/proxy"
-	pmodel "github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
@@ -51,23 +48,12 @@ type tck struct {
 	stop    func()
 }
 
+// startTCK starts a sidecar in front of the TCK model function, which serves
+// every entity kind's model (as the TCK's one user function does).
 func startTCK(t *testing.T) *tck {
 	t.Helper()
 	return startTCKWith(t, func(srv *grpc.Server) {
 		m := &model{}
-		cloudstate.RegisterEntityDiscoveryServer(srv, m)
-		eventsourced.RegisterEventSourcedServer(srv, m)
-		valueentity.RegisterValueEntityServer(srv, valueModel{})
-		action.RegisterActionProtocolServer(srv, actionModel{})
-	})
-}
-
-// startCRDTTCK is startTCK with the CRDT model too (discovery lists its
-// services). Tests using it call requireCRDTs first.
-func startCRDTTCK(t *testing.T) *tck {
-	t.Helper()
-	return startTCKWith(t, func(srv *grpc.Server) {
-		m := &model{crdt: true}
 		cloudstate.RegisterEntityDiscoveryServer(srv, m)
 		eventsourced.RegisterEventSourcedServer(srv, m)
 		valueentity.RegisterValueEntityServer(srv, valueModel{})
@@ -86,69 +72,6 @@ func tckConfig(uf string) proxy.Config {
 		Listen:           "127.0.0.1:0",
 		DiscoveryBackoff: 10 * time.Millisecond,
 	}
-}
-
-// crdtSupport is requireCRDTs' probe result, found once per test binary.
-var crdtSupport struct {
-	sync.Mutex
-	probed bool
-	why    string // why not; "" when the sidecar serves CRDTs
-}
-
-// requireCRDTs skips the test unless the sidecar serves CRDT entities. It
-// asks the sidecar itself, once: a sidecar configured as in every TCK run
-// (tckConfig) discovers a function whose answer lists the CRDT model's
-// services; if discovery refuses them (a *model.ValidationError: the type
-// is not enabled), the tests that need them skip with the reason. They run
-// as soon as the sidecar's default configuration enables CRDTs.
-func requireCRDTs(t *testing.T) {
-	t.Helper()
-	crdtSupport.Lock()
-	defer crdtSupport.Unlock()
-	if !crdtSupport.probed {
-		crdtSupport.why = probeCRDTs(t)
-		crdtSupport.probed = true
-	}
-	if crdtSupport.why != "" {
-		t.Skip("CRDT runtime not wired yet: " + crdtSupport.why)
-	}
-}
-
-// probeCRDTs runs a sidecar against a function that only answers discovery
-// (with the CRDT services) and tells why it refused them, "" if it did not.
-func probeCRDTs(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	cloudstate.RegisterEntityDiscoveryServer(srv, &model{crdt: true})
-	go srv.Serve(lis)
-	defer srv.Stop()
-	p, err := proxy.New(tckConfig(lis.Addr().String()), streamstest.RunServer(t).JetStream(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	var verr *pmodel.ValidationError
-	select {
-	case <-p.Serving():
-		cancel()
-		<-done
-		return ""
-	case err := <-done:
-		if errors.As(err, &verr) {
-			return err.Error()
-		}
-		t.Fatalf("probing CRDT support: the sidecar stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("probing CRDT support: sidecar neither serving nor refusing within 20s")
-	}
-	return ""
 }
 
 // startTCKWith is startTCK with another model function: register serves

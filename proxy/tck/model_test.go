@@ -29,10 +29,6 @@ import (
 type model struct {
 	cloudstate.UnimplementedEntityDiscoveryServer
 	eventsourced.UnimplementedEventSourcedServer
-	// crdt lists the CRDT model's services (crdtModel) in discovery too:
-	// only the CRDT tests' harness does, while the sidecar may not serve
-	// CRDTs yet (requireCRDTs).
-	crdt bool
 }
 
 const (
@@ -85,19 +81,11 @@ func fileSet(paths ...string) []byte {
 func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.EntitySpec, error) {
 	passivate := &cloudstate.EntityPassivationStrategy{Strategy: &cloudstate.EntityPassivationStrategy_Timeout{
 		Timeout: &cloudstate.TimeoutPassivationStrategy{Timeout: 100}}}
-	files := []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto", "cloudstate/tck/model/action.proto"}
-	var crdts []*cloudstate.Entity
-	if m.crdt {
-		files = append(files, "cloudstate/tck/model/crdt.proto")
-		crdts = []*cloudstate.Entity{
-			{EntityType: pmodel.CRDT, ServiceName: crModel, PersistenceId: "crdt-tck-model"},
-			{EntityType: pmodel.CRDT, ServiceName: crTwo, PersistenceId: "crdt-tck-model-two"},
-			{EntityType: pmodel.CRDT, ServiceName: crConfigured, PersistenceId: "crdt-configured", PassivationStrategy: passivate},
-		}
-	}
+	files := []string{"cloudstate/tck/model/eventsourced.proto", "cloudstate/tck/model/valueentity.proto",
+		"cloudstate/tck/model/action.proto", "cloudstate/tck/model/crdt.proto"}
 	return &cloudstate.EntitySpec{
 		Proto: fileSet(files...),
-		Entities: append([]*cloudstate.Entity{
+		Entities: []*cloudstate.Entity{
 			{EntityType: pmodel.EventSourced, ServiceName: esModel, PersistenceId: "event-sourced-tck-model"},
 			{EntityType: pmodel.EventSourced, ServiceName: esTwo, PersistenceId: "event-sourced-tck-model-two"},
 			{EntityType: pmodel.EventSourced, ServiceName: esConfigured, PersistenceId: "event-sourced-configured", PassivationStrategy: passivate},
@@ -106,7 +94,10 @@ func (m *model) Discover(context.Context, *cloudstate.ProxyInfo) (*cloudstate.En
 			{EntityType: pmodel.ValueEntity, ServiceName: veConfigured, PersistenceId: "value-entity-configured", PassivationStrategy: passivate},
 			{EntityType: pmodel.Action, ServiceName: acModel},
 			{EntityType: pmodel.Action, ServiceName: acTwo},
-		}, crdts...),
+			{EntityType: pmodel.CRDT, ServiceName: crModel, PersistenceId: "crdt-tck-model"},
+			{EntityType: pmodel.CRDT, ServiceName: crTwo, PersistenceId: "crdt-tck-model-two"},
+			{EntityType: pmodel.CRDT, ServiceName: crConfigured, PersistenceId: "crdt-configured", PassivationStrategy: passivate},
+		},
 		ServiceInfo: &cloudstate.ServiceInfo{ServiceName: "tck-model", ProtocolMajorVersion: 0, ProtocolMinorVersion: 2},
 	}, nil
 }

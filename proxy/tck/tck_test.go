@@ -132,7 +132,6 @@ func TestTCK01Discovery(t *testing.T) {
 	// All four entity types, as the TCK asserts of the reference proxy
 	// with its in-memory configuration.
 	t.Run("supported entity types", func(t *testing.T) {
-		requireCRDTs(t)
 		types := slices.Sorted(slices.Values(info.GetSupportedEntityTypes()))
 		if want := []string{pmodel.Action, pmodel.CRDT, pmodel.EventSourced, pmodel.ValueEntity}; !slices.Equal(types, want) {
 			t.Fatalf("supported entity types %v, want %v", types, want)
@@ -519,7 +518,7 @@ func TestTCK02Reflection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"grpc.reflection.v1alpha.ServerReflection", esConfigured, esModel, esTwo, acModel, acTwo, veConfigured, veModel, veTwo}
+	want := []string{"grpc.reflection.v1alpha.ServerReflection", esConfigured, esModel, esTwo, acModel, acTwo, crConfigured, crModel, crTwo, veConfigured, veModel, veTwo}
 	for _, filter := range []string{"", "nonsense.blabla."} {
 		if err := stream.Send(&rpb.ServerReflectionRequest{MessageRequest: &rpb.ServerReflectionRequest_ListServices{ListServices: filter}}); err != nil {
 			t.Fatal(err)
