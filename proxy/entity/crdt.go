@@ -22,7 +22,9 @@ const DefaultWriteTimeout = 5 * time.Second
 // write consistency it asked for within the write timeout (the reference
 // proxy's words). The update is applied here and replicates later; the
 // entity restarts.
-var ErrWriteConsistency = errors.New("Failed to update CRDT at requested write consistency") //nolint:staticcheck // the reference proxy's message, capitalised
+//
+//lint:ignore ST1005 the reference proxy's message, capitalised
+var ErrWriteConsistency = errors.New("Failed to update CRDT at requested write consistency")
 
 // entityDeleted is the failure a command for a deleted CRDT entity gets,
 // as the reference proxy words it.
