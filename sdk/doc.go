@@ -85,8 +85,16 @@
 //     and back, a repeated vote give none; every LWWRegister write gives one, with its clock),
 //     or delete. ORMap changes are removed keys, updated values (nested deltas) and added
 //     entries with their whole values. The action goes with the write consistency the handler
-//     chose: WriteLocal (the default: this node, then gossip), WriteMajority or WriteAll; the
-//     proxy answers the client once that many nodes have the change.
+//     chose: WriteLocal (the default), WriteMajority or WriteAll. Behind a jetstate sidecar,
+//     LOCAL answers the client once the change is merged into that sidecar's state (stored and
+//     replicated right after), MAJORITY once the stream has stored it (with R3 on a quorum of
+//     NATS servers, so every replica and every later activation sees it, across restarts), ALL
+//     once it is stored and every live sidecar replica with the entity active has merged it.
+//     Past the sidecar's write timeout (5 s) the command fails with "Failed to update CRDT at
+//     requested write consistency".
+//   - Costs: the sidecar stores and replicates the entity's whole state on every change (its
+//     elements plus one counter per sidecar replica), so keep CRDT values small (presence,
+//     counters, sets of ids); a large collection belongs in an event-sourced or value entity.
 //   - A failed command (Fail or an error) is answered with a failure client action and no state
 //     action; its changes are undone, and its side effects and forward dropped.
 //   - A streamed command (a server-streaming method, command.streamed) is answered with

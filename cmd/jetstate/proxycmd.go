@@ -74,6 +74,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	functionKeepalive := fs.Duration("function-keepalive", 0, "how often the connection to the user function is pinged while it carries calls, to notice a dead peer; at least 10s, and only as often as the function's gRPC server permits (default 5m)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
+	crdtWrite := fs.Duration("crdt-write-timeout", 0, "how long a CRDT update may take to reach write consistency MAJORITY or ALL (default 5s)")
 	maxRequest := fs.Int("max-request-size", 0, "largest request a client may send, in bytes (default and most: what the store takes in one write, less 1 KiB)")
 	requestMessageTimeout := fs.Duration("request-message-timeout", 0, "how long a unary call may take, once opened, to send its request (default 30s)")
 	readHeaderTimeout := fs.Duration("read-header-timeout", 0, "how long an HTTP/1 request's headers may take to arrive (default 10s)")
@@ -120,6 +121,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		Listen:                net.JoinHostPort(*host, *port),
 		PassivationTimeout:    *passivation,
 		CommandTimeout:        *timeout,
+		CRDTWriteTimeout:      *crdtWrite,
 		RouteTimeout:          *routeTimeout,
 		FunctionKeepalive:     *functionKeepalive,
 		RequestMessageTimeout: *requestMessageTimeout,
