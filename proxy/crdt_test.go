@@ -30,8 +30,19 @@ import (
 type crdtSidecar struct {
 	uf     *crdtFunction
 	p      *proxy.Proxy
+	js     jetstream.JetStream
 	client *crdtClient
 	stop   func() error
+	killed bool // kill ran: Run's error is expected
+}
+
+// kill ends the sidecar as a crash would for the others: its NATS
+// connection drops first (no graceful leave, its membership expires by
+// its TTL), then it stops.
+func (s *crdtSidecar) kill() {
+	s.killed = true
+	s.js.Conn().Close()
+	_ = s.stop()
 }
 
 // startCRDTSidecar starts a sidecar of service "crdt" on js with a fresh
@@ -64,7 +75,7 @@ func startCRDTSidecar(t testing.TB, js jetstream.JetStream, tune func(*proxy.Con
 	case err := <-done:
 		t.Fatalf("sidecar stopped before serving: %v", err)
 	}
-	s := &crdtSidecar{uf: uf, p: p, client: newCRDTClient(t, p.Addr().String())}
+	s := &crdtSidecar{uf: uf, p: p, js: js, client: newCRDTClient(t, p.Addr().String())}
 	var stopped bool
 	var runErr error
 	s.stop = func() error {
@@ -76,7 +87,7 @@ func startCRDTSidecar(t testing.TB, js jetstream.JetStream, tune func(*proxy.Con
 		return runErr
 	}
 	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
+		if err := s.stop(); err != nil && !s.killed {
 			t.Errorf("sidecar Run: %v", err)
 		}
 	})
