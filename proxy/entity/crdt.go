@@ -147,26 +147,31 @@ func (r *CRDTRuntime) Stream(ctx context.Context, key, name string, payload *any
 	if first.err != nil {
 		return first.err
 	}
-	if err := each(first.res); err != nil {
-		req.sub.cancel()
-		return err
-	}
 	if !first.res.streamed {
-		return nil // the function did not keep the stream open
+		return each(first.res) // the function did not keep the stream open
+	}
+	// cancel tells the function the client went away and passes its
+	// answer's side effects on.
+	cancel := func() {
+		if res, ok := req.sub.cancelAndWait(r.cfg.CommandTimeout); ok && len(res.Effects) > 0 {
+			_ = each(Result{Effects: res.Effects})
+		}
+	}
+	if err := each(first.res); err != nil {
+		cancel()
+		return err
 	}
 	for {
 		select {
 		case <-req.sub.signal:
 		case <-ctx.Done():
-			if res, ok := req.sub.cancelAndWait(r.cfg.CommandTimeout); ok && len(res.Effects) > 0 {
-				_ = each(Result{Effects: res.Effects})
-			}
+			cancel()
 			return ctx.Err()
 		}
 		items, end, err := req.sub.take()
 		for _, res := range items {
 			if err := each(res); err != nil {
-				req.sub.cancel()
+				cancel()
 				return err
 			}
 		}
@@ -351,10 +356,23 @@ func (s *subscription) cancelAndWait(d time.Duration) (Result, bool) {
 
 // watermark is a monotonic counter others can wait on.
 type watermark struct {
-	mu      sync.Mutex
-	v       uint64
-	err     error // set: waiters fail with it
-	changed chan struct{}
+	mu       sync.Mutex
+	v        uint64
+	err      error // set: waiters fail with it
+	released bool  // set: waiters return nil
+	changed  chan struct{}
+}
+
+// release makes every waiter, present and future, return nil (what they
+// waited for no longer matters).
+func (w *watermark) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.released {
+		w.released = true
+		close(w.changed)
+		w.changed = make(chan struct{})
+	}
 }
 
 func newWatermark() *watermark { return &watermark{changed: make(chan struct{})} }
@@ -391,10 +409,10 @@ func (w *watermark) get() uint64 {
 func (w *watermark) wait(ctx context.Context, v uint64) error {
 	for {
 		w.mu.Lock()
-		cur, err, ch := w.v, w.err, w.changed
+		cur, err, released, ch := w.v, w.err, w.released, w.changed
 		w.mu.Unlock()
 		switch {
-		case cur >= v:
+		case cur >= v, released:
 			return nil
 		case err != nil:
 			return err

@@ -593,6 +593,9 @@ func (e *crdtEntity) finish(why error, abort bool) {
 	r := e.r
 	r.remove(e, true)
 	close(e.quit)
+	// Write-consistency-ALL confirmations waiting on this instance: it is
+	// gone, and the next one reads the store.
+	e.seen.release()
 	if e.stopFollow != nil {
 		e.stopFollow()
 	}
