@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
+	"github.com/jetstate/jetstate/proxy/crdt"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
@@ -428,4 +429,71 @@ func TestCRDTStreamsOverHTTP(t *testing.T) {
 			t.Fatalf("streamed %v, want 7", v)
 		}
 	})
+}
+
+// TestCRDTStreamsEndAtDrain: a draining sidecar ends its open CRDT streams
+// as if their clients had gone (the function is told and its answer
+// applied) with UNAVAILABLE, so clients reconnect elsewhere and the drain
+// is not held up by subscriptions.
+func TestCRDTStreamsEndAtDrain(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	js := srv.JetStream(t)
+	s := startCRDTSidecar(t, js, func(cfg *proxy.Config) { cfg.DrainTimeout = 10 * time.Minute })
+	next := s.client.watch(t.Context(), crdtCmd{key: "p", delta: vote(false)})
+	if _, err := next(); err != nil {
+		t.Fatal(err)
+	}
+	s.client.mustCall("Apply", crdtCmd{key: "p", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.stop() }()
+	for {
+		_, err := next()
+		if err == nil {
+			continue // the vote's own update
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("stream ended with %v, want UNAVAILABLE", err)
+		}
+		break
+	}
+	// The function was told, and its answer (vote false) was stored.
+	s.uf.waitFor(t, "stream_cancelled answered", func(streams [][]proto.Message, _ []bool) bool {
+		for _, st := range streams {
+			for _, m := range st {
+				if out, ok := m.(*crdtpb.CrdtStreamOut); ok && out.GetStreamCancelledResponse().GetStateAction().GetUpdate().GetVote() != nil {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	states, _, _, err := mustCRDTs(t, js).Load(t.Context(), streams.Entity{Type: crdtPID, Key: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range states {
+		if st.Replica == proxy.MemberID(s.p) {
+			v, err := crdt.Unmarshal(st.Data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := v.Value(crdt.Env{Replica: st.Replica}); got.GetVote().GetSelfVote() {
+				t.Fatalf("the drained replica's stored vote is still true: %v", got)
+			}
+			return
+		}
+	}
+	t.Fatal("the drained replica stored no state")
+}
+
+func mustCRDTs(t testing.TB, js jetstream.JetStream) *streams.CRDTs {
+	t.Helper()
+	c, err := streams.NewCRDTs(t.Context(), js, streams.Config{Service: "crdt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

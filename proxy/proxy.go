@@ -409,6 +409,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.ready.Store(false)
 	p.log.Info("draining")
 	stopEventing()
+	for _, rt := range p.crdts {
+		rt.EndStreams() // long-lived CRDT subscriptions move to another replica
+	}
 	abortTimer = time.AfterFunc(p.cfg.DrainTimeout, p.abortCommands)
 	return <-serveErr
 }

@@ -182,7 +182,7 @@ func TestDiscoveryProxyInfoAndModel(t *testing.T) {
 	}
 	wantInfo := &cloudstate.ProxyInfo{
 		ProtocolMajorVersion: 0, ProtocolMinorVersion: 2, ProxyName: "jetstate", ProxyVersion: "dev",
-		SupportedEntityTypes: []string{model.EventSourced, model.ValueEntity, model.Action},
+		SupportedEntityTypes: []string{model.EventSourced, model.ValueEntity, model.CRDT, model.Action},
 	}
 	if d := diffProto(wantInfo, info); d != "" {
 		t.Fatalf("ProxyInfo (-want +got):\n%s", d)

@@ -75,6 +75,9 @@ type CRDTRuntime struct {
 	wg      sync.WaitGroup
 	ctx     context.Context // the runtime's lifetime; cancelled by Shutdown
 	cancel  context.CancelFunc
+
+	draining  chan struct{} // closed by EndStreams
+	drainOnce sync.Once
 }
 
 // NewCRDT returns the runtime of a CRDT service. The caller answers the
@@ -85,7 +88,17 @@ func NewCRDT(cfg Config, client crdtpb.CrdtClient, store CRDTStore, members Memb
 	return &CRDTRuntime{
 		cfg: cfg, client: client, store: store, members: members, name: string(cfg.Service.Desc.FullName()),
 		me: members.Member(), active: map[string]*crdtEntity{}, ctx: ctx, cancel: cancel,
+		draining: make(chan struct{}),
 	}
+}
+
+// EndStreams ends every open streamed command, now and later, as if its
+// client had gone away (the function is told and its answer applied), with
+// ErrStopping (UNAVAILABLE: clients reconnect to another replica): for a
+// sidecar that drains, long-lived subscriptions must not hold the drain
+// up. Unary commands are not affected.
+func (r *CRDTRuntime) EndStreams() {
+	r.drainOnce.Do(func() { close(r.draining) })
 }
 
 // Merged is this replica's side of a write-consistency-ALL confirmation:
@@ -144,6 +157,7 @@ func (r *CRDTRuntime) Stream(ctx context.Context, key, name string, payload *any
 		req.sub.cancel()
 		return ctx.Err()
 	}
+
 	if first.err != nil {
 		return first.err
 	}
@@ -167,6 +181,9 @@ func (r *CRDTRuntime) Stream(ctx context.Context, key, name string, payload *any
 		case <-ctx.Done():
 			cancel()
 			return ctx.Err()
+		case <-r.draining:
+			cancel()
+			return fmt.Errorf("%w: streamed command ended by the drain", ErrStopping)
 		}
 		items, end, err := req.sub.take()
 		for _, res := range items {
