@@ -20,8 +20,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
-	"github.com/jetstate/jetstate/proxy/crdt"
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/crdt"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
