@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -235,26 +234,28 @@ func TestCRDTTwoReplicas(t *testing.T) {
 }
 
 // TestCRDTVoteFollowsLiveReplicas: each replica has one vote; a replica
-// that leaves has none.
+// that leaves, gracefully or killed (its membership expires), has none.
 func TestCRDTVoteFollowsLiveReplicas(t *testing.T) {
-	srv := streamstest.RunServer(t)
-	js := srv.JetStream(t)
-	a := startCRDTSidecar(t, js, nil)
-	b := startCRDTSidecar(t, js, nil)
-	waitMembers := func(s *crdtSidecar, n int32) {
-		waitValue(t, s.client, "v", fmt.Sprintf("%d voters", n), func(v *crdtpb.CrdtDelta) bool { return v.GetVote().GetTotalVoters() == n })
-	}
-	a.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
-	b.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
-	waitValue(t, a.client, "v", "two votes for", func(v *crdtpb.CrdtDelta) bool {
-		return v.GetVote().GetVotesFor() == 2 && v.GetVote().GetTotalVoters() == 2 && v.GetVote().GetSelfVote()
-	})
-	if err := b.stop(); err != nil {
-		t.Fatal(err)
-	}
-	waitMembers(a, 1)
-	if v := a.client.mustCall("Get", crdtCmd{key: "v"}); v.GetVote().GetVotesFor() != 1 {
-		t.Fatalf("after B left: %v, want 1 vote for of 1", v)
+	for _, kill := range []bool{false, true} {
+		t.Run(map[bool]string{false: "graceful", true: "killed"}[kill], func(t *testing.T) {
+			srv := streamstest.RunServer(t)
+			tune := func(cfg *proxy.Config) { cfg.Provision = &streams.StoreConfig{MemberTTL: 2 * time.Second} }
+			a := startCRDTSidecar(t, srv.JetStream(t), tune)
+			b := startCRDTSidecar(t, srv.JetStream(t), tune)
+			a.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+			b.client.mustCall("Apply", crdtCmd{key: "v", delta: vote(true), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+			waitValue(t, a.client, "v", "two votes for", func(v *crdtpb.CrdtDelta) bool {
+				return v.GetVote().GetVotesFor() == 2 && v.GetVote().GetTotalVoters() == 2 && v.GetVote().GetSelfVote()
+			})
+			if kill {
+				b.kill()
+			} else if err := b.stop(); err != nil {
+				t.Fatal(err)
+			}
+			waitValue(t, a.client, "v", "B's vote gone", func(v *crdtpb.CrdtDelta) bool {
+				return v.GetVote().GetVotesFor() == 1 && v.GetVote().GetTotalVoters() == 1
+			})
+		})
 	}
 }
 
