@@ -323,8 +323,18 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}()
 	shards := p.shards.Load()
 	if p.crdtStore != nil {
-		// The other replicas' write-consistency-ALL confirmations, answered
-		// until the runtimes stopped (deferred earlier, so run later).
+		// The states the replicas store, followed for the whole service
+		// before any entity can activate, and the other replicas'
+		// write-consistency-ALL confirmations; both until the runtimes
+		// stopped (deferred earlier, so run later).
+		stopFollow, err := p.followCRDTs(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		defer stopFollow()
 		stop, err := p.crdtStore.Answer(shards.Member(), p.crdtMerged)
 		if err != nil {
 			return fmt.Errorf("crdt confirmations: %w", err)
@@ -425,6 +435,29 @@ func (p *Proxy) abortCommands() {
 	p.abortOnce.Do(func() { close(p.aborted) })
 	p.log.Warn("drain time over: cancelling the commands still running")
 	p.shutdownRuntimes()
+}
+
+// followCRDTs follows the states every replica stores and hands them to
+// the CRDT runtimes, retrying (logged) while NATS is not available, until
+// ctx is done.
+func (p *Proxy) followCRDTs(ctx context.Context) (stop func(), err error) {
+	bo := backoff.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
+	deliver := func(e streams.Entity, s streams.CRDTState, deleted bool) {
+		for _, rt := range p.crdts {
+			rt.Deliver(e, s, deleted)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		_, stop, err := p.crdtStore.FollowAll(context.WithoutCancel(ctx), deliver)
+		if err == nil {
+			return stop, nil
+		}
+		wait := bo.Next()
+		p.log.WarnContext(ctx, "CRDT states cannot be followed yet, retrying", "attempt", attempt, "in", wait, "error", err)
+		if backoff.Sleep(ctx, wait) != nil {
+			return nil, fmt.Errorf("follow CRDT states: %w (last attempt: %v)", ctx.Err(), err)
+		}
+	}
 }
 
 // crdtMerged answers a write-consistency-ALL confirmation for entity e

@@ -43,10 +43,62 @@ func (c *CRDTs) Follow(ctx context.Context, e Entity, after uint64, fn func(s CR
 	if err := e.Validate(); err != nil {
 		return nil, err
 	}
-	f := &follower{c: c, e: e, head: c.cfg.crdtEntitySubject(e) + ".", next: after + 1, fn: fn}
+	head := c.cfg.crdtEntitySubject(e) + "."
+	f := &follower{c: c, what: e.String(), filter: head + "*", next: after + 1,
+		deliver: func(subject string, s CRDTState) error {
+			replica, err := parseReplica(subject, head)
+			if err != nil {
+				return err
+			}
+			s.Replica = replica
+			fn(s, replica == tombstoneReplica)
+			return nil
+		}}
+	return f.start(ctx)
+}
+
+// FollowAll calls fn for each state of every entity of the service
+// published after it was called, in stream order, with deleted true for a
+// tombstone, until stop is called or ctx ends: one ordered consumer for
+// the whole service, for a replica that follows all its active entities.
+// It returns the stream sequence it follows after: every state stored after
+// it reaches fn, so an entity whose Load returned a last sequence at or
+// after it misses nothing. Otherwise as Follow.
+func (c *CRDTs) FollowAll(ctx context.Context, fn func(e Entity, s CRDTState, deleted bool)) (after uint64, stop func(), err error) {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	info, err := c.stream.Info(actx)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return 0, nil, fmt.Errorf("follow crdts: %w: %s", ErrStreamNotFound, c.w.stream)
+	case err != nil:
+		return 0, nil, fmt.Errorf("follow crdts: %w", err)
+	}
+	after = info.State.LastSeq
+	head := c.cfg.Prefix + "_crdt." + c.cfg.Service + "."
+	f := &follower{c: c, what: c.w.stream, filter: c.cfg.CRDTSubjects(), next: after + 1,
+		deliver: func(subject string, s CRDTState) error {
+			e, replica, err := parseCRDTSubject(subject, head)
+			if err != nil {
+				return err
+			}
+			s.Replica = replica
+			fn(e, s, replica == tombstoneReplica)
+			return nil
+		}}
+	stop, err = f.start(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	return after, stop, nil
+}
+
+// start opens the follower's consumer and runs it in a goroutine until the
+// returned stop is called or ctx ends.
+func (f *follower) start(ctx context.Context) (stop func(), err error) {
 	it, err := f.open(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("follow crdt %s: %w", e, err)
+		return nil, fmt.Errorf("follow crdt %s: %w", f.what, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -60,13 +112,13 @@ func (c *CRDTs) Follow(ctx context.Context, e Entity, after uint64, fn func(s CR
 	}, nil
 }
 
-// follower is the state of one Follow, owned by its goroutine.
+// follower is the state of one Follow or FollowAll, owned by its goroutine.
 type follower struct {
-	c    *CRDTs
-	e    Entity
-	head string // e's subjects without the replica token
-	next uint64 // the first stream sequence not delivered yet
-	fn   func(CRDTState, bool)
+	c       *CRDTs
+	what    string // for logs
+	filter  string // the consumer's subject filter
+	next    uint64 // the first stream sequence not delivered yet
+	deliver func(subject string, s CRDTState) error
 }
 
 // open starts an ordered consumer of e's subjects at f.next. The consumer
@@ -77,7 +129,7 @@ func (f *follower) open(ctx context.Context) (jetstream.MessagesContext, error) 
 	actx, cancel := context.WithTimeout(ctx, f.c.cfg.AttemptTimeout)
 	defer cancel()
 	cons, err := f.c.js.OrderedConsumer(actx, f.c.w.stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects:   []string{f.head + "*"},
+		FilterSubjects:   []string{f.filter},
 		DeliverPolicy:    jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:      f.next,
 		MaxResetAttempts: 1,
@@ -108,10 +160,10 @@ func (f *follower) run(ctx context.Context, it jetstream.MessagesContext) {
 		}
 		if err == nil {
 			bo.Reset()
-			f.deliver(ctx, m)
+			f.hand(ctx, m)
 			continue
 		}
-		log.DebugContext(ctx, "crdt follow: consumer failed, reopening", "entity", f.e.String(), "next", f.next, "error", err)
+		log.DebugContext(ctx, "crdt follow: consumer failed, reopening", "following", f.what, "next", f.next, "error", err)
 		it.Stop()
 		for {
 			if bo.Wait(ctx) != nil {
@@ -120,24 +172,21 @@ func (f *follower) run(ctx context.Context, it jetstream.MessagesContext) {
 			if it, err = f.open(ctx); err == nil {
 				break
 			}
-			log.DebugContext(ctx, "crdt follow: reopen failed", "entity", f.e.String(), "next", f.next, "error", err)
+			log.DebugContext(ctx, "crdt follow: reopen failed", "following", f.what, "next", f.next, "error", err)
 		}
 	}
 }
 
-// deliver hands one stored message to fn. A message that does not parse
-// (not written by CRDTs) is skipped.
-func (f *follower) deliver(ctx context.Context, m jetstream.Msg) {
+// hand passes one stored message on. A message that does not parse (not
+// written by CRDTs) is skipped.
+func (f *follower) hand(ctx context.Context, m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
-		f.c.cfg.Logger.WarnContext(ctx, "crdt follow: message without metadata", "entity", f.e.String(), "error", err)
+		f.c.cfg.Logger.WarnContext(ctx, "crdt follow: message without metadata", "following", f.what, "error", err)
 		return
 	}
 	f.next = md.Sequence.Stream + 1
-	replica, err := parseReplica(m.Subject(), f.head)
-	if err != nil {
-		f.c.cfg.Logger.WarnContext(ctx, "crdt follow: skipped", "entity", f.e.String(), "seq", md.Sequence.Stream, "error", err)
-		return
+	if err := f.deliver(m.Subject(), CRDTState{Data: m.Data(), Seq: md.Sequence.Stream}); err != nil {
+		f.c.cfg.Logger.WarnContext(ctx, "crdt follow: skipped", "following", f.what, "seq", md.Sequence.Stream, "error", err)
 	}
-	f.fn(CRDTState{Replica: replica, Data: m.Data(), Seq: md.Sequence.Stream}, replica == tombstoneReplica)
 }

@@ -224,3 +224,23 @@ func parseReplica(subject, head string) (string, error) {
 	}
 	return replica, nil
 }
+
+// parseCRDTSubject returns the entity and replica of a CRDT subject of the
+// service (whose head is "<prefix>_crdt.<service>."): the three tokens
+// type, key and replica after it.
+func parseCRDTSubject(subject, head string) (Entity, string, error) {
+	rest, ok := strings.CutPrefix(subject, head)
+	toks := strings.Split(rest, ".")
+	if !ok || len(toks) != 3 {
+		return Entity{}, "", fmt.Errorf("%w: subject %s is not a CRDT subject under %s", ErrCorrupt, subject, head)
+	}
+	var dec [3]string
+	for i, tok := range toks {
+		v, err := DecodeToken(tok)
+		if err != nil {
+			return Entity{}, "", fmt.Errorf("%w: subject %s: %v", ErrCorrupt, subject, err)
+		}
+		dec[i] = v
+	}
+	return Entity{Type: dec[0], Key: dec[1]}, dec[2], nil
+}

@@ -549,3 +549,62 @@ func TestConfirmErrorText(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestCRDTFollowAll: one follower of the whole service sees every entity's
+// states stored after it started (with their entities, keys with dots and
+// wildcards included) and tombstones, and nothing from before; it resumes
+// after a server restart.
+func TestCRDTFollowAll(t *testing.T) {
+	t.Parallel()
+	srv := streamstest.RunServer(t)
+	d := deployment{js: srv.JetStream(t)}
+	c, _ := d.crdts(t)
+	a, b := streams.Entity{Type: "set", Key: "a.b *>"}, streams.Entity{Type: "counter", Key: ""}
+	before := publish(t, c, a, "r1", "before")
+	type got struct {
+		e       streams.Entity
+		s       streams.CRDTState
+		deleted bool
+	}
+	ch := make(chan got, 16)
+	after, stop, err := c.FollowAll(t.Context(), func(e streams.Entity, s streams.CRDTState, deleted bool) { ch <- got{e, s, deleted} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if after != before {
+		t.Fatalf("follows after %d, want %d (the last stored)", after, before)
+	}
+	next := func() got {
+		select {
+		case g := <-ch:
+			return g
+		case <-t.Context().Done():
+			t.Fatal("nothing delivered")
+		}
+		return got{}
+	}
+	s1 := publish(t, c, a, "r2", "x")
+	s2 := publish(t, c, b, "r1", "y")
+	for _, want := range []got{{a, streams.CRDTState{Replica: "r2", Data: []byte("x"), Seq: s1}, false}, {b, streams.CRDTState{Replica: "r1", Data: []byte("y"), Seq: s2}, false}} {
+		if g := next(); g.e != want.e || g.s.Replica != want.s.Replica || string(g.s.Data) != string(want.s.Data) || g.s.Seq != want.s.Seq || g.deleted {
+			t.Fatalf("delivered %+v, want %+v", g, want)
+		}
+	}
+	if _, err := c.Delete(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	if g := next(); g.e != b || !g.deleted {
+		t.Fatalf("delivered %+v, want b's tombstone", g)
+	}
+	srv.Restart()
+	s3 := publish(t, c, a, "r3", "z")
+	for {
+		if g := next(); g.s.Seq == s3 {
+			if g.e != a || g.s.Replica != "r3" {
+				t.Fatalf("after the restart: %+v", g)
+			}
+			return
+		}
+	}
+}

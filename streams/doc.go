@@ -36,7 +36,10 @@
 //     stream keeps one message per subject: storage does not grow with
 //     updates); states are opaque and merged by the caller. CRDTs.Load is
 //     linearizable and returns a sequence after which CRDTs.Follow misses
-//     nothing; a tombstone, once written, makes the entity deleted for good.
+//     nothing; CRDTs.FollowAll follows every entity of the service from the
+//     stream's last sequence when called, so a Load made after it started
+//     misses nothing either; a tombstone, once written, makes the entity
+//     deleted for good.
 //
 // Everything here talks to a real server; streams knows nothing of gRPC,
 // CloudState or ownership.

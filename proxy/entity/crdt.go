@@ -33,11 +33,13 @@ const entityDeleted = "Entity deleted"
 // CRDTStore is the replicated, durable store of CRDT states
 // (streams.CRDTs implements it): each replica's latest whole state of an
 // entity, a tombstone for deleted entities, and the confirmations of
-// write consistency ALL.
+// write consistency ALL. The states the other replicas store reach the
+// runtime through Deliver, from one follower of the whole service that the
+// caller runs (streams.CRDTs.FollowAll); it must follow from a stream
+// sequence no later than any Load's.
 type CRDTStore interface {
 	Publish(ctx context.Context, e streams.Entity, replica string, data []byte) (uint64, error)
 	Load(ctx context.Context, e streams.Entity) (states []streams.CRDTState, deleted bool, last uint64, err error)
-	Follow(ctx context.Context, e streams.Entity, after uint64, fn func(s streams.CRDTState, deleted bool)) (stop func(), err error)
 	Delete(ctx context.Context, e streams.Entity) (uint64, error)
 	Forget(ctx context.Context, e streams.Entity, replica string) error
 	Confirm(ctx context.Context, e streams.Entity, seq uint64, want []string) error
@@ -116,6 +118,21 @@ func (r *CRDTRuntime) Merged(ctx context.Context, e streams.Entity, seq uint64) 
 		return nil
 	}
 	return ent.seen.wait(ctx, seq)
+}
+
+// Deliver hands a state some replica stored (deleted: the entity's
+// tombstone) to the active instance of e here, if any; it never blocks.
+// States of other types than this runtime's persistence id are ignored.
+func (r *CRDTRuntime) Deliver(e streams.Entity, s streams.CRDTState, deleted bool) {
+	if e.Type != r.cfg.Service.PersistenceID {
+		return
+	}
+	r.mu.Lock()
+	ent := r.active[e.Key]
+	r.mu.Unlock()
+	if ent != nil {
+		ent.inbox.push(replicated{s: s, deleted: deleted})
+	}
 }
 
 // Handle runs one command on entity key and waits for its reply. Errors as

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -39,14 +40,13 @@ type crdtEntity struct {
 	recvDone chan struct{}
 
 	fromUF  chan ufMsg
-	repl    chan replicated
+	inbox   *inbox     // states from the other replicas (Deliver)
 	cancels chan int64 // ids of streamed commands whose client went away
 	failed  chan error // from publishing and write-consistency waits
 
 	// Owned by run.
 	stream      grpc.BidiStreamingClient[crdtpb.CrdtStreamIn, crdtpb.CrdtStreamOut]
 	stopStream  context.CancelFunc
-	stopFollow  func()
 	recvStarted bool
 	state       crdt.State
 	uf          *crdtpb.CrdtDelta // the value the function holds (nil: none)
@@ -78,12 +78,40 @@ type replicated struct {
 	deleted bool
 }
 
+// inbox carries replicated states to an entity, unbounded (the follower of
+// the whole service never waits for one entity) and in order.
+type inbox struct {
+	signal chan struct{} // a token whenever items were added
+	mu     sync.Mutex
+	items  []replicated
+}
+
+func newInbox() *inbox { return &inbox{signal: make(chan struct{}, 1)} }
+
+func (b *inbox) push(u replicated) {
+	b.mu.Lock()
+	b.items = append(b.items, u)
+	b.mu.Unlock()
+	select {
+	case b.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inbox) take() []replicated {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	items := b.items
+	b.items = nil
+	return items
+}
+
 func newCRDTEntity(r *CRDTRuntime, ent streams.Entity) *crdtEntity {
 	e := &crdtEntity{
 		r: r, ent: ent, log: r.cfg.Log.With("service", r.name, "entity", ent.Key),
 		queue: make(chan *crdtRequest, r.cfg.QueueSize), seen: newWatermark(),
 		done: make(chan struct{}), quit: make(chan struct{}), recvDone: make(chan struct{}),
-		fromUF: make(chan ufMsg), repl: make(chan replicated), cancels: make(chan int64), failed: make(chan error, 1),
+		fromUF: make(chan ufMsg), inbox: newInbox(), cancels: make(chan int64), failed: make(chan error, 1),
 		nextID: 1, subs: map[int64]*subscription{},
 	}
 	e.pub = newPublisher(r.store, ent, r.me, e.log, e.fail)
@@ -160,14 +188,17 @@ func (e *crdtEntity) run() {
 				return
 			}
 			resetTimer(idle, r.cfg.Passivation)
-		case u := <-e.repl:
-			if u.deleted {
-				e.log.Info("deleted by another replica")
-				_ = e.stream.Send(&crdtpb.CrdtStreamIn{Message: &crdtpb.CrdtStreamIn_Delete{Delete: &crdtpb.CrdtDelete{}}})
-				e.finish(errDeleted, false)
-				return
+		case <-e.inbox.signal:
+			for _, u := range e.inbox.take() {
+				if u.deleted {
+					e.log.Info("deleted by another replica")
+					_ = e.stream.Send(&crdtpb.CrdtStreamIn{Message: &crdtpb.CrdtStreamIn_Delete{Delete: &crdtpb.CrdtDelete{}}})
+					e.finish(errDeleted, false)
+					return
+				}
+				e.mergeReplicated(u.s)
 			}
-			if err := e.merge(u.s); err != nil {
+			if err := e.pushDiff(); err != nil {
 				e.crash(err)
 				return
 			}
@@ -229,17 +260,10 @@ func (e *crdtEntity) activate() error {
 			departed = append(departed, s.Replica)
 		}
 	}
+	// The states stored after the load come through the inbox (Deliver):
+	// the entity was registered for them before it loaded, so none is
+	// missed (one delivered twice merges as once).
 	e.seen.advance(last)
-	stop, err := r.store.Follow(r.ctx, e.ent, last, func(s streams.CRDTState, deleted bool) {
-		select {
-		case e.repl <- replicated{s: s, deleted: deleted}:
-		case <-e.quit:
-		}
-	})
-	if err != nil {
-		return fmt.Errorf("follow: %w", err)
-	}
-	e.stopFollow = stop
 	sctx, scancel := context.WithCancel(context.Background())
 	stream, err := r.client.Handle(sctx)
 	if err != nil {
@@ -533,16 +557,15 @@ func (e *crdtEntity) delete(in *crdtInflight, res Result) (error, error) {
 	return errDeleted, nil
 }
 
-// merge merges a state another replica published.
-func (e *crdtEntity) merge(s streams.CRDTState) error {
-	// Our own states come back too: merged all the same, since an earlier
-	// instance of the entity on this replica may have published them.
+// mergeReplicated merges a state another replica published (ours come
+// back too: merged all the same, since an earlier instance of the entity
+// here may have published them). A state that does not decode or merge
+// is logged and skipped.
+func (e *crdtEntity) mergeReplicated(s streams.CRDTState) {
 	defer e.seen.advance(s.Seq)
 	if err := e.mergeData(s); err != nil {
 		e.log.Warn("ignoring a replicated state", "replica", s.Replica, "error", err)
-		return nil
 	}
-	return e.pushDiff()
 }
 
 func (e *crdtEntity) mergeData(s streams.CRDTState) error {
@@ -596,9 +619,6 @@ func (e *crdtEntity) finish(why error, abort bool) {
 	// Write-consistency-ALL confirmations waiting on this instance: it is
 	// gone, and the next one reads the store.
 	e.seen.release()
-	if e.stopFollow != nil {
-		e.stopFollow()
-	}
 	if e.stream != nil {
 		// Half-close and wait (bounded) for the function to end its side,
 		// unless aborting; then release the stream.
