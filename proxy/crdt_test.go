@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -497,4 +498,19 @@ func mustCRDTs(t testing.TB, js jetstream.JetStream) *streams.CRDTs {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestCRDTManyActiveEntities: more active entities than the server allows
+// consumers per stream (1,000 by default): a sidecar follows its CRDT
+// states with one consumer, not one per entity.
+func TestCRDTManyActiveEntities(t *testing.T) {
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), nil)
+	const n = 1100
+	for i := range n {
+		s.client.mustCall("Apply", crdtCmd{key: fmt.Sprint("k", i), delta: gcounter(1)})
+	}
+	if got := proxy.ActiveCRDTs(s.p); got != n {
+		t.Fatalf("%d active entities, want %d", got, n)
+	}
 }

@@ -24,3 +24,12 @@ func StartLoadReports(ctx context.Context, p *Proxy, period time.Duration) (stop
 
 // MemberID is p's id in the member bucket and in its load reports.
 func MemberID(p *Proxy) string { return p.shards.Load().Member() }
+
+// ActiveCRDTs is the number of CRDT entities active on p.
+func ActiveCRDTs(p *Proxy) int {
+	n := 0
+	for _, rt := range p.crdts {
+		n += rt.Active()
+	}
+	return n
+}
