@@ -672,11 +672,16 @@ func (e *crdtEntity) finish(why error, abort bool) {
 	// does not take it within the write timeout, the publisher keeps
 	// trying in the background until the runtime stops (a new instance of
 	// the entity here merges it when it lands, as every replica does).
+	// A deleted entity's states are gone for good: nothing to publish.
+	if errors.Is(why, errDeleted) {
+		e.pub.stop()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.WriteTimeout)
 	_, err := e.pub.flush(ctx)
 	cancel()
-	if err == nil || errors.Is(why, errDeleted) || r.ctx.Err() != nil {
-		if err != nil && !errors.Is(why, errDeleted) {
+	if err == nil || r.ctx.Err() != nil {
+		if err != nil {
 			e.log.Warn("state not published before the entity stopped", "error", err)
 		}
 		e.pub.stop()
