@@ -331,6 +331,8 @@ func TestCRDTFunctionMisbehaves(t *testing.T) {
 		"a stream-level failure":    {key: "m", fail: "!crash"},
 		"a stream ended unanswered": {key: "m", fail: "!exit"},
 	} {
+		// A delta the state cannot take is reported to the function.
+		refused := map[string]string{"no delta": "got none", "another type": "got GCounter", "an entry of another type": "got ORSet"}[name]
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(t.Context())
 			defer cancel()
@@ -346,6 +348,9 @@ func TestCRDTFunctionMisbehaves(t *testing.T) {
 			}
 			if v := c.mustCall("Get", crdtCmd{key: "m"}); !proto.Equal(v, want) {
 				t.Fatalf("state after: %v, want %v", v, want)
+			}
+			if refused != "" {
+				s.uf.waitReported(t, refused)
 			}
 		})
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,10 +191,11 @@ type crdtFunction struct {
 	crdtpb.UnimplementedCrdtServer
 	types crdtTypes
 
-	mu      sync.Mutex
-	streams [][]proto.Message // per stream: what it got (CrdtStreamIn) and sent (CrdtStreamOut), in order
-	ended   []bool
-	changed chan struct{} // closed and replaced on every record
+	mu       sync.Mutex
+	streams  [][]proto.Message // per stream: what it got (CrdtStreamIn) and sent (CrdtStreamOut), in order
+	ended    []bool
+	reported []string      // the sidecar's reportError messages
+	changed  chan struct{} // closed and replaced on every record
 }
 
 func newCRDTFunction(t testing.TB) *crdtFunction {
@@ -242,8 +245,34 @@ func (f *crdtFunction) Discover(context.Context, *cloudstate.ProxyInfo) (*clouds
 	}, nil
 }
 
-func (f *crdtFunction) ReportError(context.Context, *cloudstate.UserFunctionError) (*emptypb.Empty, error) {
+func (f *crdtFunction) ReportError(_ context.Context, e *cloudstate.UserFunctionError) (*emptypb.Empty, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reported = append(f.reported, e.GetMessage())
+	close(f.changed)
+	f.changed = make(chan struct{})
 	return &emptypb.Empty{}, nil
+}
+
+// waitReported waits until the sidecar reported an error containing want.
+func (f *crdtFunction) waitReported(t testing.TB, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		f.mu.Lock()
+		found := slices.ContainsFunc(f.reported, func(m string) bool { return strings.Contains(m, want) })
+		ch, all := f.changed, slices.Clone(f.reported)
+		f.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatalf("no error reported containing %q; reported: %q", want, all)
+		}
+	}
 }
 
 // ufApply is the function's side of its own delta: the value after it.

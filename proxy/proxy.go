@@ -529,6 +529,7 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		rc := entity.Config{
 			Service: svc, QueueSize: p.cfg.QueueSize, CommandTimeout: p.cfg.CommandTimeout,
 			Passivation: p.cfg.PassivationTimeout, Guard: shards, Load: p.load, Metrics: metrics, Log: p.log,
+			ReportError: p.reportError,
 		}
 		if svc.Passivation > 0 {
 			rc.Passivation = svc.Passivation

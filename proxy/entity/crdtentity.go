@@ -471,6 +471,17 @@ func (e *crdtEntity) watchCancel(id int64, sub *subscription) {
 // function holds) and hands the new state to the publisher; it returns the
 // state's version.
 func (e *crdtEntity) update(d *crdtpb.CrdtDelta) (uint64, error) {
+	ver, err := e.apply(d)
+	if err != nil && e.r.cfg.ReportError != nil {
+		// The function's own mistake: tell it, as the reference proxy
+		// reports what it cannot use (best effort, not waited for).
+		msg := fmt.Sprintf("%s entity %q: state update refused: %v", e.r.name, e.ent.Key, err)
+		go e.r.cfg.ReportError(context.WithoutCancel(e.r.ctx), msg)
+	}
+	return ver, err
+}
+
+func (e *crdtEntity) apply(d *crdtpb.CrdtDelta) (uint64, error) {
 	env := e.env()
 	if e.state == nil {
 		st, err := crdt.New(d)

@@ -90,6 +90,9 @@ type Config struct {
 	Load Load
 	// Metrics records commands, activations and writes; nil: not recorded.
 	Metrics *Metrics
+	// ReportError tells the user function about a mistake of its own (a
+	// CRDT update its state cannot take); nil: not told.
+	ReportError func(ctx context.Context, msg string)
 	// Log; nil discards.
 	Log *slog.Logger
 }
