@@ -63,6 +63,12 @@ if [ -f "$RUN/netns.before" ]; then
     grep -qx "$ns" "$RUN/netns.before" || ip netns delete "$ns" 2>/dev/null
   done
 fi
+if [ -f "$RUN/netns-mount.ours" ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ] && mountpoint -q /run/netns; then
+  umount /run/netns
+fi
+if [ -f "$RUN/run-containerd.ours" ]; then
+  rmdir /run/containerd/s /run/containerd 2>/dev/null
+fi
 ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE"
 if [ -x "$bin/kube-proxy" ]; then "$bin/kube-proxy" --cleanup >/dev/null 2>&1; fi
 # Rules that jump to, and chains named, KUBE-* or CNI-* (the kubelet's,
@@ -86,7 +92,13 @@ for h in /sys/fs/cgroup/*/; do
   [ -d "$h/kubepods" ] && echo "cluster: cannot remove $h/kubepods" >&2
 done
 
-# 7. Sysctls back as they were, then the state.
+# 7. The kubelet's links to container logs (it keeps the logs in $STATE/pod-logs).
+for l in /var/log/containers/*.log; do
+  [ -L "$l" ] || continue
+  case "$(readlink "$l")" in "$STATE"/*) rm -f "$l" ;; esac
+done
+
+# 8. Sysctls back as they were, then the state.
 if [ -f "$RUN/sysctl.saved" ]; then
   while IFS= read -r kv; do sysctl -q -w "$kv"; done <"$RUN/sysctl.saved"
 fi

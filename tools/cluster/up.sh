@@ -56,8 +56,12 @@ for kv in net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.
   echo "$k=$(sysctl -n "$k")" >>"$RUN/sysctl.saved"
   sysctl -q -w "$kv"
 done
-# netns present before us: down.sh removes only the ones created after.
+# netns present before us: down.sh removes only the ones created after. It
+# also undoes the /run/netns bind mount and the shims' /run/containerd/s
+# socket directory if they were not there before.
 ip netns list 2>/dev/null | awk '{print $1}' >"$RUN/netns.before" || true
+mountpoint -q /run/netns || touch "$RUN/netns-mount.ours"
+[ -e /run/containerd ] || touch "$RUN/run-containerd.ours"
 
 # --- PKI: a CA, the API server's serving certificate, client certificates
 pki="$STATE/pki"
@@ -115,7 +119,8 @@ start kube-apiserver kube-apiserver --etcd-servers "http://127.0.0.1:$ETCD_PORT"
   --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction
+  --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
+  --kubelet-preferred-address-types InternalIP
 wait_for kube-apiserver 90 kubectl get --raw /readyz
 
 start kube-controller-manager kube-controller-manager --kubeconfig "$STATE/controller-manager.kubeconfig" \
@@ -216,6 +221,7 @@ healthzBindAddress: 127.0.0.1
 serializeImagePulls: false
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
 imageGCHighThresholdPercent: 100
+podLogsDir: "$STATE/pod-logs"
 YAML
 start kubelet kubelet --config "$STATE/kubelet/config.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
   --root-dir "$STATE/kubelet/root" --hostname-override "$NODE_NAME" --node-ip "$node_ip" \

@@ -1,17 +1,39 @@
-// Command hello is the cluster's smoke-test server: it answers every HTTP
-// request on $PORT (default 8080) with its hostname, and stops on SIGTERM.
+// Command hello is the cluster's smoke-test server: it answers HTTP requests on
+// $PORT (default 8080) with its hostname, /resolve/<name> with the addresses
+// <name> resolves to from inside the pod (a check of cluster DNS), and stops
+// on SIGTERM.
 package main
 
 import (
 	"context"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 )
+
+func mux(host string) *http.ServeMux {
+	m := http.NewServeMux()
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s (uid %d)\n", host, os.Getuid())
+	})
+	m.HandleFunc("/resolve/{name}", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupHost(ctx, r.PathValue("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		fmt.Fprintln(w, strings.Join(addrs, " "))
+	})
+	return m
+}
 
 func main() {
 	port := os.Getenv("PORT")
@@ -22,9 +44,7 @@ func main() {
 	srv := &http.Server{
 		Addr:              ":" + port,
 		ReadHeaderTimeout: 5 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "hello from %s (uid %d)\n", host, os.Getuid())
-		}),
+		Handler:           mux(host),
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
