@@ -204,6 +204,8 @@ cat >"$STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
+# Root here lacks CAP_SYS_RESOURCE: the default -999 cannot be set.
+oomScoreAdj: 0
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$CONTAINERD_SOCK
 authentication:
