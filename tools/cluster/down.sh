@@ -2,7 +2,7 @@
 # Stops the one-node cluster of up.sh and removes everything it made: pods
 # and their containers, the processes it started (by their pid files),
 # containerd's shims, mounts under its state and run directories, the pod
-# network namespaces, the CNI bridge, the KUBE-* and CNI-* iptables chains,
+# network namespaces, the CNI bridge, the KUBE-* and CNI-* iptables and ip6tables chains,
 # the kubelet's cgroups, the sysctls it changed, and its state. Safe to run
 # twice, or after a failed up.sh.
 set -uo pipefail
@@ -73,15 +73,17 @@ ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE"
 if [ -x "$bin/kube-proxy" ]; then "$bin/kube-proxy" --cleanup >/dev/null 2>&1; fi
 # Rules that jump to, and chains named, KUBE-* or CNI-* (the kubelet's,
 # kube-proxy's and the CNI plugins'; nothing else on the machine uses them).
-for table in filter nat mangle; do
-  iptables -t "$table" -S 2>/dev/null | awk '$1 == "-A" && / -j (KUBE|CNI)-/' | while read -r rule; do
-    eval "iptables -t $table ${rule/-A/-D}" 2>/dev/null
-  done
-  for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-    iptables -t "$table" -F "$chain" 2>/dev/null
-  done
-  for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-    iptables -t "$table" -X "$chain" 2>/dev/null
+for ipt in iptables ip6tables; do
+  for table in filter nat mangle; do
+    $ipt -t "$table" -S 2>/dev/null | awk '$1 == "-A" && / -j (KUBE|CNI)-/' | while read -r rule; do
+      eval "$ipt -t $table ${rule/-A/-D}" 2>/dev/null
+    done
+    for chain in $($ipt -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+      $ipt -t "$table" -F "$chain" 2>/dev/null
+    done
+    for chain in $($ipt -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
+      $ipt -t "$table" -X "$chain" 2>/dev/null
+    done
   done
 done
 

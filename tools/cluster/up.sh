@@ -4,7 +4,7 @@
 # kube-controller-manager, kube-scheduler, containerd (Debian), the kubelet,
 # kube-proxy (iptables), a bridge CNI network and CoreDNS. Writes an admin
 # kubeconfig and prints its path. down.sh undoes all of it. See README.md.
-set -euo pipefail
+set -Eeuo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/env.sh"
 
@@ -26,6 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 fi
 
+trap 'echo "cluster: up.sh failed; logs in $STATE/logs; tools/cluster/down.sh cleans up" >&2' ERR
 bin="$("$here/build.sh")"
 export PATH="$bin:$PATH"
 mkdir -p "$STATE"/{pki,logs,etcd,containerd,kubelet,cni/net.d,cni/ipam,images} "$RUN"
