@@ -251,7 +251,7 @@ wait_for "node $NODE_NAME Ready" 120 kubectl wait --for=condition=Ready "node/$N
 # --- cluster DNS
 if [ -x "$bin/coredns" ]; then
   sed "s/@DNS_SERVICE_IP@/$DNS_SERVICE_IP/" "$here/manifests/coredns.yaml" | kubectl apply -f - >&2
-  kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2 || true
+  kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 fi
 
 echo "cluster: up; kubectl --kubeconfig $KUBECONFIG_OUT get nodes" >&2
