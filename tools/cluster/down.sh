@@ -69,6 +69,8 @@ fi
 if [ -f "$RUN/run-containerd.ours" ]; then
   rmdir /run/containerd/s /run/containerd 2>/dev/null
 fi
+[ -f "$RUN/var-lib-kubelet.ours" ] && rm -rf /var/lib/kubelet
+[ -f "$RUN/var-lib-cni.ours" ] && rm -rf /var/lib/cni
 ip link show "$CNI_BRIDGE" >/dev/null 2>&1 && ip link delete "$CNI_BRIDGE"
 if [ -x "$bin/kube-proxy" ]; then "$bin/kube-proxy" --cleanup >/dev/null 2>&1; fi
 # Rules that jump to, and chains named, KUBE-* or CNI-* (the kubelet's,

@@ -58,11 +58,14 @@ for kv in net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 net.bridge.
   sysctl -q -w "$kv"
 done
 # netns present before us: down.sh removes only the ones created after. It
-# also undoes the /run/netns bind mount and the shims' /run/containerd/s
-# socket directory if they were not there before.
+# also undoes the /run/netns bind mount, the shims' /run/containerd/s socket
+# directory and the directories below if they were not there before.
 ip netns list 2>/dev/null | awk '{print $1}' >"$RUN/netns.before" || true
 mountpoint -q /run/netns || touch "$RUN/netns-mount.ours"
 [ -e /run/containerd ] || touch "$RUN/run-containerd.ours"
+# Paths the kubelet (device plugins) and libcni (result cache) hard-code.
+[ -e /var/lib/kubelet ] || touch "$RUN/var-lib-kubelet.ours"
+[ -e /var/lib/cni ] || touch "$RUN/var-lib-cni.ours"
 
 # --- PKI: a CA, the API server's serving certificate, client certificates
 pki="$STATE/pki"
