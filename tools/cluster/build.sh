@@ -32,7 +32,7 @@ build_k8s() {
     [ -x "$dir/$c" ] || cmds+=("k8s.io/kubernetes/cmd/$c")
   done
   [ ${#cmds[@]} -gt 0 ] || return 0
-  echo "cluster: building ${cmds[*]##*/} $K8S_VERSION into $dir (20-40 minutes on 2 cores, once)" >&2
+  echo "cluster: building ${cmds[*]##*/} $K8S_VERSION into $dir (4-5 minutes on 2 cores after kube-apiserver, once)" >&2
   local major=${K8S_VERSION#v} minor
   minor=${major#*.}; major=${major%%.*}; minor=${minor%%.*}
   local ldflags="-s -w" pkg
@@ -50,7 +50,7 @@ build_k8s() {
 
 build_coredns() {
   [ -x "$dir/coredns" ] && return 0
-  echo "cluster: building coredns $COREDNS_VERSION into $dir (a few minutes, once)" >&2
+  echo "cluster: building coredns $COREDNS_VERSION into $dir (1-2 minutes, once)" >&2
   (cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/coredns.tmp" .)
   mv "$dir/coredns.tmp" "$dir/coredns"
 }
