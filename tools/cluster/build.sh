@@ -16,7 +16,7 @@ root="$(cd "$here/../.." && pwd)"
 k8smod="$root/tools/envtest/kube-apiserver"
 
 K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$k8smod/go.mod")
-COREDNS_VERSION=$(awk '$1 == "github.com/coredns/coredns" {print $2; exit}' "$here/coredns/go.mod" 2>/dev/null || true)
+COREDNS_VERSION=$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" {print $3; exit}' "$here/coredns/go.mod" 2>/dev/null || true)
 cache="${JETSTATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstate}/cluster"
 dir="$cache/k8s-$K8S_VERSION"
 mkdir -p "$dir"
@@ -49,10 +49,14 @@ build_k8s() {
 }
 
 build_coredns() {
-  [ -x "$dir/coredns" ] && return 0
-  echo "cluster: building coredns $COREDNS_VERSION into $dir (1-2 minutes, once)" >&2
-  (cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$dir/coredns.tmp" .)
-  mv "$dir/coredns.tmp" "$dir/coredns"
+  # Keyed by its own version too: the directory is keyed by Kubernetes's.
+  local out="$dir/coredns-$COREDNS_VERSION"
+  if [ ! -x "$out" ]; then
+    echo "cluster: building coredns $COREDNS_VERSION into $dir (1-2 minutes, once)" >&2
+    (cd "$here/coredns" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" .)
+    mv "$out.tmp" "$out"
+  fi
+  ln -sfn "coredns-$COREDNS_VERSION" "$dir/coredns"
 }
 
 build_image_tools() {
