@@ -60,6 +60,22 @@ test-short: ## run the tests without the 3-node cluster ones
 envtest-assets: ## build kube-apiserver and etcd for the operator's tests into the user cache (once per version)
 	@tools/envtest/assets.sh
 
+.PHONY: cluster-build
+cluster-build: ## build the one-node cluster's Kubernetes, CoreDNS and image tools into the user cache (once per version)
+	@tools/cluster/build.sh
+
+.PHONY: cluster-up
+cluster-up: ## start a one-node Kubernetes from upstream parts on this machine (root; prints the kubeconfig path)
+	@tools/cluster/up.sh
+
+.PHONY: cluster-smoke
+cluster-smoke: ## on the running cluster: a Deployment Ready, its ClusterIP answering, DNS from a pod
+	@tools/cluster/smoke.sh
+
+.PHONY: cluster-down
+cluster-down: ## stop the one-node cluster and remove everything cluster-up made
+	@tools/cluster/down.sh
+
 .PHONY: bench
 bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/

@@ -7,7 +7,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 
-K8S_VERSION=v1.37.2
+K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$here/kube-apiserver/go.mod")
 ETCD_VERSION=$(awk '$1 == "require" && $2 == "go.etcd.io/etcd/server/v3" {print $3}' "$here/etcd/go.mod")
 cache="${JETSTATE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/jetstate}/envtest"
 dir="$cache/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
