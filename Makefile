@@ -97,6 +97,8 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	$(GO) vet -tags e2e ./e2e/
+	$(GO) tool staticcheck -tags e2e ./e2e/
 
 .PHONY: generate
 generate: ## regenerate generated code: protocol/ with buf (pinned in tools/), then go generate
