@@ -72,6 +72,10 @@ cluster-up: ## start a one-node Kubernetes from upstream parts on this machine (
 cluster-smoke: ## on the running cluster: a Deployment Ready, its ClusterIP answering, DNS from a pod
 	@tools/cluster/smoke.sh
 
+.PHONY: images
+images: ## build the Kubernetes example's images and nats-server from Go and import them into the running cluster (no registry)
+	@tools/cluster/images.sh
+
 .PHONY: cluster-down
 cluster-down: ## stop the one-node cluster and remove everything cluster-up made
 	@tools/cluster/down.sh
