@@ -58,7 +58,7 @@ step "operator rolled out" "-n jetstate-system deploy/jetstate-operator" \
 
 # 3. The example.
 kubectl apply -k examples/kubernetes >&2
-step "NATS 3 pods Ready (JetStream enabled)" "-n $ns statefulset/nats" \
+step "NATS 3 pods Ready (JetStream current)" "-n $ns statefulset/nats" \
   kubectl -n "$ns" rollout status statefulset/nats --timeout="${timeout}s"
 step "StatefulStore nats Ready" "-n $ns statefulstore/nats" ready statefulstore nats
 step "StatefulService shoppingcart Ready" "-n $ns statefulservice/shoppingcart" ready statefulservice shoppingcart
