@@ -15,7 +15,7 @@ timeout=${DEPLOY_TIMEOUT:-300}
 ns=jetstate-demo
 total=$SECONDS
 
-"$here/up.sh" >/dev/null
+[ -f "$RUN/up" ] || "$here/up.sh" >/dev/null
 export KUBECONFIG="$KUBECONFIG_OUT"
 export PATH="$("$here/build.sh" 2>/dev/null):$PATH"
 [ "${DEPLOY_SKIP_IMAGES:-}" = 1 ] || "$here/images.sh"
