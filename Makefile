@@ -72,6 +72,14 @@ cluster-up: ## start a one-node Kubernetes from upstream parts on this machine (
 cluster-smoke: ## on the running cluster: a Deployment Ready, its ClusterIP answering, DNS from a pod
 	@tools/cluster/smoke.sh
 
+.PHONY: images
+images: ## build the Kubernetes example's images and nats-server from Go and import them into the running cluster (no registry)
+	@tools/cluster/images.sh
+
+.PHONY: deploy
+deploy: ## the Kubernetes example on the one-node cluster as its README says (cluster-up, images, operator, example), waited for Ready and checked with a cart
+	@tools/cluster/deploy.sh
+
 .PHONY: cluster-down
 cluster-down: ## stop the one-node cluster and remove everything cluster-up made
 	@tools/cluster/down.sh

@@ -20,3 +20,5 @@ API_PORT=6443
 ETCD_PORT=23790
 CONTAINERD_SOCK="$RUN/containerd/containerd.sock"
 PAUSE_IMAGE=jetstate.local/pause:v1
+# hostPath PersistentVolumes up.sh makes (10Gi each, class local-path).
+VOLUMES="${JETSTATE_CLUSTER_VOLUMES:-6}"

@@ -257,5 +257,28 @@ if [ -x "$bin/coredns" ]; then
   kubectl -n kube-system rollout status deployment/coredns --timeout=120s >&2
 fi
 
+# --- storage: a default StorageClass and hostPath volumes for PVCs
+storage() {
+  local n=$1 dir="$STATE/volumes"
+  sed -e "s|@COUNT@|$n|" -e "s|@DIR@|$dir|" "$here/manifests/storage.yaml"
+  for ((i = 0; i < n; i++)); do
+    mkdir -p "$dir/pv$i" && chmod 0777 "$dir/pv$i"
+    cat <<YAML
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: local-pv$i
+spec:
+  storageClassName: local-path
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: "$dir/pv$i", type: Directory}
+YAML
+  done
+}
+storage "$VOLUMES" | kubectl apply -f - >&2
+
 echo "cluster: up; kubectl --kubeconfig $KUBECONFIG_OUT get nodes" >&2
 echo "$KUBECONFIG_OUT"

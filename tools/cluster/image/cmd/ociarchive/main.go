@@ -6,6 +6,13 @@
 // image digest.
 //
 //	ociarchive -bin bin/pause -tag registry.k8s.io/pause:3.10 -o pause.tar
+//
+// With -dockerfile and -target, the path of the binary in the image, the
+// entrypoint, the default arguments and the user are those of that stage of
+// the Dockerfile (see parseStage), and -bin must be the file it copies:
+//
+//	ociarchive -dockerfile examples/kubernetes/Dockerfile -target jetstate \
+//	  -bin out/jetstate -tag jetstate:dev -o jetstate.tar
 package main
 
 import (
@@ -31,17 +38,22 @@ import (
 type config struct {
 	bin, tag, user, out string
 	args, env           []string
+	dockerfile, target  string
 }
+
+const defaultUser = "65532:65532"
 
 func main() {
 	var cfg config
 	var args, env string
 	flag.StringVar(&cfg.bin, "bin", "", "static binary to put at /<its base name>")
 	flag.StringVar(&cfg.tag, "tag", "", "image reference, e.g. registry.k8s.io/pause:3.10")
-	flag.StringVar(&cfg.user, "user", "65532:65532", "user:group the image runs as")
+	flag.StringVar(&cfg.user, "user", "", "user:group the image runs as (default "+defaultUser+")")
 	flag.StringVar(&cfg.out, "o", "", "archive to write")
 	flag.StringVar(&args, "args", "", "default arguments (Cmd), space separated")
 	flag.StringVar(&env, "env", "", "environment, comma separated KEY=VALUE")
+	flag.StringVar(&cfg.dockerfile, "dockerfile", "", "take path, entrypoint, arguments and user from this Dockerfile's -target stage")
+	flag.StringVar(&cfg.target, "target", "", "the stage of -dockerfile")
 	flag.Parse()
 	cfg.args = strings.Fields(args)
 	if env != "" {
@@ -64,8 +76,37 @@ func run(cfg config) error {
 	if cfg.out == "" {
 		errs = append(errs, errors.New("-o is required"))
 	}
+	if (cfg.dockerfile == "") != (cfg.target == "") {
+		errs = append(errs, errors.New("-dockerfile and -target go together"))
+	}
+	if cfg.dockerfile != "" && (cfg.user != "" || len(cfg.args) > 0) {
+		errs = append(errs, errors.New("-user and -args come from the Dockerfile with -dockerfile"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	path := "/" + filepath.Base(cfg.bin)
+	entrypoint, args, user := []string{path}, cfg.args, cfg.user
+	if user == "" {
+		user = defaultUser
+	}
+	if cfg.dockerfile != "" {
+		f, err := os.Open(cfg.dockerfile)
+		if err != nil {
+			return err
+		}
+		st, err := parseStage(f, cfg.target)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", cfg.dockerfile, err)
+		}
+		if filepath.Base(st.src) != filepath.Base(cfg.bin) {
+			return fmt.Errorf("%s: stage %s copies %s, not %s", cfg.dockerfile, cfg.target, st.src, cfg.bin)
+		}
+		if st.entrypoint[0] != st.dst {
+			return fmt.Errorf("%s: stage %s runs %s, not the binary it copies (%s)", cfg.dockerfile, cfg.target, st.entrypoint[0], st.dst)
+		}
+		path, entrypoint, args, user = st.dst, st.entrypoint, st.cmd, st.user
 	}
 	ref, err := name.NewTag(cfg.tag)
 	if err != nil {
@@ -75,7 +116,6 @@ func run(cfg config) error {
 	if err != nil {
 		return err
 	}
-	path := "/" + filepath.Base(cfg.bin)
 	layerTar, err := layer(path[1:], content)
 	if err != nil {
 		return fmt.Errorf("layer: %w", err)
@@ -96,9 +136,9 @@ func run(cfg config) error {
 	}
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Config.Entrypoint = []string{path}
-	cf.Config.Cmd = cfg.args
-	cf.Config.User = cfg.user
+	cf.Config.Entrypoint = entrypoint
+	cf.Config.Cmd = args
+	cf.Config.User = user
 	cf.Config.WorkingDir = "/"
 	cf.Config.Env = append([]string{"PATH=/"}, cfg.env...)
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
