@@ -80,6 +80,10 @@ images: ## build the Kubernetes example's images and nats-server from Go and imp
 deploy: ## the Kubernetes example on the one-node cluster as its README says (cluster-up, images, operator, example), waited for Ready and checked with a cart
 	@tools/cluster/deploy.sh
 
+.PHONY: e2e
+e2e: ## deploy the example on the one-node cluster and run the end-to-end driver under load (rolling update, scaling, killed pods, autoscaler), printing its table
+	@tools/cluster/e2e.sh
+
 .PHONY: cluster-down
 cluster-down: ## stop the one-node cluster and remove everything cluster-up made
 	@tools/cluster/down.sh

@@ -219,7 +219,8 @@ func TestE2E(t *testing.T) {
 	report = append(report, row{"acknowledged adds in carts and read model", fmt.Sprintf("%d of %d (read model after %v)", n-len(problems), n, readModelTook.Round(time.Second)), "all"})
 
 	// Every journal is dense (Read fails on a gap).
-	nc, err := nats.Connect(ip("nats") + ":4222")
+	// The nats Service is headless: a server's pod address.
+	nc, err := nats.Connect(k.must("get", "pod", "nats-0", "-o", "jsonpath={.status.podIP}") + ":4222")
 	if err != nil {
 		t.Fatal(err)
 	}
