@@ -155,8 +155,9 @@ func (r *CRDTRuntime) Handle(ctx context.Context, key, name string, payload *any
 // Stream runs a streamed command (a server-streaming method) on entity
 // key: each passes the command's reply and then every message the function
 // streams for it, in order, until the function ends the stream (nil), the
-// entity is deleted (nil), fails or stops (an error), or ctx ends. When ctx
-// ends first the function is told the client cancelled, and the side
+// entity is deleted (nil), fails or stops (an error), EndStreams ends it
+// (ErrStopping), or ctx ends. When ctx ends first (or EndStreams, or each
+// fails) the function is told the client cancelled, and the side
 // effects of its answer are passed to each as a last Result, whose context
 // is no longer the client's (each must not use ctx for them). A Result
 // without a client action carries no message for the client.
@@ -174,7 +175,6 @@ func (r *CRDTRuntime) Stream(ctx context.Context, key, name string, payload *any
 		req.sub.cancel()
 		return ctx.Err()
 	}
-
 	if first.err != nil {
 		return first.err
 	}
