@@ -191,7 +191,7 @@ func (p *Proxy) crdtStream(ctx context.Context, m *model.Method, recv func() (*a
 	if err != nil {
 		return err
 	}
-	key, err := p.crdtKey(m, payload)
+	key, err := p.entityKey(m, payload)
 	if err != nil {
 		return err
 	}

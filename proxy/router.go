@@ -32,15 +32,8 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 	var res entity.Result
 	switch m.Service.EntityType {
 	case model.EventSourced, model.ValueEntity:
-		msg, err := m.Decode(payload.GetValue())
+		key, err := p.entityKey(m, payload)
 		if err != nil {
-			return nil, err
-		}
-		key, err := m.KeyOf(msg)
-		if err != nil {
-			return nil, err
-		}
-		if err := (streams.Entity{Type: m.Service.PersistenceID, Key: key}).Validate(); err != nil {
 			return nil, err
 		}
 		if res, err = p.shards.Load().Route(ctx, m, key, payload); err != nil {
@@ -48,7 +41,7 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 		}
 	case model.CRDT:
 		// Not routed: every replica serves every CRDT entity.
-		key, err := p.crdtKey(m, payload)
+		key, err := p.entityKey(m, payload)
 		if err != nil {
 			return nil, err
 		}
@@ -81,8 +74,9 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 	return p.complete(ctx, m, res, depth, trace)
 }
 
-// crdtKey decodes a CRDT command's payload and returns its valid key.
-func (p *Proxy) crdtKey(m *model.Method, payload *anypb.Any) (string, error) {
+// entityKey decodes an entity command's payload and returns its key,
+// refused if the store cannot take it.
+func (p *Proxy) entityKey(m *model.Method, payload *anypb.Any) (string, error) {
 	msg, err := m.Decode(payload.GetValue())
 	if err != nil {
 		return "", err
