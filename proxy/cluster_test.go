@@ -49,6 +49,7 @@ type replica struct {
 
 type cluster struct {
 	t        testing.TB
+	tweak    func(*proxy.Config) // applied to every sidecar's config; may be nil
 	nats     *streamstest.Cluster
 	types    testTypes
 	replicas []*replica
@@ -58,10 +59,17 @@ type cluster struct {
 
 func startCluster(t testing.TB, n int) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with tweak applied to each sidecar's
+// config.
+func startClusterWith(t testing.TB, n int, tweak func(*proxy.Config)) *cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("3-node cluster")
 	}
-	c := &cluster{t: t, nats: streamstest.RunCluster(t, 3), types: newTestTypes(t)}
+	c := &cluster{t: t, nats: streamstest.RunCluster(t, 3), types: newTestTypes(t), tweak: tweak}
 	c.nats.WaitMetaLeader()
 	for range n {
 		r := &replica{uf: newTestFunction(t)}
@@ -78,7 +86,7 @@ func (c *cluster) start(r *replica) {
 	t := c.t
 	t.Helper()
 	r.js = c.nats.JetStream(t)
-	p, err := proxy.New(proxy.Config{
+	cfg := proxy.Config{
 		Storage:            streams.Config{Service: "test"},
 		Provision:          &streams.StoreConfig{Replicas: 3, Shards: clusterShards, MemberTTL: memberTTL},
 		UserFunction:       r.ufAddr,
@@ -87,7 +95,11 @@ func (c *cluster) start(r *replica) {
 		CommandTimeout:     5 * time.Second,
 		DiscoveryBackoff:   10 * time.Millisecond,
 		Logger:             testLogger(fmt.Sprintf("%p", r)),
-	}, r.js)
+	}
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	p, err := proxy.New(cfg, r.js)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -624,6 +636,95 @@ func TestClusterRoutedCommandHonoursTheClientDeadline(t *testing.T) {
 	// Other entities are unaffected meanwhile.
 	if n, err := c.call(t.Context(), "Add", "other", ptr(2)); err != nil || n != 2 {
 		t.Fatalf("add = %d, %v", n, err)
+	}
+}
+
+// hangRouted sends Hang for an entity owned by replica 0 through replica 1
+// (the function never answers it) and returns once replica 0 was sent the
+// command, with the channel the call's error arrives on.
+func (c *cluster) hangRouted(t *testing.T) <-chan error {
+	t.Helper()
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := "hang-" + fmt.Sprint(i)
+		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
+			key = k
+		}
+	}
+	shard := streams.ShardOf(streams.Entity{Type: "counter", Key: key}, clusterShards)
+	nc := c.nats.Connect(t)
+	routed, err := nc.SubscribeSync(streams.Config{Service: "test"}.RouteSubject(shard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- c.replicas[1].conn.Invoke(t.Context(), "/test.Counter/Hang", c.types.request(key, nil), c.types.msg("Value"))
+	}()
+	if _, err := routed.NextMsg(time.Minute); err != nil {
+		t.Fatalf("no routed command seen: %v", err)
+	}
+	return done
+}
+
+// A routed command whose owner is killed with it in hand ends as UNAVAILABLE
+// (it may or may not have run) once the owner's membership expired and a
+// grace passed, not after the command timeout (ten minutes here, so only
+// the early end can answer within the test's time).
+func TestClusterRoutedCommandEndsWhenItsOwnerDies(t *testing.T) {
+	c := startClusterWith(t, 2, func(cfg *proxy.Config) { cfg.CommandTimeout = 10 * time.Minute })
+	done := c.hangRouted(t)
+	c.kill(c.replicas[0])
+	if err := <-done; status.Code(err) != codes.Unavailable {
+		t.Fatalf("hang routed to a killed owner = %v, want UNAVAILABLE", err)
+	}
+	if n, err := c.call(t.Context(), "Add", "after", ptr(2)); err != nil || n != 2 {
+		t.Fatalf("add after the kill = %d, %v", n, err)
+	}
+}
+
+// A routed command waiting for its answer when the requesting sidecar's NATS
+// connection drops ends at once as UNAVAILABLE: an answer sent while it
+// was disconnected is not delivered again. Its owner is alive and keeps
+// the command (the function hangs), so nothing else could end it before
+// the ten-minute command timeout.
+func TestClusterRoutedCommandEndsWhenTheConnectionDrops(t *testing.T) {
+	c := startClusterWith(t, 2, func(cfg *proxy.Config) { cfg.CommandTimeout = 10 * time.Minute })
+	done := c.hangRouted(t)
+	nc := c.replicas[1].js.Conn()
+	id, err := nc.GetClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := false
+	for _, s := range c.nats.Servers {
+		if s.Running() && s.NATS().ID() == nc.ConnectedServerId() {
+			if err := s.NATS().DisconnectClientByID(id); err != nil {
+				t.Fatal(err)
+			}
+			dropped = true
+		}
+	}
+	if !dropped {
+		t.Fatalf("server %s of replica 1 not found", nc.ConnectedServerId())
+	}
+	if err := <-done; status.Code(err) != codes.Unavailable {
+		t.Fatalf("hang with the connection dropped = %v, want UNAVAILABLE", err)
+	}
+	// Replica 1 reconnects and routes again.
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := "after-" + fmt.Sprint(i)
+		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
+			key = k
+		}
+	}
+	resp := c.types.msg("Value")
+	if err := c.replicas[1].conn.Invoke(t.Context(), "/test.Counter/Add", c.types.request(key, ptr(3)), resp); err != nil {
+		t.Fatalf("routed add after the reconnection: %v", err)
 	}
 }
 

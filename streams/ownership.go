@@ -272,6 +272,17 @@ func (w *Watch) Ready() <-chan struct{} { return w.ready }
 // Done is closed when the watch stopped (its context ended or it failed).
 func (w *Watch) Done() <-chan struct{} { return w.done }
 
+// Owner is shard's entry in the shard table as the watch sees it now
+// (zero for a shard out of range), without copying the view.
+func (w *Watch) Owner(shard int) Owner {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if shard < 0 || shard >= len(w.view.Owners) {
+		return Owner{}
+	}
+	return w.view.Owners[shard]
+}
+
 // View returns a copy of the current view and a channel closed at its next
 // change.
 func (w *Watch) View() (View, <-chan struct{}) {

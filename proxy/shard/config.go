@@ -19,6 +19,7 @@ import (
 const (
 	DefaultRouteTimeout   = 30 * time.Second
 	DefaultCommandTimeout = entity.DefaultCommandTimeout
+	DefaultOwnerGoneGrace = 5 * time.Second
 )
 
 // Local runs the commands of the shards this sidecar serves (the entity
@@ -53,6 +54,11 @@ type Config struct {
 	// RouteTimeout bounds how long a command is retried while its shard
 	// has no reachable owner. Default 30 s.
 	RouteTimeout time.Duration
+	// OwnerGoneGrace is how long a routed command still waits for its
+	// answer once its owner has left the members (killed: when its
+	// membership expired) before it ends as ambiguous (entity.ErrEntityFailed:
+	// it may or may not have run). Default 5 s.
+	OwnerGoneGrace time.Duration
 	// Registry receives the metrics; nil: nowhere.
 	Registry prometheus.Registerer
 	// Log; nil discards.
@@ -65,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RouteTimeout <= 0 {
 		c.RouteTimeout = DefaultRouteTimeout
+	}
+	if c.OwnerGoneGrace <= 0 {
+		c.OwnerGoneGrace = DefaultOwnerGoneGrace
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)

@@ -72,9 +72,16 @@ func (s *Sharding) remote(ctx context.Context, shard int, m *model.Method, key s
 	// One attempt waits for the owner's answer at most a command timeout
 	// and a second: if the owner dies with the command, the command may or
 	// may not have run, so it is not retried but reported.
+	// The wait also ends early when the answer can no longer come (see
+	// peers): reported the same way.
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout+time.Second)
 	defer cancel()
 	dl, _ := rctx.Deadline()
+	lost, stopLost := s.peers.lost(s.ownerOf(shard))
+	defer stopLost()
+	rctx, cancelLost := context.WithCancelCause(rctx)
+	defer cancelLost(nil)
+	defer context.AfterFunc(lost, func() { cancelLost(context.Cause(lost)) })()
 	cmd := &route.Command{Service: string(m.Service.Desc.FullName()), Name: string(m.Desc.Name()), EntityKey: key, Payload: payload,
 		Shard: int32(shard), TimeoutMs: max(1, time.Until(dl).Milliseconds())}
 	data, err := proto.Marshal(cmd)
@@ -88,6 +95,9 @@ func (s *Sharding) remote(ctx context.Context, shard int, m *model.Method, key s
 	case err != nil && ctx.Err() != nil:
 		return entity.Result{}, ctx.Err()
 	case err != nil:
+		if cause := context.Cause(rctx); errors.Is(cause, errConnLost) || errors.Is(cause, errOwnerGone) {
+			err = cause
+		}
 		return entity.Result{}, fmt.Errorf("%w: the owner of shard %d did not answer (the command may or may not have run): %v", entity.ErrEntityFailed, shard, err)
 	}
 	var res route.Result
@@ -98,6 +108,16 @@ func (s *Sharding) remote(ctx context.Context, shard int, m *model.Method, key s
 		return entity.Result{}, routeError(e)
 	}
 	return entity.Result{Action: res.GetClientAction(), Effects: res.GetSideEffects()}, nil
+}
+
+// ownerOf is the owner of shard in the shard table as this sidecar sees
+// it; "" before it joined.
+func (s *Sharding) ownerOf(shard int) string {
+	w := s.current.Load()
+	if w == nil {
+		return ""
+	}
+	return w.Owner(shard).Member
 }
 
 // serve takes the routed commands of shard, each in its own goroutine

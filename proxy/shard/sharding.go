@@ -66,10 +66,14 @@ type Sharding struct {
 	hmu      sync.Mutex     // guards hclosed and handlers.Add
 	hclosed  bool           // Leave began waiting for the handlers
 	handlers sync.WaitGroup // routed commands being handled here
+	peers    *peers         // when answers of routed commands are lost
 
 	mu    sync.Mutex // serialises the reconciler's writes with handoffs
 	revs  []uint64   // our own last write to each shard's entry
 	subs  []*nats.Subscription
+	// drains are the route subscriptions let go of and still draining:
+	// the commands they took are answered before the connection closes.
+	drains map[*nats.Subscription]<-chan nats.SubStatus
 	watch *streams.Watch
 	// current is watch, for readers outside Run (Members); joined is
 	// closed once there is one.
@@ -100,6 +104,7 @@ func New(cfg Config) *Sharding {
 		margin: ttl / 4, interval: ttl / 4, m: newMetrics(cfg.Registry),
 		base: time.Now(), states: make([]atomic.Int32, n), revs: make([]uint64, n), subs: make([]*nats.Subscription, n),
 		kick: make(chan struct{}, 1), joined: make(chan struct{}),
+		peers: newPeers(cfg.OwnerGoneGrace), drains: map[*nats.Subscription]<-chan nats.SubStatus{},
 	}
 }
 
@@ -183,6 +188,7 @@ func (s *Sharding) Join(ctx context.Context) error {
 func (s *Sharding) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Go(func() { s.peers.follow(ctx, s.nc) })
 	wg.Go(func() {
 		t := time.NewTicker(s.interval)
 		defer t.Stop()
@@ -203,6 +209,7 @@ func (s *Sharding) Run(ctx context.Context) {
 	})
 	for {
 		view, changed := s.watch.View()
+		s.peers.seen(view.Members)
 		s.reconcile(ctx, view)
 		var leaseLapse <-chan time.Time
 		if s.leased() {
@@ -367,7 +374,7 @@ func (s *Sharding) stop(shard int, next int32) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			if s.subs[shard] == sub && s.states[shard].Load() != shardServing {
-				_ = sub.Drain()
+				s.drain(sub)
 				s.subs[shard] = nil
 			}
 		})
@@ -389,17 +396,42 @@ func (s *Sharding) Leave(ctx context.Context) {
 	s.mu.Lock()
 	for shard, sub := range s.subs {
 		if sub != nil {
-			_ = sub.Drain()
+			s.drain(sub)
 			s.subs[shard] = nil
 		}
 	}
+	drains := slices.Collect(maps.Values(s.drains))
 	s.mu.Unlock()
-	// Routed commands still being handled finish (a late one is refused
-	// as STOPPING, which its sender retries at the next owner).
+	// Routed commands still arriving are refused as STOPPING, which their
+	// senders retry at the next owner; those taken finish. Every command
+	// a subscription took is answered before Leave returns (and the
+	// connection may close): one dropped unanswered would leave its
+	// sender waiting out the command timeout.
 	s.hmu.Lock()
 	s.hclosed = true
 	s.hmu.Unlock()
+	for _, closed := range drains {
+		select {
+		case <-closed:
+		case <-ctx.Done():
+		}
+	}
 	s.handlers.Wait()
+}
+
+// drain lets go of a route subscription: the commands it holds are still
+// handled. s.mu is held.
+func (s *Sharding) drain(sub *nats.Subscription) {
+	for old := range s.drains {
+		if !old.IsValid() {
+			delete(s.drains, old)
+		}
+	}
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	if err := sub.Drain(); err != nil {
+		return // closed already (the connection is gone)
+	}
+	s.drains[sub] = closed
 }
 
 // handOffAll hands every shard this sidecar holds to its successor and
