@@ -68,13 +68,13 @@ type Sharding struct {
 	handlers sync.WaitGroup // routed commands being handled here
 	peers    *peers         // when answers of routed commands are lost
 
-	mu    sync.Mutex // serialises the reconciler's writes with handoffs
-	revs  []uint64   // our own last write to each shard's entry
-	subs  []*nats.Subscription
+	mu   sync.Mutex // serialises the reconciler's writes with handoffs
+	revs []uint64   // our own last write to each shard's entry
+	subs []*nats.Subscription
 	// drains are the route subscriptions let go of and still draining:
 	// the commands they took are answered before the connection closes.
 	drains map[*nats.Subscription]<-chan nats.SubStatus
-	watch *streams.Watch
+	watch  *streams.Watch
 	// current is watch, for readers outside Run (Members); joined is
 	// closed once there is one.
 	current  atomic.Pointer[streams.Watch]
