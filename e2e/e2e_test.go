@@ -28,8 +28,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/examples/shoppingcart"
 	"github.com/jetstate/jetstate/examples/shoppingcart/cartload"
@@ -52,6 +54,20 @@ func (k kube) run(args ...string) (string, error) {
 		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// apply applies a manifest given as text.
+func (k kube) apply(manifest string) {
+	k.t.Helper()
+	bin := os.Getenv("KUBECTL")
+	if bin == "" {
+		bin = "kubectl"
+	}
+	cmd := exec.CommandContext(k.t.Context(), bin, "-n", k.ns, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		k.t.Fatalf("kubectl apply: %v: %s", err, out)
+	}
 }
 
 func (k kube) must(args ...string) string {
@@ -272,6 +288,71 @@ func TestE2E(t *testing.T) {
 		return err != nil && strings.Contains(err.Error(), "not found"), err
 	})
 	report = append(report, row{"delete with deletionPolicy Delete", "streams gone after " + gone.Round(time.Second).String(), "streams removed"})
+
+	report = append(report, nkeyStore(t, k, ip))
+}
+
+// nkeyStore checks that NATS credentials in a secret reach the non-root
+// sidecar and projector: a NATS that admits only a fresh nkey user, its
+// seed in a secret, a StatefulStore naming the secret, a cart service and
+// a projection on it (testdata/nkey.yaml). An add through the service must
+// reach the read model. Everything is removed afterwards.
+func nkeyStore(t *testing.T, k kube, ip func(string) string) row {
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile("testdata/nkey.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	k.must("create", "secret", "generic", "cart-nkey", "--from-literal=seed.nk="+string(seed))
+	defer k.run("delete", "secret", "cart-nkey", "--ignore-not-found")
+	k.apply(strings.ReplaceAll(string(manifest), "USER_NKEY", pub))
+	defer func() {
+		// The service first: its deletionPolicy removes its streams on the
+		// store, which must still be there.
+		_, _ = k.run("delete", "projection", "cart-nkey-view", "--ignore-not-found", "--wait=true", "--timeout=5m")
+		_, _ = k.run("delete", "statefulservice", "cart-nkey", "--ignore-not-found", "--wait=true", "--timeout=5m")
+		_, _ = k.run("delete", "statefulstore", "nats-nkey", "--ignore-not-found", "--wait=true", "--timeout=5m")
+		_, _ = k.run("delete", "deployment,service,configmap", "nats-nkey", "--ignore-not-found")
+	}()
+	readyOf := func(kind, name string) func() (bool, error) {
+		return func() (bool, error) {
+			out, err := k.run("get", kind, name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].message}`)
+			return strings.HasPrefix(out, "True"), fmt.Errorf("%s %s: %s %v", kind, name, out, err)
+		}
+	}
+	waitFor(t, "the nkey store Ready", 5*time.Minute, readyOf("statefulstore", "nats-nkey"))
+	waitFor(t, "the service on the nkey store Ready", 5*time.Minute, readyOf("statefulservice", "cart-nkey"))
+	waitFor(t, "the projection on the nkey store Ready", 5*time.Minute, readyOf("projection", "cart-nkey-view"))
+	conn, err := grpc.NewClient(ip("cart-nkey")+":9000", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	user := fmt.Sprintf("nkey-%d", time.Now().Unix())
+	waitFor(t, "an add on the nkey store", 2*time.Minute, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+		defer cancel()
+		err := conn.Invoke(ctx, cartload.Service+"AddItem", &shoppingcart.AddLineItem{UserId: user, ProductId: "seed", Name: "Seed", Quantity: 1}, &emptypb.Empty{})
+		return err == nil, err
+	})
+	rm := "http://" + ip("readmodel")
+	waitFor(t, "the nkey store's add in the read model", 2*time.Minute, func() (bool, error) {
+		items, err := readModelCart(t.Context(), rm, user)
+		return slices.Contains(items, "seed"), err
+	})
+	return row{"NATS nkey from a secret (non-root pods)", fmt.Sprintf("sidecar and projector connected, add projected after %v", time.Since(start).Round(time.Second)), "Ready, add projected"}
 }
 
 // readModelCart is the product ids of a cart in the read model.
