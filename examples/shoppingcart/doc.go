@@ -12,4 +12,4 @@
 // function.
 package shoppingcart
 
-//go:generate go tool -modfile=../../tools/buf/go.mod buf generate ../.. --config buf.config.yaml --template buf.gen.yaml --path shoppingcart.proto --path persistence/domain.proto
+//go:generate go tool -modfile=../../tools/buf/go.mod buf generate ../.. --config buf.config.yaml --template buf.gen.yaml --path shoppingcart.proto --path valuecart.proto --path persistence/domain.proto

@@ -47,7 +47,7 @@ func startSystemTB(t testing.TB) *system {
 	t.Helper()
 	s := &system{t: t, nats: streamstest.RunServer(t)}
 	s.js = s.nats.JetStream(t)
-	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity(), shoppingcart.ValueEntity())
 	if err != nil {
 		t.Fatal(err)
 	}
