@@ -1,0 +1,76 @@
+package main
+
+import (
+	"cmp"
+	"fmt"
+	"image/color"
+	"slices"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+)
+
+// drawChart writes p99 latency against achieved throughput, one line per scenario (its fixed
+// and search steps in order of throughput), with the p99 limit and the 2 ms goal, as SVG.
+func drawChart(res Results, path string) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("jetstate sidecar: p99 latency against throughput (AddItem, %d B, loopback)", res.PayloadBytes)
+	p.X.Label.Text = "commands/s achieved"
+	p.Y.Label.Text = "p99 latency, ms (log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Legend.Top = true
+	p.Legend.Left = true
+	p.Add(plotter.NewGrid())
+	maxX := 0.0
+	for i, sr := range res.Scenarios {
+		steps := slices.SortedFunc(slices.Values(sr.Steps), func(a, b Step) int { return cmp.Compare(a.Load.Achieved, b.Load.Achieved) })
+		var pts plotter.XYs
+		for _, st := range steps {
+			if st.Load.P99 <= 0 {
+				continue
+			}
+			pts = append(pts, plotter.XY{X: st.Load.Achieved, Y: st.Load.P99})
+			maxX = max(maxX, st.Load.Achieved)
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		line, points, err := plotter.NewLinePoints(pts)
+		if err != nil {
+			return err
+		}
+		line.Color = plotutil.Color(i)
+		if sr.Scenario.Durability == "always" {
+			line.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
+		}
+		points.Color = plotutil.Color(i)
+		points.Shape = plotutil.Shape(i)
+		p.Add(line, points)
+		p.Legend.Add(sr.Name, line, points)
+	}
+	if maxX == 0 {
+		return fmt.Errorf("chart %s: no step with a latency to draw", path)
+	}
+	for _, ref := range []struct {
+		ms    float64
+		label string
+		color color.Color
+	}{
+		{res.P99LimitMS, fmt.Sprintf("p99 limit %g ms", res.P99LimitMS), color.RGBA{R: 200, A: 255}},
+		{goalP99, fmt.Sprintf("goal: p99 < %g ms at %d/s", goalP99, goalRate), color.RGBA{G: 150, A: 255}},
+	} {
+		l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: ref.ms}, {X: maxX * 1.05, Y: ref.ms}})
+		if err != nil {
+			return err
+		}
+		l.Color = ref.color
+		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		p.Add(l)
+		p.Legend.Add(ref.label, l)
+	}
+	p.X.Min = 0
+	return p.Save(10*vg.Inch, 6*vg.Inch, path)
+}

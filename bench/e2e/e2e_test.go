@@ -1,0 +1,182 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/procfs"
+)
+
+// TestMain makes the test binary the load generator when the harness runs it as one.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == loadgenCommand {
+		os.Exit(loadgenMain(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestHarness runs the whole harness for a few seconds at a low rate, over both transports,
+// both kinds of entity, a routed command and fsync on every write, and checks that it
+// produced figures (none zero), profiles, the report and the chart, and left no process
+// behind.
+func TestHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds jetstate and runs nats-server, sidecars and functions as processes")
+	}
+	out := t.TempDir()
+	cfg := Config{
+		Out:            out,
+		Scenarios:      []Scenario{mustScenario(t, "es-grpc-always"), mustScenario(t, "value-http"), mustScenario(t, "routed-grpc")},
+		Rates:          []int{40},
+		Duration:       2 * time.Second,
+		Warmup:         time.Second,
+		SearchDuration: time.Second,
+		SearchMax:      80,
+		SearchSteps:    1,
+		Threads:        4,
+		ProfileRate:    40,
+		Log:            t.Output(),
+	}
+	var report strings.Builder
+	if err := run(t.Context(), cfg, &report); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Scenarios) != len(cfg.Scenarios) {
+		t.Fatalf("%d scenarios in results.json, want %d", len(res.Scenarios), len(cfg.Scenarios))
+	}
+	for i, sr := range res.Scenarios {
+		if want := cfg.Scenarios[i].Name(); sr.Name != want || sr.Error != "" {
+			t.Errorf("scenario %d: %s (error %q), want %s without error", i, sr.Name, sr.Error, want)
+		}
+		if sr.Idle[procSidecar].RSS == 0 {
+			t.Errorf("%s: no idle RSS", sr.Name)
+		}
+		phases := map[string]int{}
+		for _, st := range sr.Steps {
+			phases[st.Phase]++
+			l := st.Load
+			if l.Calls == 0 || l.Achieved <= 0 || l.P50 <= 0 || l.P90 <= 0 || l.P99 <= 0 || l.Max <= 0 {
+				t.Errorf("%s %s %.0f/s: load figures with a zero: %+v", sr.Name, st.Phase, l.Target, l)
+			}
+			if l.Errors != 0 {
+				t.Errorf("%s %s %.0f/s: %d errors, such as %q", sr.Name, st.Phase, l.Target, l.Errors, l.Samples)
+			}
+			busy := []string{procSidecar, procFunction, procNATS, procLoad}
+			if sr.Scenario.Routed {
+				// The owner's function does the work; the entry sidecar's is idle.
+				busy = []string{procSidecar, procOwner, procOwnerFn, procNATS, procLoad}
+				if !st.RoutedIntact {
+					t.Errorf("%s %s: the carts' shards moved during the step", sr.Name, st.Phase)
+				}
+			}
+			for _, p := range busy {
+				if u := st.Usage[p]; u.VCPU <= 0 || u.RSS == 0 || u.HWM == 0 || u.Anon == 0 {
+					t.Errorf("%s %s %.0f/s: %s usage with a zero: %+v", sr.Name, st.Phase, l.Target, p, u)
+				}
+			}
+			if st.Phase == "fixed" {
+				sidecars := []string{procSidecar}
+				if sr.Scenario.Routed {
+					sidecars = append(sidecars, procOwner)
+				}
+				for _, p := range sidecars {
+					if top := st.Profiles[p]; !strings.Contains(top, "flat%") {
+						t.Errorf("%s: no profile top for %s: %q", sr.Name, p, top)
+					}
+				}
+			}
+		}
+		if phases["fixed"] != 1 || phases["search"] != 1 {
+			t.Errorf("%s: steps by phase %v, want 1 fixed and 1 search", sr.Name, phases)
+		}
+	}
+	profiles, _ := filepath.Glob(filepath.Join(out, "profiles", "*.pprof"))
+	if len(profiles) != 4 {
+		t.Errorf("profiles %q, want 4 (one sidecar each, two in the routed scenario)", profiles)
+	}
+
+	md, err := os.ReadFile(filepath.Join(out, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(md) != report.String() {
+		t.Error("the printed report differs from results.md")
+	}
+	for _, want := range []string{"| es-grpc-always | fixed | 40 |", "| value-http | fixed | 40 |", "| routed-grpc | fixed | 40 |",
+		"## Beside Dapr's published figures", "0.48 vCPU per sidecar", "### routed-grpc at 40/s, owner sidecar"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("results.md lacks %q:\n%s", want, md)
+		}
+	}
+	svg, err := os.ReadFile(filepath.Join(out, "latency.svg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(svg), "<svg") || len(svg) < 5000 {
+		t.Errorf("latency.svg is not a chart (%d bytes): %.200s", len(svg), svg)
+	}
+
+	// Every process the harness started has been waited for.
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range procs {
+		if st, err := p.Stat(); err == nil && st.PPID == os.Getpid() {
+			t.Errorf("process %d (%s) is still a child of the test", p.PID, st.Comm)
+		}
+	}
+}
+
+func mustScenario(t *testing.T, name string) Scenario {
+	t.Helper()
+	s, err := ParseScenario(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestParseScenario(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want Scenario
+	}{
+		{"es-grpc", Scenario{Entity: "es", Transport: "grpc", Durability: "flush"}},
+		{"value-http", Scenario{Entity: "value", Transport: "http", Durability: "flush"}},
+		{"routed-http-always", Scenario{Entity: "es", Transport: "http", Routed: true, Durability: "always"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseScenario(tc.name)
+			if err != nil || got != tc.want || got.Name() != tc.name {
+				t.Fatalf("ParseScenario(%q) = %+v (%q), %v; want %+v", tc.name, got, got.Name(), err, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"", "es", "es-tcp", "crdt-grpc", "es-grpc-never", "es-grpc-always-x"} {
+		if _, err := ParseScenario(bad); err == nil {
+			t.Errorf("ParseScenario(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRound2(t *testing.T) {
+	for n, want := range map[int]int{25: 25, 99: 99, 149: 150, 1449: 1400, 3750: 3800, 12345: 12000} {
+		if got := round2(n); got != want {
+			t.Errorf("round2(%d) = %d, want %d", n, got, want)
+		}
+	}
+}
