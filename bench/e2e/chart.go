@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"image/color"
+	"math"
 	"slices"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -20,11 +22,11 @@ func drawChart(res Results, path string) error {
 	p.X.Label.Text = "commands/s achieved"
 	p.Y.Label.Text = "p99 latency, ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Tick.Marker = msTicks{}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
-	maxX := 0.0
+	maxX, minY, maxY := 0.0, goalP99, res.P99LimitMS
 	for i, sr := range res.Scenarios {
 		steps := slices.SortedFunc(slices.Values(sr.Steps), func(a, b Step) int { return cmp.Compare(a.Load.Achieved, b.Load.Achieved) })
 		var pts plotter.XYs
@@ -33,7 +35,7 @@ func drawChart(res Results, path string) error {
 				continue
 			}
 			pts = append(pts, plotter.XY{X: st.Load.Achieved, Y: st.Load.P99})
-			maxX = max(maxX, st.Load.Achieved)
+			maxX, minY, maxY = max(maxX, st.Load.Achieved), min(minY, st.Load.P99), max(maxY, st.Load.P99)
 		}
 		if len(pts) == 0 {
 			continue
@@ -71,6 +73,23 @@ func drawChart(res Results, path string) error {
 		p.Add(l)
 		p.Legend.Add(ref.label, l)
 	}
-	p.X.Min = 0
+	// Room above the curves for the legend, and below for the goal's line.
+	p.X.Min, p.Y.Min, p.Y.Max = 0, minY/1.5, maxY*3
 	return p.Save(10*vg.Inch, 6*vg.Inch, path)
+}
+
+// msTicks marks a log axis of milliseconds at 1, 2 and 5 of every power of ten.
+type msTicks struct{}
+
+func (msTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for exp := math.Floor(math.Log10(lo)); math.Pow10(int(exp)) <= hi; exp++ {
+		for _, m := range []float64{1, 2, 5} {
+			v := m * math.Pow10(int(exp))
+			if v >= lo && v <= hi {
+				ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+			}
+		}
+	}
+	return ticks
 }

@@ -105,7 +105,7 @@ type Config struct {
 	SearchDuration time.Duration
 	// SearchMax is the highest rate the search tries. Default 64,000.
 	SearchMax int
-	// SearchSteps bounds the number of steps of one search. Default 8.
+	// SearchSteps bounds the number of steps of one search. Default 6.
 	SearchSteps int
 	// P99Limit is the latency a rate must stay under to count as sustained. Default 10 ms.
 	P99Limit time.Duration
@@ -128,6 +128,9 @@ type Config struct {
 	Self string
 	// Log receives progress lines. Default: discarded.
 	Log io.Writer
+	// Rerender, if set, is an earlier run's results.json: nothing runs, its results.md and
+	// latency.svg are written again beside it.
+	Rerender string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -163,7 +166,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.SearchMax = 64000
 	}
 	if c.SearchSteps == 0 {
-		c.SearchSteps = 8
+		c.SearchSteps = 6
 	}
 	if c.P99Limit == 0 {
 		c.P99Limit = 10 * time.Millisecond
@@ -244,12 +247,13 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.BoolVar(&c.NoSearch, "no-search", false, "skip the search for the highest rate with p99 under -p99-limit")
 	fs.DurationVar(&c.SearchDuration, "search-duration", 0, "duration of each search step (default -duration)")
 	fs.IntVar(&c.SearchMax, "search-max", 64000, "highest rate the search tries")
-	fs.IntVar(&c.SearchSteps, "search-steps", 8, "most steps of one search")
+	fs.IntVar(&c.SearchSteps, "search-steps", 6, "most steps of one search")
 	fs.DurationVar(&c.P99Limit, "p99-limit", 10*time.Millisecond, "p99 a sustained rate must stay under")
 	fs.IntVar(&c.Threads, "threads", 32, "load generator threads, each with its own cart (and HTTP connection)")
 	fs.IntVar(&c.PayloadBytes, "payload", 1024, "bytes of product name in each AddItem")
 	fs.IntVar(&c.ProfileRate, "profile-rate", 1000, "fixed rate at which the sidecars are profiled (-1: none)")
 	fs.IntVar(&c.ProfileTop, "profile-top", 15, "functions listed per profile")
+	fs.StringVar(&c.Rerender, "rerender", "", "an earlier run's results.json: run nothing, write its results.md and latency.svg again beside it")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the processes' logs and stores (their directory is printed)")
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -27,7 +27,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-e2e:", err)
 		os.Exit(2)
 	}
-	if err := run(ctx, cfg, os.Stdout); err != nil {
+	if cfg.Rerender != "" {
+		err = rerender(cfg.Rerender, os.Stdout)
+	} else {
+		err = run(ctx, cfg, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench-e2e:", err)
 		os.Exit(1)
 	}

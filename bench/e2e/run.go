@@ -62,6 +62,9 @@ type Results struct {
 	Threads      int              `json:"threads"`
 	PayloadBytes int              `json:"payload_bytes"`
 	P99LimitMS   float64          `json:"p99_limit_ms"`
+	Rates        []int            `json:"rates"`
+	ProfileRate  int              `json:"profile_rate"`
+	ProfileTop   int              `json:"profile_top"`
 	Scenarios    []ScenarioResult `json:"scenarios"`
 }
 
@@ -113,7 +116,7 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 	res := Results{
 		Started: time.Now().UTC(), Machine: machine(), Go: runtime.Version(), NATS: version(ctx, bins.NATS, "--version"),
 		Duration: cfg.Duration, Search: cfg.SearchDuration, Threads: cfg.Threads, PayloadBytes: cfg.PayloadBytes,
-		P99LimitMS: ms(cfg.P99Limit),
+		P99LimitMS: ms(cfg.P99Limit), Rates: cfg.Rates, ProfileRate: cfg.ProfileRate, ProfileTop: cfg.ProfileTop,
 	}
 	if cfg.NoSearch {
 		res.Search = 0
@@ -138,15 +141,30 @@ func run(ctx context.Context, cfg Config, out io.Writer) error {
 			return err
 		}
 	}
-	report := renderReport(res, cfg)
-	if err := os.WriteFile(filepath.Join(cfg.Out, "results.md"), []byte(report), 0o644); err != nil {
+	return errors.Join(append(failed, render(res, cfg.Out, out))...)
+}
+
+// render writes results.md and latency.svg of res to dir, and results.md to out too.
+func render(res Results, dir string, out io.Writer) error {
+	report := renderReport(res)
+	if err := os.WriteFile(filepath.Join(dir, "results.md"), []byte(report), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprint(out, report)
-	if err := drawChart(res, filepath.Join(cfg.Out, "latency.svg")); err != nil {
-		failed = append(failed, err)
+	return drawChart(res, filepath.Join(dir, "latency.svg"))
+}
+
+// rerender renders an earlier run's results.json again, into the directory it is in.
+func rerender(path string, out io.Writer) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
 	}
-	return errors.Join(failed...)
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return render(res, filepath.Dir(path), out)
 }
 
 // runScenario deploys a scenario's processes, warms up, runs the fixed rates and the search,
