@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -70,6 +72,9 @@ func deploy(ctx context.Context, bins binaries, s Scenario, dir string) (_ *depl
 	d.add(d.nats)
 	d.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
 	if err := waitHTTP(ctx, &d.group, fmt.Sprintf("http://127.0.0.1:%d/healthz?js-enabled-only=true", ports[1]), 30*time.Second); err != nil {
+		return nil, err
+	}
+	if err := checkSync(ctx, fmt.Sprintf("http://127.0.0.1:%d/varz", ports[1]), s.Durability == "always"); err != nil {
 		return nil, err
 	}
 
@@ -237,4 +242,32 @@ func (d *deployment) close() {
 		d.nc.Close()
 	}
 	d.stopAll()
+}
+
+// checkSync asks nats-server's monitoring endpoint (varz) whether JetStream fsyncs every
+// write, and fails unless that is what the scenario asked for.
+func checkSync(ctx context.Context, varz string, always bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, varz, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var v struct {
+		JetStream struct {
+			Config struct {
+				SyncAlways bool `json:"sync_always"`
+			} `json:"config"`
+		} `json:"jetstream"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return fmt.Errorf("%s: %w", varz, err)
+	}
+	if got := v.JetStream.Config.SyncAlways; got != always {
+		return fmt.Errorf("nats-server's sync_always is %v, want %v", got, always)
+	}
+	return nil
 }

@@ -80,7 +80,8 @@ func (p *proc) exited() error {
 }
 
 // stop sends SIGTERM to the process group, waits up to grace for the process to exit, then
-// sends SIGKILL to the group and waits for the process.
+// sends SIGKILL to the group and waits for the process. A process that has already exited is
+// left alone (its group id may be reused by now).
 func (p *proc) stop(grace time.Duration) {
 	p.mu.Lock()
 	p.stopping = true
@@ -88,16 +89,16 @@ func (p *proc) stop(grace time.Duration) {
 	pgid := p.pid() // Setpgid: the group's id is the leader's pid
 	select {
 	case <-p.done:
+		return
 	default:
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(grace):
-		}
 	}
-	// Whatever the leader left in its group goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	<-p.done
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		<-p.done
+	}
 }
 
 // tail is the end of a file, at most n bytes.

@@ -39,10 +39,15 @@ func profile(ctx context.Context, admin string, seconds int, path string) error 
 	return f.Close()
 }
 
-// topFunctions is `go tool pprof -top` of a profile: the n functions with the most CPU of
-// their own (flat), with their cumulative figures, after pprof's header.
-func topFunctions(ctx context.Context, binary, path string, n int) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", fmt.Sprintf("-nodecount=%d", n), binary, path).CombinedOutput()
+// topFunctions is `go tool pprof -top` of a profile, after pprof's header: the n functions
+// with the most CPU of their own (flat), then with cum, the n with the most CPU in them and
+// what they call.
+func topFunctions(ctx context.Context, binary, path string, n int, cum bool) (string, error) {
+	args := []string{"tool", "pprof", "-top", fmt.Sprintf("-nodecount=%d", n)}
+	if cum {
+		args = append(args, "-cum")
+	}
+	out, err := exec.CommandContext(ctx, "go", append(args, binary, path)...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go tool pprof %s: %w\n%s", path, err, out)
 	}

@@ -32,8 +32,10 @@ type Step struct {
 	RoutedIntact bool `json:"routed_intact"`
 	// Sustained: no errors, p99 under the limit, at least 95% of the rate achieved.
 	Sustained bool `json:"sustained"`
-	// Profiles maps a sidecar's name to the top functions of its CPU profile.
-	Profiles map[string]string `json:"profiles,omitempty"`
+	// Profiles maps a sidecar's name to the top functions of its CPU profile by their own
+	// CPU (flat); ProfilesCum the same by CPU in them and what they call (cum).
+	Profiles    map[string]string `json:"profiles,omitempty"`
+	ProfilesCum map[string]string `json:"profiles_cum,omitempty"`
 }
 
 // ScenarioResult is a scenario's steps and the highest sustained rate found.
@@ -252,6 +254,8 @@ func (r *stepper) step(ctx context.Context, rate int, dur time.Duration, phase s
 		return st, err
 	}
 	defer lp.close()
+	// Stopped, the load generator ends its run at once, and next reports it.
+	defer context.AfterFunc(ctx, func() { lp.stop(5 * time.Second) })()
 	line, err := lp.next()
 	if err != nil {
 		return st, err
@@ -294,14 +298,14 @@ func (r *stepper) step(ctx context.Context, rate int, dur time.Duration, phase s
 		return st, err
 	}
 	if len(paths) > 0 {
-		st.Profiles = map[string]string{}
+		st.Profiles, st.ProfilesCum = map[string]string{}, map[string]string{}
 		for name, path := range paths {
-			bin := r.bins.Jetstate
-			top, err := topFunctions(ctx, bin, path, r.cfg.ProfileTop)
-			if err != nil {
+			if st.Profiles[name], err = topFunctions(ctx, r.bins.Jetstate, path, r.cfg.ProfileTop, false); err != nil {
 				return st, err
 			}
-			st.Profiles[name] = top
+			if st.ProfilesCum[name], err = topFunctions(ctx, r.bins.Jetstate, path, r.cfg.ProfileTop, true); err != nil {
+				return st, err
+			}
 		}
 	}
 	st.RoutedIntact = r.d.routedIntact()
