@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"slices"
 	"strconv"
 
@@ -12,6 +13,8 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // drawChart writes p99 latency against achieved throughput, one line per scenario (its fixed
@@ -23,9 +26,11 @@ func drawChart(res Results, path string) error {
 	p.Y.Label.Text = "p99 latency, ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = msTicks{}
-	p.Legend.Top = true
-	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
+	// The legend goes in a column of its own, right of the plot, where no curve can hide it.
+	legend := plot.NewLegend()
+	legend.Top = true
+	legend.Left = true
 	maxX, minY, maxY := 0.0, goalP99, res.P99LimitMS
 	for i, sr := range res.Scenarios {
 		steps := slices.SortedFunc(slices.Values(sr.Steps), func(a, b Step) int { return cmp.Compare(a.Load.Achieved, b.Load.Achieved) })
@@ -51,7 +56,7 @@ func drawChart(res Results, path string) error {
 		points.Color = plotutil.Color(i)
 		points.Shape = plotutil.Shape(i)
 		p.Add(line, points)
-		p.Legend.Add(sr.Name, line, points)
+		legend.Add(sr.Name, line, points)
 	}
 	if maxX == 0 {
 		return fmt.Errorf("chart %s: no step with a latency to draw", path)
@@ -71,11 +76,28 @@ func drawChart(res Results, path string) error {
 		l.Color = ref.color
 		l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 		p.Add(l)
-		p.Legend.Add(ref.label, l)
+		legend.Add(ref.label, l)
 	}
-	// Room above the curves for the legend, and below for the goal's line.
-	p.X.Min, p.Y.Min, p.Y.Max = 0, minY/1.5, maxY*3
-	return p.Save(10*vg.Inch, 6*vg.Inch, path)
+	// Room above and below the curves and the reference lines.
+	p.X.Min, p.Y.Min, p.Y.Max = 0, minY/1.5, maxY*1.5
+
+	const width, height, legendWidth = 11 * vg.Inch, 6 * vg.Inch, 2.3 * vg.Inch
+	c := vgsvg.New(width, height)
+	dc := draw.New(c)
+	// A white page under everything, the legend's column included (readable on dark pages).
+	dc.SetColor(color.White)
+	dc.Fill(dc.Rectangle.Path())
+	p.Draw(draw.Crop(dc, 0, -legendWidth, 0, 0))
+	legend.Draw(draw.Crop(dc, width-legendWidth+vg.Points(8), 0, 0, -vg.Points(24)))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return fmt.Errorf("chart %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // msTicks marks a log axis of milliseconds at 1, 2 and 5 of every power of ten.

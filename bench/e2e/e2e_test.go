@@ -136,6 +136,11 @@ func TestHarness(t *testing.T) {
 	if !strings.Contains(string(svg), "<svg") || len(svg) < 5000 {
 		t.Errorf("latency.svg is not a chart (%d bytes): %.200s", len(svg), svg)
 	}
+	for _, sc := range cfg.Scenarios {
+		if !strings.Contains(string(svg), ">"+sc.Name()+"</text>") {
+			t.Errorf("latency.svg has no legend for %s", sc.Name())
+		}
+	}
 
 	noChildren(t)
 }
