@@ -14,7 +14,7 @@ import (
 // real sidecar: adds merge by product, a quantity under 1 fails, and the
 // stored cart survives a restart of the sidecar and of NATS.
 func TestValueCartOverGRPCAndHTTP(t *testing.T) {
-	s := startSystem(t)
+	s := startSystemWith(t, shoppingcart.Entity(), shoppingcart.ValueEntity())
 	const vsvc = "/" + shoppingcart.ValueServiceName + "/"
 	add := func(user, product string, qty int32) error {
 		return s.conn.Invoke(t.Context(), vsvc+"AddItem",
