@@ -11,12 +11,15 @@ NATS_PORT ?= 4222
 CHAT_PORT ?= 8082
 # Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
 BENCHTIME ?= 20x
+# Flags of `make bench-e2e` (bench/README.md; `make bench-e2e BENCH_E2E_FLAGS=-h` lists them),
+# for example `-scenarios es-grpc -duration 10s`.
+BENCH_E2E_FLAGS ?=
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build the jetstate binary into bin/
@@ -49,12 +52,14 @@ demo: ## embedded JetStream and a walk through the journal's contract (Ctrl-C st
 	$(GO) run ./cmd/jetstate run $(ARGS)
 
 .PHONY: test
-test: ## run every test with the race detector (embedded NATS servers and clusters, envtest)
+test: ## run every test with the race detector (embedded NATS servers and clusters, envtest, the bench module)
 	KUBEBUILDER_ASSETS="$$(tools/envtest/assets.sh)" $(GO) test -race -count=1 -timeout 30m $(PKGS)
+	cd bench && $(GO) test -race -count=1 -timeout 15m ./...
 
 .PHONY: test-short
 test-short: ## run the tests without the 3-node cluster ones
 	KUBEBUILDER_ASSETS="$$(tools/envtest/assets.sh)" $(GO) test -race -short $(PKGS)
+	cd bench && $(GO) test -race -short ./...
 
 .PHONY: envtest-assets
 envtest-assets: ## build kube-apiserver and etcd for the operator's tests into the user cache (once per version)
@@ -97,6 +102,10 @@ bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench CRDT -benchtime 3x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench Projection -benchtime $(BENCHTIME) -count 1 ./projections/
 
+.PHONY: bench-e2e
+bench-e2e: ## the multi-process benchmark (nats-server, sidecars, cart functions, Fortio load; fixed rates, max rate, Dapr's figures beside): docs/bench/ (about 75 min)
+	cd bench && $(GO) run ./e2e $(BENCH_E2E_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each
 	@set -e; for pkg in $$($(GO) list ./...); do \
@@ -111,6 +120,7 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod)
 	$(GO) tool staticcheck $(PKGS)
 	$(GO) vet -tags e2e ./e2e/
 	$(GO) tool staticcheck -tags e2e ./e2e/
+	cd bench && $(GO) vet ./... && $(GO) tool -modfile=../go.mod staticcheck ./...
 
 .PHONY: generate
 generate: ## regenerate generated code: protocol/ with buf (pinned in tools/), then go generate
@@ -128,6 +138,7 @@ manifests: ## regenerate the operator's deepcopy code, CRDs (crds/bases) and RBA
 .PHONY: verify
 verify: generate manifests ## fail if generated code, manifests or go.mod/go.sum drift from what is committed
 	$(GO) mod tidy
+	cd bench && $(GO) mod tidy
 	@git diff --exit-code -- . || { echo "generated files or go.mod drifted: commit the result of 'make generate', 'make manifests' and 'go mod tidy'"; exit 1; }
 	@out=$$(git status --porcelain --untracked-files=all -- crds operator/api); if [ -n "$$out" ]; then echo "$$out"; echo "new generated files: commit the result of 'make manifests'"; exit 1; fi
 

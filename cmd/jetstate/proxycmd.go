@@ -33,6 +33,7 @@ type proxyConfig struct {
 	DataDir     string // embedded server's store
 	EmbedPort   int
 	AdminListen string
+	Pprof       bool // net/http/pprof on the admin address
 	Provision   bool
 	Replicas    int
 	Sync        streams.Durability // the embedded server fsyncs so; provisioning records it
@@ -66,6 +67,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	sync := fs.String("sync", env("JETSTATE_SYNC", string(streams.DurabilityFlush)), "durability: flush (fsync every 2 min: a power loss can lose the writes of the last 2 min) or always (fsync before every ack, much slower); the embedded server fsyncs so, a NATS server by its own sync_interval (provisioning records the intent) [JETSTATE_SYNC]")
 	metricsPort, metricsErr := envPort(getenv, "METRICS_PORT", 9090)
 	fs.StringVar(&c.AdminListen, "admin", "", "address of /ready, /alive and /metrics (default 127.0.0.1:<METRICS_PORT> with the embedded server, else :<METRICS_PORT>, every interface) [METRICS_PORT]")
+	fs.BoolVar(&c.Pprof, "pprof", env("JETSTATE_PPROF", "") == "true", "serve Go's profiles (net/http/pprof) under /debug/pprof/ on the admin address, for benchmarks and diagnosis; off by default, as profiles show the process's internals and cost CPU while taken [JETSTATE_PPROF]")
 	fs.BoolVar(&c.Provision, "provision", env("JETSTATE_PROVISION", "") == "true", "create or update the streams and buckets at start (always with the embedded server) [JETSTATE_PROVISION]")
 	fs.IntVar(&c.Replicas, "replicas", 1, "stream replicas when provisioning: 1 or 3")
 	shards := fs.Int("shards", 0, "shards of the service when provisioning, fixed once provisioned (default 100)")
@@ -242,7 +244,11 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	serveAdmin(gctx, g, c.AdminListen, p.AdminHandler(reg))
+	admin := p.AdminHandler(reg)
+	if c.Pprof {
+		admin = withPprof(admin)
+	}
+	serveAdmin(gctx, g, c.AdminListen, admin)
 	g.Go(func() error {
 		fmt.Fprintf(out, "sidecar for service %q: user function %s, ingress %s, admin %s\n",
 			c.Proxy.Storage.Service, c.Proxy.UserFunction, c.Proxy.Listen, c.AdminListen)

@@ -45,9 +45,15 @@ func startSystem(t *testing.T) *system {
 
 func startSystemTB(t testing.TB) *system {
 	t.Helper()
+	return startSystemWith(t, shoppingcart.Entity())
+}
+
+// startSystemWith is the system with a function serving entities.
+func startSystemWith(t testing.TB, entities ...sdk.Entity) *system {
+	t.Helper()
 	s := &system{t: t, nats: streamstest.RunServer(t)}
 	s.js = s.nats.JetStream(t)
-	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, entities...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+	srv, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity(), shoppingcart.ValueEntity())
 	if err != nil {
 		return fmt.Errorf("shopping cart entity: %w", err)
 	}
