@@ -95,6 +95,7 @@ bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
 	$(GO) test -run '^$$' -bench AddItem -benchtime $(BENCHTIME) -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench SidecarMemory -benchtime 1x -count 1 ./examples/shoppingcart/
+	$(GO) test -run '^$$' -bench SidecarFootprint -benchtime 5x -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench Routing -benchtime 5x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench CRDT -benchtime 3x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench Projection -benchtime $(BENCHTIME) -count 1 ./projections/
