@@ -22,11 +22,12 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build the jetstate binary into bin/
-	$(GO) build -o bin/jetstate ./cmd/jetstate
+build: ## build jetstate (sidecar, projector, CLI) and jetstate-operator into bin/
+	$(GO) build -o bin/ ./cmd/jetstate ./cmd/jetstate-operator
 
 .PHONY: run
-run: build ## the shopping cart behind the sidecar on an embedded JetStream, projected into the read model (Ctrl-C stops all)
+run: ## the shopping cart behind the sidecar on an embedded JetStream, projected into the read model (Ctrl-C stops all)
+	$(GO) build -o bin/jetstate ./cmd/jetstate
 	$(GO) build -o bin/shoppingcart ./examples/shoppingcart/cmd/shoppingcart
 	$(GO) build -o bin/readmodel ./examples/readmodel/cmd/readmodel
 	bin/readmodel -write-descriptors bin/cart-events.binpb
@@ -39,7 +40,8 @@ run: build ## the shopping cart behind the sidecar on an embedded JetStream, pro
 	    -embedded-nats-port $(NATS_PORT) $(ARGS)
 
 .PHONY: run-chat
-run-chat: build ## the chat sample (presence and friends, CRDT entities) behind the sidecar on an embedded JetStream, with its page (Ctrl-C stops all)
+run-chat: ## the chat sample (presence and friends, CRDT entities) behind the sidecar on an embedded JetStream, with its page (Ctrl-C stops all)
+	$(GO) build -o bin/jetstate ./cmd/jetstate
 	$(GO) build -o bin/chat ./examples/chat/cmd/chat
 	@echo "chat page: http://127.0.0.1:$(CHAT_PORT)/"
 	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
@@ -98,6 +100,7 @@ bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -count 1 ./streams/
 	$(GO) test -run '^$$' -bench AddItem -benchtime $(BENCHTIME) -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench SidecarMemory -benchtime 1x -count 1 ./examples/shoppingcart/
+	$(GO) test -run '^$$' -bench SidecarFootprint -benchtime 5x -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench Routing -benchtime 5x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench CRDT -benchtime 3x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench Projection -benchtime $(BENCHTIME) -count 1 ./projections/

@@ -81,9 +81,10 @@ func TestOperatorSidecarListensOnPodIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The operator's controllers, as runOperator sets them up, in a
-	// manager of their own: controller-runtime allows one controller of a
-	// name per process, and TestRunOperator runs `jetstate operator`.
+	// The operator's controllers, as jetstate-operator sets them up (its
+	// Kubernetes libraries are this test's, never the binary's): names
+	// unchecked, since controller-runtime allows one controller of a name
+	// per process and -count may run the test again in this one.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},

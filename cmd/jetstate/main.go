@@ -1,5 +1,8 @@
 // Command jetstate runs jetstate's parts: `jetstate proxy` is the sidecar,
-// `jetstate run` an embedded NATS server with JetStream and a journal demo.
+// `jetstate project` a projector, `jetstate run` an embedded NATS server
+// with JetStream and a journal demo. Every pod runs this binary, so it links
+// nothing of Kubernetes (TestNoKubernetesDependencies): `jetstate operator`
+// runs the operator's own binary, jetstate-operator.
 package main
 
 import (
@@ -25,7 +28,8 @@ Usage:
   jetstate project [flags] run a projection: journal events to CloudEvents for a sink
   jetstate projection <list|status|pause|resume|rebuild|delete> [name] [flags]
                            operate a service's projections
-  jetstate operator [flags] the Kubernetes operator (StatefulService, StatefulStore, Projection)
+  jetstate operator [flags] the Kubernetes operator (StatefulService, StatefulStore, Projection):
+                           runs jetstate-operator, found next to jetstate or on PATH
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
   jetstate version         print versions
 
@@ -83,11 +87,7 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return runProjection(ctx, cfg, out)
 	case "operator":
-		cfg, err := parseOperator(args[1:], os.Getenv, out)
-		if err != nil {
-			return err
-		}
-		return runOperator(ctx, cfg, out)
+		return runOperator(args[1:])
 	case "version":
 		fmt.Fprintf(out, "jetstate (streams format 1, needs JetStream API level >= %d)\n", streams.MinAPILevel)
 		return nil

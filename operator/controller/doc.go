@@ -22,5 +22,6 @@
 //
 // Errors are returned to controller-runtime (logged once there, retried
 // with back-off) and surface as the Ready condition and as events on the
-// object. Nothing here reads flags or the environment: cmd/jetstate does.
+// object. Nothing here reads flags or the environment: cmd/jetstate-operator
+// does.
 package controller

@@ -48,10 +48,12 @@ cd "$root"
 # would otherwise conflict with the kubectl-set field manager (or, forced,
 # roll the operator back to ghcr.io/... and forward again). On the first run
 # the two `kubectl set` are then no-ops; they stay as the README's steps.
-kubectl kustomize crds/ | sed 's|ghcr.io/jetstate/jetstate:latest|jetstate:dev|' | kubectl apply --server-side -f - >&2
+kubectl kustomize crds/ |
+  sed -e 's|ghcr.io/jetstate/jetstate-operator:latest|jetstate-operator:dev|' -e 's|ghcr.io/jetstate/jetstate:latest|jetstate:dev|' |
+  kubectl apply --server-side -f - >&2
 step "CRDs established" crd kubectl wait --for=condition=Established --timeout="${timeout}s" \
   crd/statefulstores.jetstate.io crd/statefulservices.jetstate.io crd/projections.jetstate.io
-kubectl -n jetstate-system set image deploy/jetstate-operator operator=jetstate:dev >&2
+kubectl -n jetstate-system set image deploy/jetstate-operator operator=jetstate-operator:dev >&2
 kubectl -n jetstate-system set env deploy/jetstate-operator JETSTATE_SIDECAR_IMAGE=jetstate:dev >&2
 step "operator rolled out" "-n jetstate-system deploy/jetstate-operator" \
   kubectl -n jetstate-system rollout status deploy/jetstate-operator --timeout="${timeout}s"

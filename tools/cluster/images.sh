@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes example's images without Docker or a registry and
 # imports them into the running cluster's containerd (up.sh):
-#   jetstate:dev, jetstate-shoppingcart:dev, jetstate-readmodel:dev
+#   jetstate:dev, jetstate-operator:dev, jetstate-shoppingcart:dev,
+#   jetstate-readmodel:dev
 #     from examples/kubernetes/Dockerfile: the packages of its build stage's
 #     `go build -o /out/<name> <package>` lines, built the same way
 #     (CGO_ENABLED=0, -trimpath, -ldflags "-s -w"), and each final stage's
@@ -47,8 +48,10 @@ echo "images: built in $((SECONDS - s))s" >&2
 archives=()
 for p in "${pairs[@]}"; do
   name=${p%% *}
-  tag=jetstate-$name:dev
-  [ "$name" = jetstate ] && tag=jetstate:dev
+  case $name in
+    jetstate | jetstate-*) tag=$name:dev ;;
+    *) tag=jetstate-$name:dev ;;
+  esac
   "$bin/ociarchive" -dockerfile "$dockerfile" -target "$name" -bin "$out/$name" -tag "$tag" -o "$out/$name.tar"
   archives+=("$out/$name.tar")
 done

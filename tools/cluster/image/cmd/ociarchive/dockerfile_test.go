@@ -15,7 +15,7 @@ import (
 const exampleDockerfile = "../../../../../examples/kubernetes/Dockerfile"
 
 func TestParseStageOfTheExampleDockerfile(t *testing.T) {
-	for _, target := range []string{"jetstate", "shoppingcart", "readmodel"} {
+	for _, target := range []string{"jetstate", "jetstate-operator", "shoppingcart", "readmodel"} {
 		f, err := os.Open(exampleDockerfile)
 		if err != nil {
 			t.Fatal(err)

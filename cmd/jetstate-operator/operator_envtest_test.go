@@ -19,13 +19,13 @@ import (
 	"github.com/jetstate/jetstate/streams/streamstest"
 )
 
-// TestRunOperator runs `jetstate operator` as the binary would, against a
+// TestRunOperator runs the operator as the binary would, against a
 // real API server (envtest) reached through KUBECONFIG, and checks that it
 // reconciles a StatefulStore on an in-process NATS server and stops
 // cleanly.
 func TestRunOperator(t *testing.T) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		msg := "KUBEBUILDER_ASSETS is not set; run: KUBEBUILDER_ASSETS=$(tools/envtest/assets.sh) go test -race ./cmd/jetstate/ (or make test)"
+		msg := "KUBEBUILDER_ASSETS is not set; run: KUBEBUILDER_ASSETS=$(tools/envtest/assets.sh) go test -race ./cmd/jetstate-operator/ (or make test)"
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
@@ -90,7 +90,7 @@ func TestRunOperator(t *testing.T) {
 	if runErr != nil {
 		t.Errorf("runOperator: %v", runErr)
 	}
-	if want := "jetstate operator: watching all namespaces, sidecar image jetstate:e2e"; !bytes.Contains(out.Bytes(), []byte(want)) {
+	if want := "jetstate-operator: watching all namespaces, sidecar image jetstate:e2e"; !bytes.Contains(out.Bytes(), []byte(want)) {
 		t.Errorf("output %q lacks %q", out.String(), want)
 	}
 }
