@@ -18,8 +18,10 @@
 // was sent is never sent again. A write fenced off (another sidecar wrote
 // the entity, or the Guard refused) fails with ErrMoved: the command did not
 // change anything and runs again at the shard's owner. Idle entities are
-// passivated; PassivateShard passivates a shard's entities for a handoff;
-// Shutdown stops them all.
+// passivated; a Limit shared by the runtimes bounds the active entities,
+// passivating the least recently used idle one to make room (or refusing
+// with ErrTooManyActive when none is idle); PassivateShard passivates a
+// shard's entities for a handoff; Shutdown stops them all.
 //
 // The package consumes two small interfaces, Guard (sharding: where an
 // entity may run and be written) and Load (the autoscaler's signals), and

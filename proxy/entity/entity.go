@@ -22,6 +22,7 @@ type entity struct {
 	id    string
 	es    *Runtime
 	shard int
+	lru   lruNode // its place among the idle entities under es.cfg.Limit
 
 	// Guarded by es.mu.
 	queue     []request     // commands waiting, oldest first
@@ -41,6 +42,7 @@ type entity struct {
 // startLocked gives e a goroutine.
 func (e *entity) startLocked() {
 	e.working = true
+	e.es.cfg.Limit.busy(&e.lru)
 	e.es.wg.Add(1)
 	go e.work()
 }
@@ -80,6 +82,7 @@ func (e *entity) work() {
 			} else {
 				e.idle.Reset(es.cfg.Passivation)
 			}
+			es.cfg.Limit.idle(&e.lru)
 			es.mu.Unlock()
 			return
 		}
@@ -231,6 +234,30 @@ func (e *entity) idleTimeout() {
 	e.sess.close()
 	e.markClosed()
 	es.cfg.Metrics.passivated(es.name)
+}
+
+// evict passivates the entity to make room under the Limit, if it is idle,
+// and reports whether it did. Its stream is closed in the background: the
+// entity that needs the room does not wait for it.
+func (e *entity) evict() bool {
+	es := e.es
+	es.mu.Lock()
+	if e.working || e.gone || es.closing {
+		es.mu.Unlock()
+		return false
+	}
+	e.working = true
+	es.forgetLocked(e)
+	es.wg.Add(1)
+	es.mu.Unlock()
+	go func() {
+		defer es.wg.Done()
+		es.cfg.Log.Debug("passivating the least recently used entity", "service", es.name, "entity", e.id)
+		e.sess.close()
+		e.markClosed()
+		es.cfg.Metrics.evicted(es.name)
+	}()
+	return true
 }
 
 // takeLocked empties the queue.

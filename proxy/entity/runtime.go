@@ -89,6 +89,9 @@ type Config struct {
 	Load Load
 	// Metrics records commands, activations and writes; nil: not recorded.
 	Metrics *Metrics
+	// Limit bounds the active entities of the runtimes that share it
+	// (event-sourced and value); nil: no bound.
+	Limit *Limit
 	// ReportError tells the user function about a mistake of its own (a
 	// CRDT update its state cannot take); nil: not told.
 	ReportError func(ctx context.Context, msg string)
@@ -164,8 +167,8 @@ func (noLoad) Storing() func()  { return func() {} }
 
 // Runtime runs the active entities of one entity type (one user service):
 // at most one instance per entity key, each with one command in flight and
-// a bounded queue, passivated after being idle. It is safe for concurrent
-// use.
+// a bounded queue, passivated after being idle (or, under a Limit, when
+// another entity needs its place). It is safe for concurrent use.
 //
 // An active entity holds its stream to the user function; a goroutine runs
 // it only while it has commands (or is being closed), so an idle one costs
@@ -196,8 +199,10 @@ func (es *Runtime) shard(key string) int {
 // Handle runs one command on the entity key and waits for the result. The
 // command is queued behind the entity's earlier ones; a full queue is
 // ErrEntityBusy, a shard this sidecar does not serve ErrMoved, a stopping
-// runtime ErrStopping, a crashed entity ErrEntityFailed. If ctx ends first
-// the command may still run; its result is dropped.
+// runtime ErrStopping, a crashed entity ErrEntityFailed, an entity that is
+// not active while the Limit is reached and no active entity is idle
+// ErrTooManyActive. If ctx ends first the command may still run; its
+// result is dropped.
 func (es *Runtime) Handle(ctx context.Context, id, name string, payload *anypb.Any) (Result, error) {
 	req := request{ctx: ctx, name: name, payload: payload, done: make(chan reply, 1)}
 	if err := es.enqueue(id, req); err != nil {
@@ -213,26 +218,46 @@ func (es *Runtime) Handle(ctx context.Context, id, name string, payload *anypb.A
 }
 
 func (es *Runtime) enqueue(id string, req request) error {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	e, ok := es.active[id]
-	shard, err := es.admitLocked(id, e)
-	if err != nil {
-		return err
+	limit := es.cfg.Limit
+	reserved := false // a place under the limit is held for a new entity
+	for {
+		es.mu.Lock()
+		e, ok := es.active[id]
+		shard, err := es.admitLocked(id, e)
+		if err == nil && !ok && !reserved && limit.bounded() {
+			// Reserving may passivate an idle entity of this runtime, which
+			// takes the lock.
+			es.mu.Unlock()
+			if err := limit.reserve(); err != nil {
+				return fmt.Errorf("%s %q: %w", es.name, id, err)
+			}
+			reserved = true
+			continue
+		}
+		if reserved && (err != nil || ok) {
+			limit.unreserve() // refused, or activated by another command meanwhile
+		}
+		if err != nil {
+			es.mu.Unlock()
+			return err
+		}
+		if !ok {
+			e = &entity{id: id, es: es, shard: shard}
+			e.lru.e = e
+			es.active[id] = e
+			es.cfg.Metrics.activeDelta(es.name, 1)
+		}
+		if len(e.queue) >= es.cfg.QueueSize {
+			es.mu.Unlock()
+			return fmt.Errorf("%s %q: %w", es.name, id, ErrEntityBusy)
+		}
+		e.queue = append(e.queue, req)
+		if !e.working {
+			e.startLocked()
+		}
+		es.mu.Unlock()
+		return nil
 	}
-	if !ok {
-		e = &entity{id: id, es: es, shard: shard}
-		es.active[id] = e
-		es.cfg.Metrics.activeDelta(es.name, 1)
-	}
-	if len(e.queue) >= es.cfg.QueueSize {
-		return fmt.Errorf("%s %q: %w", es.name, id, ErrEntityBusy)
-	}
-	e.queue = append(e.queue, req)
-	if !e.working {
-		e.startLocked()
-	}
-	return nil
 }
 
 // admitLocked says whether a command for id (active as e, or nil) may be
@@ -264,6 +289,7 @@ func (es *Runtime) forgetLocked(e *entity) {
 	e.gone = true
 	delete(es.active, e.id)
 	es.cfg.Metrics.activeDelta(es.name, -1)
+	es.cfg.Limit.leave(&e.lru)
 }
 
 // endLocked makes e end once the command it runs (if any) is done: its
