@@ -88,6 +88,14 @@ type Config struct {
 	CRDTWriteTimeout time.Duration
 	// QueueSize bounds the commands waiting for one entity. Default 100.
 	QueueSize int
+	// MaxActiveEntities bounds the event-sourced and value entities active
+	// at once in this sidecar (each holds a stream to the user function);
+	// 0, the default, bounds nothing. At the limit, activating another
+	// entity first passivates the least recently used idle one (no command
+	// running or queued), as its idle time would; when none is idle the
+	// command is refused at once with RESOURCE_EXHAUSTED (nothing ran: it
+	// may be retried). CRDT instances are not counted (entity.Limit).
+	MaxActiveEntities int
 	// MaxMessageSize bounds messages to and from the user function, and
 	// replies to clients. Default 12 MiB.
 	MaxMessageSize int
@@ -213,6 +221,9 @@ func (c Config) Validate() error {
 	errs := []error{c.Storage.Validate(), c.Eventing.Validate()}
 	if c.Provision != nil {
 		errs = append(errs, c.Provision.Validate())
+	}
+	if c.MaxActiveEntities < 0 {
+		errs = append(errs, fmt.Errorf("max active entities must not be negative, not %d", c.MaxActiveEntities))
 	}
 	if c.MaxRequestSize < 0 {
 		errs = append(errs, fmt.Errorf("max request size must not be negative, not %d", c.MaxRequestSize))
@@ -523,13 +534,14 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		Registry: p.cfg.Registry, Log: p.log,
 	})
 	metrics := entity.NewMetrics(p.cfg.Registry)
+	limit := entity.NewLimit(p.cfg.MaxActiveEntities) // shared by the runtimes
 	runtimes := map[string]*entity.Runtime{}
 	crdts := map[string]*entity.CRDTRuntime{}
 	for name, svc := range m.Services {
 		rc := entity.Config{
 			Service: svc, QueueSize: p.cfg.QueueSize, CommandTimeout: p.cfg.CommandTimeout,
-			Passivation: p.cfg.PassivationTimeout, Guard: shards, Load: p.load, Metrics: metrics, Log: p.log,
-			ReportError: p.reportError,
+			Passivation: p.cfg.PassivationTimeout, Guard: shards, Load: p.load, Metrics: metrics, Limit: limit,
+			Log: p.log, ReportError: p.reportError,
 		}
 		if svc.Passivation > 0 {
 			rc.Passivation = svc.Passivation

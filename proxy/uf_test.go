@@ -93,7 +93,7 @@ func testFileSet() *descriptorpb.FileDescriptorSet {
 				}),
 				method("Fail", "GetRequest", "Value"),
 				method("Crash", "GetRequest", "Value"), method("Hang", "GetRequest", "Value"), method("Restart", "AddRequest", "Value"),
-				method("Die", "GetRequest", "Value"),
+				method("Die", "GetRequest", "Value"), method("Wait", "GetRequest", "Value"),
 			}},
 			{Name: proto.String("Register"), Method: []*descriptorpb.MethodDescriptorProto{
 				method("Set", "AddRequest", "Value"), method("Get", "GetRequest", "Value"), method("Delete", "GetRequest", "Value"),
@@ -206,9 +206,13 @@ type testFunction struct {
 	types   testTypes
 	version [2]int32 // protocol version reported
 	hang    chan struct{}
+	// release lets one Wait command answer (Wait holds a command until
+	// the test sends on it).
+	release chan struct{}
 
 	mu        sync.Mutex
 	records   []record
+	changed   chan struct{} // closed (and replaced) at every record
 	streams   int
 	discovers int
 	info      *cloudstate.ProxyInfo
@@ -219,6 +223,27 @@ func (f *testFunction) log(r record) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.records = append(f.records, r)
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// waitRecords waits until ok holds for what was recorded, checking it at
+// every new record (the test timeout is the failsafe).
+func (f *testFunction) waitRecords(t *testing.T, what string, ok func([]record) bool) {
+	t.Helper()
+	for {
+		f.mu.Lock()
+		rs, changed := append([]record(nil), f.records...), f.changed
+		f.mu.Unlock()
+		if ok(rs) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-t.Context().Done():
+			t.Fatalf("no %s", what)
+		}
+	}
 }
 
 func (f *testFunction) newStream() int {
@@ -312,6 +337,13 @@ func (f *testFunction) Handle(stream grpc.BidiStreamingServer[eventsourced.Event
 				return errors.New("hung up")
 			case "Die": // the function's handler crashes: its stream fails
 				return errors.New("function crashed")
+			case "Wait": // answers once the test releases it
+				select {
+				case <-f.release:
+				case <-stream.Context().Done():
+					return stream.Context().Err()
+				}
+				out.ClientAction = replyAction(f.types.value(sum))
 			}
 		}
 		if out != nil {
@@ -524,5 +556,5 @@ func serveFunction(t testing.TB, f *testFunction, lis net.Listener) string {
 }
 
 func newTestFunction(t testing.TB) *testFunction {
-	return &testFunction{types: newTestTypes(t), version: [2]int32{0, 2}, hang: make(chan struct{})}
+	return &testFunction{types: newTestTypes(t), version: [2]int32{0, 2}, hang: make(chan struct{}), release: make(chan struct{}), changed: make(chan struct{})}
 }

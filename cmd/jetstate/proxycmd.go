@@ -75,6 +75,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	routeTimeout := fs.Duration("route-timeout", 0, "how long a command waits for its shard to have a reachable owner (default 30s)")
 	functionKeepalive := fs.Duration("function-keepalive", 0, "how often the connection to the user function is pinged while it carries calls, to notice a dead peer; at least 10s, and only as often as the function's gRPC server permits (default 5m)")
 	passivation := fs.Duration("passivation-timeout", 0, "idle time before an entity is passivated (default 30s) [PASSIVATION_TIMEOUT]")
+	maxActive := fs.Int("max-active-entities", 0, "most event-sourced and value entities active at once (each holds a stream to the user function); at the limit the least recently used idle one is passivated first, and with none idle a command for another is refused with RESOURCE_EXHAUSTED, retryable (default 0: no limit)")
 	timeout := fs.Duration("command-timeout", 0, "how long the user function may take per command (default 1m)")
 	crdtWrite := fs.Duration("crdt-write-timeout", 0, "how long a CRDT update may take to reach write consistency MAJORITY or ALL (default 5s)")
 	maxRequest := fs.Int("max-request-size", 0, "largest request a client may send, in bytes (default and most: what the store takes in one write, less 1 KiB)")
@@ -122,6 +123,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 		UserFunction:          net.JoinHostPort(*ufHost, *ufPort),
 		Listen:                net.JoinHostPort(*host, *port),
 		PassivationTimeout:    *passivation,
+		MaxActiveEntities:     *maxActive,
 		CommandTimeout:        *timeout,
 		CRDTWriteTimeout:      *crdtWrite,
 		RouteTimeout:          *routeTimeout,

@@ -19,4 +19,15 @@ var (
 	// serving the entity's shard, or whose write was fenced off: it did not
 	// change the entity, and the router tries again at the shard's owner.
 	ErrMoved = errors.New("shard not served here")
+	// ErrTooManyActive reports a command for an entity that is not active,
+	// refused because the sidecar's Limit is reached and every active
+	// entity is busy. Nothing ran; the command may be retried. It matches
+	// ErrEntityBusy (what clients see: RESOURCE_EXHAUSTED).
+	ErrTooManyActive error = busyError("too many active entities, none idle to passivate")
 )
+
+// busyError is an error that is a kind of ErrEntityBusy.
+type busyError string
+
+func (e busyError) Error() string      { return string(e) }
+func (busyError) Is(target error) bool { return target == ErrEntityBusy }

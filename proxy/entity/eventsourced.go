@@ -38,7 +38,8 @@ func NewEventSourced(cfg Config, client eventsourced.EventSourcedClient, journal
 // openEventSourced returns the opener of an event-sourced service's
 // sessions.
 func openEventSourced(client eventsourced.EventSourcedClient, cfg Config, store esStore) opener {
-	svc, m, log, guard, load := cfg.Service, cfg.Metrics, cfg.Log, cfg.Guard, cfg.Load
+	svc, m, log := cfg.Service, cfg.Metrics, cfg.Log
+	typ := &esType{store: store, guard: cfg.Guard, load: cfg.Load, log: log, m: m, service: string(svc.Desc.FullName())}
 	return func(ctx context.Context, entityID string) (session, error) {
 		ent := streams.Entity{Type: svc.PersistenceID, Key: entityID}
 		if err := ent.Validate(); err != nil {
@@ -78,13 +79,15 @@ func openEventSourced(client eventsourced.EventSourcedClient, cfg Config, store 
 				return nil, fmt.Errorf("journal head: %w", err)
 			}
 		}
-		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		// The stream outlives ctx, which carries no values (the runtime's
+		// context is Background's): it does not keep ctx and its timer.
+		sctx, cancel := context.WithCancel(context.Background())
 		stream, err := client.Handle(sctx)
 		if err != nil {
 			cancel()
 			return nil, fmt.Errorf("open stream: %w", err)
 		}
-		s := &esSession{stream: stream, cancel: cancel, ent: ent, version: version, store: store, guard: guard, load: load, log: log, m: m, service: string(svc.Desc.FullName())}
+		s := &esSession{stream: stream, cancel: cancel, ent: ent, version: version, typ: typ}
 		if err := stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Init{Init: init}}); err != nil {
 			s.abort()
 			return nil, fmt.Errorf("send init: %w", err)
@@ -100,12 +103,8 @@ func openEventSourced(client eventsourced.EventSourcedClient, cfg Config, store 
 	}
 }
 
-// esSession is one event-sourced entity's open stream.
-type esSession struct {
-	stream  eventsourced.EventSourced_HandleClient
-	cancel  context.CancelFunc
-	ent     streams.Entity
-	version streams.Version
+// esType is what the sessions of one event-sourced service share.
+type esType struct {
 	store   esStore
 	guard   Guard
 	load    Load
@@ -114,7 +113,18 @@ type esSession struct {
 	service string
 }
 
+// esSession is one event-sourced entity's open stream. It lives as long as
+// the entity is active, so it holds only what is its own.
+type esSession struct {
+	stream  eventsourced.EventSourced_HandleClient
+	cancel  context.CancelFunc
+	ent     streams.Entity
+	version streams.Version
+	typ     *esType
+}
+
 func (s *esSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (Result, error) {
+	t := s.typ
 	r, err := exchange(ctx, &cloudstate.Command{EntityId: s.ent.Key, Id: id, Name: name, Payload: payload},
 		func(cmd *cloudstate.Command) error {
 			return s.stream.Send(&eventsourced.EventSourcedStreamIn{Message: &eventsourced.EventSourcedStreamIn_Command{Command: cmd}})
@@ -142,24 +152,24 @@ func (s *esSession) command(ctx context.Context, id int64, name string, payload 
 		events[i] = streams.Event{Type: ev.GetTypeUrl(), Data: ev.GetValue()}
 		size += len(ev.GetValue())
 	}
-	defer s.load.Storing()() // the append and the snapshot
-	if err := s.guard.Check(s.ent); err != nil {
+	defer t.load.Storing()() // the append and the snapshot
+	if err := t.guard.Check(s.ent); err != nil {
 		return Result{}, fmt.Errorf("%w: %v", ErrMoved, err)
 	}
-	v, err := s.store.journal.Append(ctx, s.ent, s.version, events)
+	v, err := t.store.journal.Append(ctx, s.ent, s.version, events)
 	if err != nil {
 		return Result{}, fmt.Errorf("persist %d events: %w", len(events), err)
 	}
 	s.version = v
-	s.m.persisted(s.service, len(events), size)
+	t.m.persisted(t.service, len(events), size)
 	if snap := r.GetSnapshot(); snap != nil {
 		data, err := proto.Marshal(snap)
 		if err == nil {
-			err = s.store.snapshots.Save(ctx, s.ent, streams.Snapshot{Version: v, Data: data})
+			err = t.store.snapshots.Save(ctx, s.ent, streams.Snapshot{Version: v, Data: data})
 		}
 		if err != nil {
 			// Snapshots are an optimisation: the events are safe.
-			s.log.Warn("snapshot not saved", "entity", s.ent, "seq", v.Seq, "error", err)
+			t.log.Warn("snapshot not saved", "entity", s.ent, "seq", v.Seq, "error", err)
 		}
 	}
 	return res, nil

@@ -16,6 +16,7 @@ type Metrics struct {
 	commandSeconds  *prometheus.HistogramVec
 	activations     *prometheus.CounterVec
 	passivations    *prometheus.CounterVec
+	evictions       *prometheus.CounterVec
 	active          *prometheus.GaugeVec
 	recoverySeconds *prometheus.HistogramVec
 	recoveredEvents *prometheus.CounterVec
@@ -39,6 +40,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"service"})),
 		passivations: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetstate_proxy_entity_passivations_total", Help: "Entities passivated after being idle.",
+		}, []string{"service"})),
+		evictions: prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetstate_proxy_entity_evictions_total", Help: "Idle entities passivated to make room for another under the limit on active entities.",
 		}, []string{"service"})),
 		active: prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "jetstate_proxy_active_entities", Help: "Entities with an open stream to the user function.",
@@ -71,6 +75,8 @@ func (m *Metrics) commandDone(service string, d time.Duration, err error) {
 func (m *Metrics) activated(service string) { m.activations.WithLabelValues(service).Inc() }
 
 func (m *Metrics) passivated(service string) { m.passivations.WithLabelValues(service).Inc() }
+
+func (m *Metrics) evicted(service string) { m.evictions.WithLabelValues(service).Inc() }
 
 // activeDelta moves the service's active entity count by n.
 func (m *Metrics) activeDelta(service string, n int) {

@@ -2,7 +2,6 @@ package entity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -90,6 +89,9 @@ type Config struct {
 	Load Load
 	// Metrics records commands, activations and writes; nil: not recorded.
 	Metrics *Metrics
+	// Limit bounds the active entities of the runtimes that share it
+	// (event-sourced and value); nil: no bound.
+	Limit *Limit
 	// ReportError tells the user function about a mistake of its own (a
 	// CRDT update its state cannot take); nil: not told.
 	ReportError func(ctx context.Context, msg string)
@@ -165,8 +167,12 @@ func (noLoad) Storing() func()  { return func() {} }
 
 // Runtime runs the active entities of one entity type (one user service):
 // at most one instance per entity key, each with one command in flight and
-// a bounded queue, passivated after being idle. It is safe for concurrent
-// use.
+// a bounded queue, passivated after being idle (or, under a Limit, when
+// another entity needs its place). It is safe for concurrent use.
+//
+// An active entity holds its stream to the user function; a goroutine runs
+// it only while it has commands (or is being closed), so an idle one costs
+// its stream and a small struct.
 type Runtime struct {
 	cfg  Config
 	open opener
@@ -175,7 +181,7 @@ type Runtime struct {
 	mu      sync.Mutex
 	active  map[string]*entity
 	closing bool
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup  // every goroutine running or closing an entity
 	ctx     context.Context // the runtime's lifetime; cancelled by Shutdown
 	cancel  context.CancelFunc
 }
@@ -193,8 +199,10 @@ func (es *Runtime) shard(key string) int {
 // Handle runs one command on the entity key and waits for the result. The
 // command is queued behind the entity's earlier ones; a full queue is
 // ErrEntityBusy, a shard this sidecar does not serve ErrMoved, a stopping
-// runtime ErrStopping, a crashed entity ErrEntityFailed. If ctx ends first
-// the command may still run; its result is dropped.
+// runtime ErrStopping, a crashed entity ErrEntityFailed, an entity that is
+// not active while the Limit is reached and no active entity is idle
+// ErrTooManyActive. If ctx ends first the command may still run; its
+// result is dropped.
 func (es *Runtime) Handle(ctx context.Context, id, name string, payload *anypb.Any) (Result, error) {
 	req := request{ctx: ctx, name: name, payload: payload, done: make(chan reply, 1)}
 	if err := es.enqueue(id, req); err != nil {
@@ -210,50 +218,90 @@ func (es *Runtime) Handle(ctx context.Context, id, name string, payload *anypb.A
 }
 
 func (es *Runtime) enqueue(id string, req request) error {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	if es.closing {
-		return ErrStopping
-	}
-	e, ok := es.active[id]
-	shard := es.shard(id)
-	if ok {
-		shard = e.shard
-	}
-	// Checked under the lock, so that passivateShard, which runs after the
-	// shard stopped being served, sees every entity admitted before.
-	if !es.cfg.Guard.Serves(shard) {
-		return fmt.Errorf("%w: shard %d", ErrMoved, shard)
-	}
-	if !ok {
-		e = &entity{id: id, es: es, shard: shard, queue: make(chan request, es.cfg.QueueSize), stop: make(chan struct{}), done: make(chan struct{})}
-		es.active[id] = e
-		es.cfg.Metrics.activeDelta(es.name, 1)
-		es.wg.Add(1)
-		go e.run()
-	}
-	select {
-	case e.queue <- req:
+	limit := es.cfg.Limit
+	reserved := false // a place under the limit is held for a new entity
+	for {
+		es.mu.Lock()
+		e, ok := es.active[id]
+		shard, err := es.admitLocked(id, e)
+		if err == nil && !ok && !reserved && limit.bounded() {
+			// Reserving may passivate an idle entity of this runtime, which
+			// takes the lock.
+			es.mu.Unlock()
+			if err := limit.reserve(); err != nil {
+				return fmt.Errorf("%s %q: %w", es.name, id, err)
+			}
+			reserved = true
+			continue
+		}
+		if reserved && (err != nil || ok) {
+			limit.unreserve() // refused, or activated by another command meanwhile
+		}
+		if err != nil {
+			es.mu.Unlock()
+			return err
+		}
+		if !ok {
+			e = &entity{id: id, es: es, shard: shard}
+			e.lru.e = e
+			es.active[id] = e
+			es.cfg.Metrics.activeDelta(es.name, 1)
+		}
+		if len(e.queue) >= es.cfg.QueueSize {
+			es.mu.Unlock()
+			return fmt.Errorf("%s %q: %w", es.name, id, ErrEntityBusy)
+		}
+		e.queue = append(e.queue, req)
+		if !e.working {
+			e.startLocked()
+		}
+		es.mu.Unlock()
 		return nil
-	default:
-		return fmt.Errorf("%s %q: %w", es.name, id, ErrEntityBusy)
 	}
 }
 
-// remove forgets e if it is idle (no queued commands) or if force is set;
-// it reports whether e was removed. Under the lock, so that no command can
-// be queued to an entity that is going away.
-func (es *Runtime) remove(e *entity, force bool) bool {
-	es.mu.Lock()
-	defer es.mu.Unlock()
-	if !force && len(e.queue) > 0 {
-		return false
+// admitLocked says whether a command for id (active as e, or nil) may be
+// queued here, and returns its shard. Checked under the lock, so that
+// PassivateShard, which runs after the shard stopped being served, sees
+// every entity admitted before.
+func (es *Runtime) admitLocked(id string, e *entity) (int, error) {
+	if es.closing {
+		return 0, ErrStopping
 	}
-	if es.active[e.id] == e {
-		delete(es.active, e.id)
-		es.cfg.Metrics.activeDelta(es.name, -1)
+	shard := 0
+	if e != nil {
+		shard = e.shard
+	} else {
+		shard = es.shard(id)
 	}
-	return true
+	if !es.cfg.Guard.Serves(shard) {
+		return shard, fmt.Errorf("%w: shard %d", ErrMoved, shard)
+	}
+	return shard, nil
+}
+
+// forgetLocked removes e from the active entities (once): a command for its
+// key from now on activates a new instance.
+func (es *Runtime) forgetLocked(e *entity) {
+	if e.gone {
+		return
+	}
+	e.gone = true
+	delete(es.active, e.id)
+	es.cfg.Metrics.activeDelta(es.name, -1)
+	es.cfg.Limit.leave(&e.lru)
+}
+
+// endLocked makes e end once the command it runs (if any) is done: its
+// session is closed and its queued commands fail with err. An idle entity
+// gets a goroutine to close it.
+func (es *Runtime) endLocked(e *entity, err error) {
+	if e.end == nil {
+		e.end = err
+	}
+	if !e.working && !e.gone {
+		e.startLocked()
+	}
 }
 
 // Active is the number of active entities.
@@ -269,18 +317,17 @@ func (es *Runtime) Active() int {
 // all are closed. The caller has stopped serving the shard before.
 func (es *Runtime) PassivateShard(shard int) {
 	es.mu.Lock()
-	var stopping []*entity
-	for id, e := range es.active {
+	var closed []<-chan struct{}
+	for _, e := range es.active {
 		if e.shard == shard {
-			delete(es.active, id)
-			es.cfg.Metrics.activeDelta(es.name, -1)
-			close(e.stop)
-			stopping = append(stopping, e)
+			es.endLocked(e, fmt.Errorf("%w: entity passivated for a shard handoff", ErrMoved))
+			es.forgetLocked(e)
+			closed = append(closed, e.closedLocked())
 		}
 	}
 	es.mu.Unlock()
-	for _, e := range stopping {
-		<-e.done
+	for _, c := range closed {
+		<-c
 	}
 }
 
@@ -291,175 +338,10 @@ func (es *Runtime) PassivateShard(shard int) {
 func (es *Runtime) Shutdown() {
 	es.mu.Lock()
 	es.closing = true
+	for _, e := range es.active {
+		es.endLocked(e, ErrStopping)
+	}
 	es.mu.Unlock()
 	es.cancel()
 	es.wg.Wait()
-}
-
-// entity is one active entity: a goroutine owning its session.
-type entity struct {
-	id    string
-	es    *Runtime
-	shard int
-	queue chan request
-	stop  chan struct{} // closed by passivateShard
-	done  chan struct{} // closed when run returns
-}
-
-func (e *entity) run() {
-	es := e.es
-	defer es.wg.Done()
-	defer close(e.done)
-	log := es.cfg.Log.With("service", es.name, "entity", e.id)
-	sess, err := e.activate()
-	if err != nil {
-		log.Warn("activation failed", "error", err)
-		e.failAll(fmt.Errorf("%w: activate: %v", ErrEntityFailed, err))
-		return
-	}
-	nextID := int64(1)
-	idle := time.NewTimer(es.cfg.Passivation)
-	defer idle.Stop()
-	for {
-		select {
-		case <-e.stop: // before anything queued: the shard is moving
-			sess.close()
-			e.failAll(fmt.Errorf("%w: entity passivated for a shard handoff", ErrMoved))
-			return
-		default:
-		}
-		select {
-		case <-e.stop:
-			continue
-		case req := <-e.queue:
-			if err := req.ctx.Err(); err != nil {
-				req.done <- reply{err: err} // the client gave up while queued
-				continue
-			}
-			cctx, cancel := context.WithTimeout(es.ctx, es.cfg.CommandTimeout)
-			start := time.Now()
-			res, err := e.command(cctx, sess, nextID, req)
-			nextID++
-			if errors.Is(err, errStreamEnded) {
-				// The stream ended while the entity was idle (the function
-				// restarted): the command never reached the function, so it
-				// is sent once more on a new stream, from storage.
-				log.Info("stream to the user function had ended; re-activating the entity", "error", err)
-				sess.abort()
-				fresh, aerr := e.activate()
-				if aerr != nil {
-					cancel()
-					es.cfg.Metrics.commandDone(es.name, time.Since(start), aerr)
-					log.Warn("re-activation failed", "error", aerr)
-					err = fmt.Errorf("%w: re-activate: %v", ErrEntityFailed, aerr)
-					es.remove(e, true) // before the reply, as below
-					req.done <- reply{err: err}
-					e.failAll(err)
-					return
-				}
-				sess, nextID = fresh, 1
-				res, err = e.command(cctx, sess, nextID, req)
-				nextID++
-			}
-			timedOut := cctx.Err() == context.DeadlineExceeded
-			cancel()
-			es.cfg.Metrics.commandDone(es.name, time.Since(start), err)
-			if err != nil {
-				if errors.Is(err, ErrMoved) || errors.Is(err, streams.ErrConflict) {
-					// Fenced: another sidecar wrote this entity (it owns
-					// the shard now), or ours stopped. Drop the entity;
-					// the router runs the command again at the owner.
-					log.Info("entity fenced off", "error", err)
-					sess.abort()
-					// Forgotten before the reply goes out: a command sent
-					// after it must reach a fresh instance, not this one.
-					es.remove(e, true)
-					err = fmt.Errorf("%w: %v", ErrMoved, err)
-					req.done <- reply{err: err}
-					e.failAll(err)
-					return
-				}
-				if timedOut {
-					err = fmt.Errorf("user function did not answer within %v: %w", es.cfg.CommandTimeout, err)
-				}
-				log.Warn("entity failed", "error", err)
-				sess.abort()
-				es.remove(e, true) // before the reply, as above
-				failed := fmt.Errorf("%w: %v", ErrEntityFailed, err)
-				if streams.TooLarge(err) {
-					// No retry can store it: the command's own error keeps
-					// the cause (the queued ones did not run: retryable).
-					req.done <- reply{err: fmt.Errorf("%w: %w", ErrEntityFailed, err)}
-				} else {
-					req.done <- reply{err: failed}
-				}
-				e.failAll(failed)
-				return
-			}
-			req.done <- reply{res: res}
-			if res.restart {
-				log.Info("restarting entity at the function's request")
-				sess.close()
-				if sess, err = e.activate(); err != nil {
-					log.Warn("re-activation failed", "error", err)
-					e.failAll(fmt.Errorf("%w: re-activate: %v", ErrEntityFailed, err))
-					return
-				}
-				nextID = 1
-			}
-			resetTimer(idle, es.cfg.Passivation)
-		case <-idle.C:
-			if !es.remove(e, false) {
-				idle.Reset(es.cfg.Passivation)
-				continue
-			}
-			log.Debug("passivating")
-			sess.close()
-			es.cfg.Metrics.passivated(es.name)
-			return
-		case <-es.ctx.Done():
-			es.remove(e, true)
-			sess.close()
-			e.failAll(ErrStopping)
-			return
-		}
-	}
-}
-
-// command runs req on sess as command id, counted as in the function.
-func (e *entity) command(ctx context.Context, sess session, id int64, req request) (Result, error) {
-	defer e.es.cfg.Load.Function()()
-	return sess.command(ctx, id, req.name, req.payload)
-}
-
-// activate opens a session. It is not retried: a failure fails what is
-// queued, and the next command activates the entity afresh.
-func (e *entity) activate() (session, error) {
-	ctx, cancel := context.WithTimeout(e.es.ctx, e.es.cfg.CommandTimeout)
-	defer cancel()
-	done := e.es.cfg.Load.Store() // mostly loading the state
-	sess, err := e.es.open(ctx, e.id)
-	done()
-	if err == nil {
-		e.es.cfg.Metrics.activated(e.es.name)
-	}
-	return sess, err
-}
-
-// failAll removes the entity and fails every queued command with err.
-func (e *entity) failAll(err error) {
-	e.es.remove(e, true)
-	for {
-		select {
-		case req := <-e.queue:
-			req.done <- reply{err: err}
-		default:
-			return
-		}
-	}
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
 }

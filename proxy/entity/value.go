@@ -3,7 +3,6 @@ package entity
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -25,7 +24,8 @@ func NewValue(cfg Config, client valueentity.ValueEntityClient, values *streams.
 
 // openValue returns the opener of a value-entity service's sessions.
 func openValue(client valueentity.ValueEntityClient, cfg Config, values *streams.Values) opener {
-	svc, m, log, guard, load := cfg.Service, cfg.Metrics, cfg.Log, cfg.Guard, cfg.Load
+	svc, m := cfg.Service, cfg.Metrics
+	typ := &veType{values: values, guard: cfg.Guard, load: cfg.Load}
 	return func(ctx context.Context, entityID string) (session, error) {
 		ent := streams.Entity{Type: svc.PersistenceID, Key: entityID}
 		if err := ent.Validate(); err != nil {
@@ -43,7 +43,9 @@ func openValue(client valueentity.ValueEntityClient, cfg Config, values *streams
 				return nil, fmt.Errorf("stored value of %v does not parse: %w", ent, err)
 			}
 		}
-		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		// The stream outlives ctx, which carries no values (the runtime's
+		// context is Background's): it does not keep ctx and its timer.
+		sctx, cancel := context.WithCancel(context.Background())
 		stream, err := client.Handle(sctx)
 		if err != nil {
 			cancel()
@@ -55,20 +57,25 @@ func openValue(client valueentity.ValueEntityClient, cfg Config, values *streams
 			return nil, fmt.Errorf("send init: %w", err)
 		}
 		m.recovered(string(svc.Desc.FullName()), time.Since(start), 0)
-		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, values: values, guard: guard, log: log, load: load}, nil
+		return &veSession{stream: stream, cancel: cancel, ent: ent, rev: rev, typ: typ}, nil
 	}
 }
 
-// veSession is one value entity's open stream.
+// veType is what the sessions of one value-entity service share.
+type veType struct {
+	values *streams.Values
+	guard  Guard
+	load   Load
+}
+
+// veSession is one value entity's open stream. It lives as long as the
+// entity is active, so it holds only what is its own.
 type veSession struct {
 	stream valueentity.ValueEntity_HandleClient
 	cancel context.CancelFunc
 	ent    streams.Entity
 	rev    uint64
-	values *streams.Values
-	guard  Guard
-	log    *slog.Logger
-	load   Load
+	typ    *veType
 }
 
 func (s *veSession) command(ctx context.Context, id int64, name string, payload *anypb.Any) (Result, error) {
@@ -89,8 +96,8 @@ func (s *veSession) command(ctx context.Context, id int64, name string, payload 
 		return res, nil
 	}
 	if r.GetStateAction().GetAction() != nil {
-		defer s.load.Storing()()
-		if err := s.guard.Check(s.ent); err != nil {
+		defer s.typ.load.Storing()()
+		if err := s.typ.guard.Check(s.ent); err != nil {
 			return Result{}, fmt.Errorf("%w: %v", ErrMoved, err)
 		}
 	}
@@ -100,13 +107,13 @@ func (s *veSession) command(ctx context.Context, id int64, name string, payload 
 		if err != nil {
 			return Result{}, fmt.Errorf("encode state: %w", err)
 		}
-		rev, err := s.values.Put(ctx, s.ent, data, s.rev)
+		rev, err := s.typ.values.Put(ctx, s.ent, data, s.rev)
 		if err != nil {
 			return Result{}, fmt.Errorf("store state: %w", err)
 		}
 		s.rev = rev
 	case *valueentity.ValueEntityAction_Delete:
-		if err := s.values.Delete(ctx, s.ent, s.rev); err != nil {
+		if err := s.typ.values.Delete(ctx, s.ent, s.rev); err != nil {
 			return Result{}, fmt.Errorf("delete state: %w", err)
 		}
 		s.rev = 0
