@@ -48,10 +48,10 @@ import (
 // entities=1 is sequential, entities=64 and 256 are that many concurrent
 // callers, each waiting for its ack before its next append.
 //
-// The prototype stays here: on R1 with sync always it won 0.9-5.7x at 64
-// entities (mostly 1.7-3x; 5-9x at 256), on R3 nothing (Raft already shares
-// fsyncs), and with the default lazy fsync it loses 2-10x (README,
-// Performance, "Durability's price").
+// The prototype stays here: on R1 with sync always it won 1.2-2.7x at 64
+// entities (4.8-8.2x at 256), on R3 0.9-1.2x (Raft already shares fsyncs),
+// and with the default lazy fsync it lost 4-27x on R1 at 64 entities
+// (README, Performance, "Durability's price").
 func BenchmarkDurability(b *testing.B) {
 	for _, d := range []struct {
 		name     string
