@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstate/jetstate/internal/cebinding"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -71,6 +72,10 @@ type NATSSink struct {
 	wg      sync.WaitGroup
 }
 
+// writers renders events for publishing: each message is done with once
+// its publish returns, so its header map and values serve the next one.
+var writers = sync.Pool{New: func() any { return new(cebinding.NATSWriter) }}
+
 type flushRound struct {
 	done chan struct{}
 	err  error
@@ -118,7 +123,9 @@ func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool, epoc
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
-	msg, err := NATSMsg(subject, ev, s.cfg.Structured)
+	w := writers.Get().(*cebinding.NATSWriter)
+	defer writers.Put(w)
+	msg, err := w.Msg(subject, ev, s.cfg.Structured)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
