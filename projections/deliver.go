@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -139,9 +140,16 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 		d.acks.settled(ctx, msg, md)
 		return true
 	}
+	var parts *eventParts
+	if !d.confirm {
+		// The NATS sink is done with an event once its send returns, as
+		// is the dead-letter publisher: the events share one context.
+		parts = eventPartsPool.Get().(*eventParts)
+		defer eventPartsPool.Put(parts)
+	}
 	for i, rec := range recs {
 		pos.index, pos.seq, pos.typ = i, rec.Seq, rec.Type
-		ev, err := d.p.conv.event(ent, rec, i)
+		ev, err := d.p.conv.event(ent, rec, i, parts)
 		if err != nil {
 			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: rec.Data}) {
 				return false
@@ -179,6 +187,9 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 	d.acks.settled(ctx, msg, md)
 	return true
 }
+
+// eventPartsPool holds the contexts of events the NATS sink was done with.
+var eventPartsPool = sync.Pool{New: func() any { return new(eventParts) }}
 
 func (d *delivery) send(ctx context.Context, ev *event.Event) error {
 	if !d.confirm {

@@ -64,8 +64,11 @@ type converter struct {
 }
 
 // event builds the CloudEvent for rec, the index-th event of its journal
-// message, of entity e. Errors wrap ErrBadEvent.
-func (c *converter) event(e streams.Entity, rec streams.Record, index int) (event.Event, error) {
+// message, of entity e. Errors wrap ErrBadEvent. If parts is not nil the
+// event is built in it, overwriting the event built there before (its
+// context and extensions map included): for a caller that is done with
+// each event before it builds the next.
+func (c *converter) event(e streams.Entity, rec streams.Record, index int, parts *eventParts) (event.Event, error) {
 	typ := typeName(rec.Type)
 	if typ == "" {
 		return event.Event{}, fmt.Errorf("%w: event %d of %s has no type", ErrBadEvent, rec.Seq, e)
@@ -78,8 +81,20 @@ func (c *converter) event(e streams.Entity, rec streams.Record, index int) (even
 	if err != nil {
 		return event.Event{}, fmt.Errorf("%w: event %d of %s (%s): %v", ErrBadEvent, rec.Seq, e, rec.Type, err)
 	}
-	// One allocation for the context and what its pointers point to.
-	parts := &eventParts{subject: e.Key, time: types.Timestamp{Time: rec.Time.UTC()}, ct: ct}
+	// One allocation (at most) for the context and what its pointers point
+	// to.
+	var ext map[string]any
+	if parts == nil {
+		parts = new(eventParts)
+	} else {
+		ext = parts.ctx.Extensions
+		clear(ext)
+		parts.ctx = event.EventContextV1{}
+	}
+	if ext == nil {
+		ext = make(map[string]any, 1)
+	}
+	parts.subject, parts.time, parts.ct = e.Key, types.Timestamp{Time: rec.Time.UTC()}, ct
 	if !utf8.ValidString(parts.subject) {
 		// CloudEvents strings are Unicode; such a key travels in the
 		// journal's own escaped form.
@@ -92,7 +107,8 @@ func (c *converter) event(e streams.Entity, rec streams.Record, index int) (even
 	ctx.Subject = &parts.subject
 	ctx.Time = &parts.time
 	ctx.DataContentType = &parts.ct
-	ctx.Extensions = map[string]any{SeqExtension: strconv.FormatUint(rec.Seq, 10)}
+	ext[SeqExtension] = strconv.FormatUint(rec.Seq, 10)
+	ctx.Extensions = ext
 	ev := event.Event{Context: ctx}
 	if len(data) > 0 {
 		ev.DataEncoded = data
