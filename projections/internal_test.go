@@ -208,3 +208,49 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("filters (-want +got):\n%s", diff)
 	}
 }
+
+// TestWaker: Next's context ends once after the messages stop (one period
+// without any), not while they flow, and not again until one more came.
+func TestWaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const period = 100 * time.Millisecond
+		w := newWaker()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { w.run(stop, period); close(done) }()
+		ended := func(ctx context.Context) bool {
+			synctest.Wait()
+			return ctx.Err() != nil
+		}
+		// Messages every half period: never woken.
+		ctx := w.context()
+		for range 10 {
+			w.got.Add(1)
+			time.Sleep(period / 2)
+		}
+		if ended(ctx) {
+			t.Fatal("woken while messages flow")
+		}
+		// Then none: woken within two periods, once.
+		time.Sleep(2 * period)
+		if !ended(ctx) {
+			t.Fatal("not woken two periods after the last message")
+		}
+		ctx = w.context()
+		time.Sleep(10 * period)
+		if ended(ctx) {
+			t.Fatal("woken again without a message")
+		}
+		// One more message, then quiet: woken again.
+		w.got.Add(1)
+		time.Sleep(3 * period)
+		if !ended(ctx) {
+			t.Fatal("not woken after the next message")
+		}
+		close(stop)
+		<-done
+		if !ended(w.context()) {
+			t.Error("the last context outlives run")
+		}
+	})
+}

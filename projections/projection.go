@@ -459,65 +459,6 @@ func (p *Projection) serveOnce(ctx context.Context, gen int, active bool, announ
 	return active, err
 }
 
-// consume dispatches the consumer's messages to q until ctx ends (then it
-// returns nil once its iterator is drained, so that q's Naks cannot come
-// back to it) or the consumer is gone.
-func (p *Projection) consume(ctx context.Context, cons jetstream.Consumer, gen int, d *delivery) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)), jetstream.PullExpiry(pullExpiry))
-	if err != nil {
-		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
-	}
-	// Drain, not Stop: Next returns the buffered messages and then
-	// ErrMsgIteratorClosed once the server has dropped our interest.
-	defer context.AfterFunc(ctx, it.Drain)()
-	for {
-		msg, err := it.Next()
-		switch {
-		case err == nil:
-			if err := d.dispatch(msg); err != nil {
-				// Nothing more is dispatched; what is held goes back.
-				drain(it)
-				return err
-			}
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			if ctx.Err() != nil {
-				return nil
-			}
-			return p.consumerGone(ctx, gen)
-		case errors.Is(err, jetstream.ErrConsumerDeleted):
-			it.Stop()
-			return p.consumerGone(ctx, gen)
-		default:
-			// Heartbeat misses and leadership changes are reported but
-			// the iterator carries on.
-			p.log.DebugContext(ctx, "consume", "error", err)
-		}
-	}
-}
-
-// drain drains it, dropping what it still returns.
-func drain(it jetstream.MessagesContext) {
-	it.Drain()
-	for {
-		if _, err := it.Next(); errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-			return
-		}
-	}
-}
-
-// consumerGone explains why a generation's consumer disappeared.
-func (p *Projection) consumerGone(ctx context.Context, gen int) error {
-	sup, err := p.superseded(ctx, gen)
-	if err != nil {
-		return err
-	}
-	if sup {
-		p.log.InfoContext(ctx, "generation superseded", "generation", gen)
-		return ErrSuperseded
-	}
-	return fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, p.ConsumerName(gen), jetstream.ErrConsumerDeleted)
-}
-
 // watch reads the consumer's state every InfoInterval: it sets the lag
 // metrics, notices a newer active generation, and promotes a building one
 // once it has caught up. It reports whether the generation is active when
