@@ -35,20 +35,25 @@ const (
 // Each round: an ordered consumer reads the benchEvents messages; a new
 // projection (its own durable consumer, default settings) publishes them
 // all and is deleted; then lagEvents more are appended under a running
-// projection. "same-conn" publishes on the projector's connection (no
-// flush per event); "own-conn" on a connection of its own (each event
-// confirmed by a shared flush).
+// projection. "same-conn" publishes on the projector's connection,
+// "own-conn" on a connection of its own (either way a flush of the sink's
+// connection confirms the events an acknowledgement covers);
+// "same-conn-ackeach" is same-conn with Config.AckEach (one
+// acknowledgement per journal message instead of cumulative ones).
 func BenchmarkProjection(b *testing.B) {
-	for _, sameConn := range []bool{true, false} {
-		name := "own-conn"
-		if sameConn {
-			name = "same-conn"
-		}
-		b.Run(name, func(b *testing.B) { benchProjection(b, sameConn) })
+	for _, tc := range []struct {
+		name              string
+		sameConn, ackEach bool
+	}{
+		{"same-conn", true, false},
+		{"own-conn", false, false},
+		{"same-conn-ackeach", true, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) { benchProjection(b, tc.sameConn, tc.ackEach) })
 	}
 }
 
-func benchProjection(b *testing.B, sameConn bool) {
+func benchProjection(b *testing.B, sameConn, ackEach bool) {
 	srv := streamstest.RunServer(b)
 	js := srv.JetStream(b)
 	cfg := streams.Config{Service: "bench"}
@@ -103,7 +108,7 @@ func benchProjection(b *testing.B, sameConn bool) {
 		rawTime += readOrdered(b, js, cfg.JournalStream(), benchEvents)
 
 		received.Store(0)
-		p, err := projections.New(js, projections.Config{Storage: cfg, Name: "bench" + strconv.Itoa(round), Sink: sink})
+		p, err := projections.New(js, projections.Config{Storage: cfg, Name: "bench" + strconv.Itoa(round), Sink: sink, AckEach: ackEach})
 		if err != nil {
 			b.Fatal(err)
 		}

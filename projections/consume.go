@@ -29,7 +29,7 @@ func (p *Projection) consume(ctx context.Context, cons jetstream.Consumer, gen i
 	defer wg.Wait()
 	defer close(stop)
 	for {
-		msg, err := it.Next(jetstream.NextContext(w.context()))
+		msg, err := it.Next(w.option())
 		switch {
 		case err == nil:
 			w.got.Add(1)
@@ -99,6 +99,7 @@ type waker struct {
 type wakeContext struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	opt    jetstream.NextOpt // NextContext(ctx), made once
 }
 
 func newWaker() *waker {
@@ -110,9 +111,12 @@ func newWaker() *waker {
 // context is the context for the next call of Next.
 func (w *waker) context() context.Context { return w.cur.Load().ctx }
 
+// option passes the context to Next.
+func (w *waker) option() jetstream.NextOpt { return w.cur.Load().opt }
+
 func (w *waker) renew() *wakeContext {
 	ctx, cancel := context.WithCancel(context.Background())
-	return w.cur.Swap(&wakeContext{ctx, cancel})
+	return w.cur.Swap(&wakeContext{ctx, cancel, jetstream.NextContext(ctx)})
 }
 
 // run ends the current context after the first period without a message
