@@ -93,6 +93,20 @@ type Config struct {
 	// events) is marked in progress every third of it. Default 1 min.
 	AckWait time.Duration
 
+	// AckEach makes new generations acknowledge every journal message on
+	// its own (a consumer with AckPolicy explicit). By default a
+	// generation's consumer has AckPolicy all, where one acknowledgement
+	// covers every message delivered before it: the projector sends one
+	// for each run of delivered messages the sink has accepted (about one
+	// per 128 under load) instead of one per message, which spares the
+	// server a message per event. The price: a message the sink keeps
+	// failing holds back the acknowledgement of all those delivered after
+	// it, so once MaxAckPending of them are waiting every entity waits
+	// for it (until it is accepted or dead-lettered); with AckEach only
+	// its own entity waits. A consumer keeps the policy it was made with
+	// (Rebuild or Reset make a new one).
+	AckEach bool
+
 	// MaxTries is how often one event is offered to the sink before it
 	// goes to the dead-letter subject. Default 10.
 	MaxTries int

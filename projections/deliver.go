@@ -22,35 +22,39 @@ import (
 // each taking the next entity that has a message waiting and is not
 // already being sent. An entity's messages therefore go out one at a time
 // in delivery order, different entities in parallel, and a slow or failing
-// entity holds up only itself (until its waiting messages fill
-// MaxAckPending). Every message held is kept alive (a third of AckWait), a
-// redelivered copy of one held is dropped and one of a message settled
-// lately is acknowledged again without being sent, so neither overtakes
-// the entity's newer events; on stop, what is held goes back to the
-// consumer (Nak).
+// entity holds up only itself (until its waiting messages, or on an
+// AckPolicy all consumer those settled behind it, fill MaxAckPending).
+// Every message held is kept alive (a third of AckWait), a redelivered
+// copy of one held is dropped and one of a message settled lately is
+// acknowledged again without being sent (dropped on an AckPolicy all
+// consumer, or when acknowledgements wait for a flush), so neither
+// overtakes the entity's newer events; on stop, what is held goes back to
+// the consumer (Nak). Acknowledgements go through acks.
 type delivery struct {
 	p       *Projection
 	sink    Sink
 	confirm bool // the sink must confirm each send (see NATSSink)
-	// batched: sends are not confirmed one by one; acknowledgements wait
-	// for one flush of the sink's connection that covers them all (a core
-	// NATS sink on a connection of its own, whose publishes stay in order).
-	batched bool
-	ackMu   sync.Mutex
-	toAck   []jetstream.Msg
-	ackWake chan struct{}
-	retry   retrier
-	q       *keyq.Queue
-	dl      *deadletter.Publisher
+	// epoch is the NATS sink's connection incarnation the run publishes
+	// in, unconfirmed.
+	epoch uint64
+	acks  *acks
+	// lost receives errLost from a worker: the run starts over.
+	lost  chan error
+	retry retrier
+	q     *keyq.Queue
+	dl    *deadletter.Publisher
 	// consumer names the generation's consumer in dead letters' ids.
 	consumer string
 }
 
-func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int) (*delivery, error) {
+// newDelivery returns the delivery of one run of a generation's consumer,
+// whose next delivery carries consumer sequence next.
+func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int, next uint64) (*delivery, error) {
 	d := &delivery{
 		p:        p,
 		sink:     sink,
 		confirm:  true,
+		lost:     make(chan error, 1),
 		consumer: p.ConsumerName(gen),
 		retry: retrier{
 			maxTries:    p.cfg.MaxTries,
@@ -59,16 +63,20 @@ func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int) (*d
 			sendTimeout: p.cfg.SendTimeout,
 		},
 	}
+	var confirm func(context.Context) error
 	if ns, ok := sink.(*NATSSink); ok && ns.js == nil {
 		// A core publish is a buffered write that cannot block (no
 		// timeout), and the connection keeps publishes in order, so an
 		// entity's next event need not wait for the confirmation of the
-		// previous one: only the acknowledgement must.
+		// previous one: only the acknowledgement must, and one flush of
+		// the sink's connection confirms every event published before it.
 		d.confirm = false
 		d.retry.sendTimeout = 0
-		d.batched = !ns.ordered(p.js.Conn())
-		d.ackWake = make(chan struct{}, 1)
+		d.epoch = ns.epoch()
+		confirm = ns.confirmer(d.epoch)
 	}
+	policy := cons.CachedInfo().Config.AckPolicy
+	d.acks = newAcks(policy, next, confirm, p.cfg.AckWait/3, p.log)
 	q, err := keyq.New(keyq.Config{
 		Consumer:  cons,
 		Workers:   p.cfg.Workers,
@@ -76,8 +84,10 @@ func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int) (*d
 		Process:   d.process,
 		KeepAlive: p.cfg.AckWait / 3,
 		Remember:  2 * p.cfg.MaxAckPending,
-		// Batched: a settled message's ack may still wait for the flush.
-		NoReack: d.batched,
+		// A settled message's ack may still wait for the flush, and on an
+		// AckPolicy all consumer acknowledging a copy would cover every
+		// earlier message.
+		NoReack: confirm != nil || d.acks.all,
 		Logger:  p.log,
 	})
 	if err != nil {
@@ -94,8 +104,26 @@ func newDelivery(p *Projection, sink Sink, cons jetstream.Consumer, gen int) (*d
 	return d, nil
 }
 
+// dispatch hands a message from the consumer's iterator to the queue. It
+// returns errLost if a delivery before it never arrived: the message is
+// then not dispatched.
+func (d *delivery) dispatch(msg jetstream.Msg) error {
+	md, err := msg.Metadata()
+	if err != nil {
+		d.p.log.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
+		return nil
+	}
+	if err := d.acks.received(msg, md); err != nil {
+		return err
+	}
+	if d.q.DispatchMeta(msg, md) {
+		d.acks.copied(md)
+	}
+	return nil
+}
+
 // process sends every event of one journal message (or dead-letters it)
-// and acknowledges it. It reports false if ctx ended first.
+// and settles it. It reports false if ctx ended first.
 func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata) bool {
 	d.p.m.pending.Set(float64(md.NumPending))
 	pos := position{subject: msg.Subject(), streamSeq: md.Sequence.Stream, index: -1}
@@ -109,11 +137,19 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 		if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: msg.Data()}) {
 			return false
 		}
-		return d.ack(ctx, msg)
+		d.acks.settled(ctx, msg, md)
+		return true
+	}
+	var parts *eventParts
+	if !d.confirm {
+		// The NATS sink is done with an event once its send returns, as
+		// is the dead-letter publisher: the events share one context.
+		parts = eventPartsPool.Get().(*eventParts)
+		defer eventPartsPool.Put(parts)
 	}
 	for i, rec := range recs {
 		pos.index, pos.seq, pos.typ = i, rec.Seq, rec.Type
-		ev, err := d.p.conv.event(ent, rec, i)
+		ev, err := d.p.conv.event(ent, rec, i, parts)
 		if err != nil {
 			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: rec.Data}) {
 				return false
@@ -130,6 +166,14 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 			d.p.m.accepted(rec.Time)
 		case ctx.Err() != nil:
 			return false
+		case errors.Is(err, errLost):
+			// The run starts over; this message stays held until then.
+			select {
+			case d.lost <- err:
+			default:
+			}
+			<-ctx.Done()
+			return false
 		default:
 			cause := deadletter.CauseRetries
 			if errors.Is(err, ErrRejected) {
@@ -140,66 +184,18 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 			}
 		}
 	}
-	return d.ack(ctx, msg)
-}
-
-func (d *delivery) send(ctx context.Context, ev *event.Event) error {
-	if !d.confirm {
-		return d.sink.(*NATSSink).send(ctx, ev, false)
-	}
-	return d.sink.Send(ctx, ev)
-}
-
-func (d *delivery) ack(ctx context.Context, msg jetstream.Msg) bool {
-	if d.batched {
-		d.ackMu.Lock()
-		d.toAck = append(d.toAck, msg)
-		d.ackMu.Unlock()
-		select {
-		case d.ackWake <- struct{}{}:
-		default:
-		}
-		return true
-	}
-	if err := msg.Ack(); err != nil {
-		// The message comes again (at the latest on the next run) and is
-		// sent again with the same ids.
-		d.p.log.WarnContext(ctx, "ack", "subject", msg.Subject(), "error", err)
-	}
+	d.acks.settled(ctx, msg, md)
 	return true
 }
 
-// confirmAcks acknowledges batched messages once a flush of the sink's
-// connection confirmed their events, until ctx ends. A failed flush ends
-// the run: its messages stay unacknowledged and the next run sends them
-// again first.
-func (d *delivery) confirmAcks(ctx context.Context) error {
-	sink := d.sink.(*NATSSink)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-d.ackWake:
-		}
-		d.ackMu.Lock()
-		msgs := d.toAck
-		d.toAck = nil
-		d.ackMu.Unlock()
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := sink.flush(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("projection %s: confirm events: %w", d.p.cfg.Name, err)
-		}
-		for _, m := range msgs {
-			if err := m.Ack(); err != nil {
-				d.p.log.WarnContext(ctx, "ack", "subject", m.Subject(), "error", err)
-			}
-		}
+// eventPartsPool holds the contexts of events the NATS sink was done with.
+var eventPartsPool = sync.Pool{New: func() any { return new(eventParts) }}
+
+func (d *delivery) send(ctx context.Context, ev *event.Event) error {
+	if !d.confirm {
+		return d.sink.(*NATSSink).send(ctx, ev, false, d.epoch)
 	}
+	return d.sink.Send(ctx, ev)
 }
 
 // position locates an event in the journal, for dead letters and logs.
@@ -247,7 +243,7 @@ func (r *retrier) send(ctx context.Context, send func(context.Context, *event.Ev
 		if failed != nil {
 			failed(try, err)
 		}
-		if errors.Is(err, ErrRejected) || try >= r.maxTries {
+		if errors.Is(err, ErrRejected) || errors.Is(err, errLost) || try >= r.maxTries {
 			return try, err
 		}
 		if err := bo.Wait(ctx); err != nil {

@@ -618,19 +618,23 @@ func TestStopHandsBack(t *testing.T) {
 }
 
 // TestHeldKeptAlive: an entity's event held by the sink well past the ack
-// wait, and the event waiting behind it, are not redelivered: the
-// projector marks what it holds in progress.
+// wait, the event waiting behind it, and another entity's events accepted
+// after it (whose cumulative acknowledgement waits for the held one) are
+// not redelivered: the projector marks what it holds in progress.
 func TestHeldKeptAlive(t *testing.T) {
 	t.Parallel()
 	const ackWait = time.Second
 	e := newEnv(t)
 	a := streams.Entity{Type: "cart", Key: "a"}
+	b := streams.Entity{Type: "cart", Key: "b"}
 	e.appendEvents(t, a, strEvent("a1"))
 	e.appendEvents(t, a, strEvent("a2"))
+	e.appendEvents(t, b, strEvent("b1"))
+	e.appendEvents(t, b, strEvent("b2"))
 	rec := newRecorder()
 	release := make(chan struct{})
 	cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
-		if seqOf(t, ev) == 1 {
+		if ev.Subject() == "a" && seqOf(t, ev) == 1 {
 			select {
 			case <-release:
 			case <-ctx.Done():
@@ -647,18 +651,95 @@ func TestHeldKeptAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, p.Run)
-	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 2 })
+	rec.waitCount(t, 2) // b's
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 4 })
 	held := time.Now()
 	// Three ack waits: without progress acks the server would have
-	// redelivered both by now.
+	// redelivered all four by now.
 	waitUntil(t, "three ack waits", func() bool { return time.Since(held) > 3*ackWait })
 	st, err := p.Status(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st[0].Redelivered != 0 || st[0].AckPending != 2 {
-		t.Errorf("after %v held: %d redelivered, %d pending; want 0, 2", time.Since(held), st[0].Redelivered, st[0].AckPending)
+	if st[0].Redelivered != 0 || st[0].AckPending != 4 {
+		t.Errorf("after %v held: %d redelivered, %d pending; want 0, 4", time.Since(held), st[0].Redelivered, st[0].AckPending)
 	}
 	close(release)
-	checkOrder(t, rec.waitCount(t, 2), map[string]uint64{"a": 2})
+	checkOrder(t, rec.waitCount(t, 4), map[string]uint64{"a": 2, "b": 2})
+	waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 0 })
+}
+
+// TestSettledBehindHeld: while the sink holds an entity's first event,
+// other entities' events delivered after it are accepted. With cumulative
+// acknowledgements (the default) none of them is acknowledged, since that
+// would cover the held one; with AckEach only the held entity's messages
+// stay unacknowledged. The next projector starts from the ack floor,
+// before the held event, either way: it sends the others again (the same
+// ids) after the held entity's, each entity in order.
+func TestSettledBehindHeld(t *testing.T) {
+	t.Parallel()
+	for _, ackEach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("AckEach=%v", ackEach), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			a := streams.Entity{Type: "cart", Key: "a"}
+			first := e.appendEvents(t, a, strEvent("a1"))
+			e.appendEvents(t, a, strEvent("a2"))
+			want := appendMany(t, e, 5, 4)
+			want["a"] = 2
+			rec := newRecorder()
+			var hold atomic.Bool
+			hold.Store(true)
+			cfg := e.config("view", projections.SinkFunc(func(ctx context.Context, ev *event.Event) error {
+				if ev.Subject() == "a" && hold.Load() {
+					<-ctx.Done()
+					return ctx.Err()
+				}
+				rec.add(ev, nil)
+				return nil
+			}))
+			cfg.AckEach = ackEach
+			cfg.SendTimeout = time.Hour
+			p, err := projections.New(e.js, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pr := run(t, p.Run)
+			rec.waitCount(t, 20)
+			if !ackEach {
+				// Nothing can be acknowledged yet; with AckEach the
+				// others' acknowledgements come, one each.
+				waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 22 })
+			} else {
+				waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 2 })
+			}
+			if err := pr.stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			st, err := p.Status(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantPending := 22
+			if ackEach {
+				wantPending = 2
+			}
+			if st[0].AckFloor >= first.StreamSeq || st[0].AckPending != wantPending {
+				t.Fatalf("stopped with ack floor %d and %d pending; want < %d and %d", st[0].AckFloor, st[0].AckPending, first.StreamSeq, wantPending)
+			}
+
+			hold.Store(false)
+			pr = run(t, p.Run)
+			rec.waitCount(t, 22)
+			waitStatus(t, p, func(st []projections.GenerationStatus) bool { return st[0].AckPending == 0 })
+			if err := pr.stop(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			evs := rec.snapshot()
+			checkOrder(t, evs, want)
+			if repeats := len(evs) - len(distinct(evs)); repeats != 20 {
+				t.Errorf("%d events sent again, want 20", repeats)
+			}
+		})
+	}
 }

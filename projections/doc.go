@@ -23,10 +23,24 @@
 //     accepted all its events (or they were dead-lettered), so a crash
 //     loses nothing; an event may arrive more than once, always with the
 //     same id. Consumers dedupe by id, or keep the highest jetstateseq per
-//     subject.
+//     subject. A generation's consumer acknowledges cumulatively (AckPolicy
+//     all): once the deliveries received so far are settled up to some
+//     point, one acknowledgement covers them all (sent after 128 more, or
+//     when nothing received is left unsettled), and a message settled
+//     behind one still being sent waits, kept alive, for it.
+//     Config.AckEach makes consumers that acknowledge every message on its
+//     own instead. Events a NATS sink publishes without waiting are
+//     confirmed by a flush of its connection before the acknowledgement.
+//     A delivery that never arrived (the consumer sequence jumps) or a
+//     sink connection that reconnected with events in flight makes the
+//     projector start over from the ack floor, so nothing lost on the way
+//     is covered by an acknowledgement, and the sink publishes nothing on
+//     the new connection before that.
 //   - Per-entity order. An entity's events reach the sink one at a time in
 //     journal order; different entities are sent in parallel (Workers), so
-//     a slow or failing entity holds up only itself. At start a projector
+//     a slow or failing entity holds up only itself, until MaxAckPending
+//     messages wait for it (with cumulative acknowledgements, every
+//     message delivered after it counts). At start a projector
 //     hands messages that a previous run left unacknowledged back to the
 //     consumer (consumer reset to its ack floor), so they are delivered
 //     again before newer ones and order holds across crashes. One

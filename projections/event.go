@@ -46,8 +46,8 @@ const (
 // always gets the same id, across redeliveries, restarts and rebuilds.
 // Stream names hold no ':', so the id parses back unambiguously.
 func EventID(stream string, streamSeq uint64, index int) string {
-	b := make([]byte, 0, len(stream)+24)
-	b = append(b, stream...)
+	var buf [96]byte
+	b := append(buf[:0], stream...)
 	b = append(b, ':')
 	b = strconv.AppendUint(b, streamSeq, 10)
 	b = append(b, ':')
@@ -64,41 +64,66 @@ type converter struct {
 }
 
 // event builds the CloudEvent for rec, the index-th event of its journal
-// message, of entity e. Errors wrap ErrBadEvent.
-func (c *converter) event(e streams.Entity, rec streams.Record, index int) (event.Event, error) {
+// message, of entity e. Errors wrap ErrBadEvent. If parts is not nil the
+// event is built in it, overwriting the event built there before (its
+// context and extensions map included): for a caller that is done with
+// each event before it builds the next.
+func (c *converter) event(e streams.Entity, rec streams.Record, index int, parts *eventParts) (event.Event, error) {
 	typ := typeName(rec.Type)
 	if typ == "" {
 		return event.Event{}, fmt.Errorf("%w: event %d of %s has no type", ErrBadEvent, rec.Seq, e)
 	}
-	ev := event.New(event.CloudEventsVersionV1)
-	ctx := ev.Context.(*event.EventContextV1)
-	ctx.ID = EventID(c.stream, rec.StreamSeq, index)
 	src, err := c.sourceOf(e.Type)
 	if err != nil {
 		return event.Event{}, err
 	}
-	ctx.Source.URL = *src
-	ctx.Type = typ
-	subject := e.Key
-	if !utf8.ValidString(subject) {
-		// CloudEvents strings are Unicode; such a key travels in the
-		// journal's own escaped form.
-		subject = streams.EncodeToken(subject)
-	}
-	ctx.Subject = &subject
-	t := rec.Time.UTC()
-	ctx.Time = &types.Timestamp{Time: t}
-	ctx.Extensions = map[string]any{SeqExtension: strconv.FormatUint(rec.Seq, 10)}
 	ct, data, base64, err := c.data(rec.Type, rec.Data)
 	if err != nil {
 		return event.Event{}, fmt.Errorf("%w: event %d of %s (%s): %v", ErrBadEvent, rec.Seq, e, rec.Type, err)
 	}
-	ctx.DataContentType = &ct
+	// One allocation (at most) for the context and what its pointers point
+	// to.
+	var ext map[string]any
+	if parts == nil {
+		parts = new(eventParts)
+	} else {
+		ext = parts.ctx.Extensions
+		clear(ext)
+		parts.ctx = event.EventContextV1{}
+	}
+	if ext == nil {
+		ext = make(map[string]any, 1)
+	}
+	parts.subject, parts.time, parts.ct = e.Key, types.Timestamp{Time: rec.Time.UTC()}, ct
+	if !utf8.ValidString(parts.subject) {
+		// CloudEvents strings are Unicode; such a key travels in the
+		// journal's own escaped form.
+		parts.subject = streams.EncodeToken(parts.subject)
+	}
+	ctx := &parts.ctx
+	ctx.ID = EventID(c.stream, rec.StreamSeq, index)
+	ctx.Source.URL = *src
+	ctx.Type = typ
+	ctx.Subject = &parts.subject
+	ctx.Time = &parts.time
+	ctx.DataContentType = &parts.ct
+	ext[SeqExtension] = strconv.FormatUint(rec.Seq, 10)
+	ctx.Extensions = ext
+	ev := event.Event{Context: ctx}
 	if len(data) > 0 {
 		ev.DataEncoded = data
 		ev.DataBase64 = base64
 	}
 	return ev, nil
+}
+
+// eventParts holds an event's context and the values its optional
+// attributes point to.
+type eventParts struct {
+	ctx     event.EventContextV1
+	subject string
+	time    types.Timestamp
+	ct      string
 }
 
 // sourceOf is the source of an entity type's events.

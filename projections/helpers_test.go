@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -349,4 +350,16 @@ func checkOrder(t *testing.T, evs []*event.Event, want map[string]uint64) {
 			t.Errorf("entity %s: reached event %d, want %d", s, last[s], n)
 		}
 	}
+}
+
+// testLogger logs the projector's lifecycle and warnings through t.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
 }

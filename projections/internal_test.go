@@ -92,7 +92,7 @@ func TestConvert(t *testing.T) {
 		return streams.Record{Event: streams.Event{Type: typ, Data: data}, Version: streams.Version{Seq: 4, StreamSeq: 9}, Time: at}
 	}
 	t.Run("ok", func(t *testing.T) {
-		ev, err := c.event(streams.Entity{Type: "a b", Key: "bad\xffutf8"}, rec("type.googleapis.com/x.Y", []byte{8, 1}), 2)
+		ev, err := c.event(streams.Entity{Type: "a b", Key: "bad\xffutf8"}, rec("type.googleapis.com/x.Y", []byte{8, 1}), 2, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,11 +118,39 @@ func TestConvert(t *testing.T) {
 		{"json wrapper not a message", rec(cloudstateJSON+"x.Y", []byte{10, 9})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := c.event(streams.Entity{Type: "t", Key: "k"}, tc.rec, 0); !errors.Is(err, ErrBadEvent) {
+			if _, err := c.event(streams.Entity{Type: "t", Key: "k"}, tc.rec, 0, nil); !errors.Is(err, ErrBadEvent) {
 				t.Errorf("event: %v, want ErrBadEvent", err)
 			}
 		})
 	}
+	// Built again and again in one eventParts, each event equals the one
+	// built afresh.
+	t.Run("reused", func(t *testing.T) {
+		var parts eventParts
+		for i, tc := range []struct {
+			ent streams.Entity
+			rec streams.Record
+		}{
+			{streams.Entity{Type: "a b", Key: "bad\xffutf8"}, rec("type.googleapis.com/x.Y", []byte{8, 1})},
+			{streams.Entity{Type: "cart", Key: "k1"}, rec(cloudstatePrimitive+"string", []byte{10, 2, 'h', 'i'})},
+			{streams.Entity{Type: "cart", Key: "k2"}, rec("type.googleapis.com/x.Z", nil)},
+			{streams.Entity{Type: "order", Key: ""}, rec(cloudstateJSON+"x.Y", []byte{10, 2, '{', '}'})},
+		} {
+			want, err := c.event(tc.ent, tc.rec, i, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.event(tc.ent, tc.rec, i, &parts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want.String(), got.String()); diff != "" {
+				t.Errorf("event %d (-fresh +reused):\n%s", i, diff)
+			}
+			got.SetExtension("extra", "left by a sink")
+			got.SetDataSchema("/left/by/a/sink")
+		}
+	})
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -179,4 +207,50 @@ func TestConfigValidate(t *testing.T) {
 	if diff := cmp.Diff([]string{"jetstate.shop.cart.>", "jetstate.shop.a=2Eb.>"}, c.withDefaults().filterSubjects()); diff != "" {
 		t.Errorf("filters (-want +got):\n%s", diff)
 	}
+}
+
+// TestWaker: Next's context ends once after the messages stop (one period
+// without any), not while they flow, and not again until one more came.
+func TestWaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const period = 100 * time.Millisecond
+		w := newWaker()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { w.run(stop, period); close(done) }()
+		ended := func(ctx context.Context) bool {
+			synctest.Wait()
+			return ctx.Err() != nil
+		}
+		// Messages every half period: never woken.
+		ctx := w.context()
+		for range 10 {
+			w.got.Add(1)
+			time.Sleep(period / 2)
+		}
+		if ended(ctx) {
+			t.Fatal("woken while messages flow")
+		}
+		// Then none: woken within two periods, once.
+		time.Sleep(2 * period)
+		if !ended(ctx) {
+			t.Fatal("not woken two periods after the last message")
+		}
+		ctx = w.context()
+		time.Sleep(10 * period)
+		if ended(ctx) {
+			t.Fatal("woken again without a message")
+		}
+		// One more message, then quiet: woken again.
+		w.got.Add(1)
+		time.Sleep(3 * period)
+		if !ended(ctx) {
+			t.Fatal("not woken after the next message")
+		}
+		close(stop)
+		<-done
+		if !ended(w.context()) {
+			t.Error("the last context outlives run")
+		}
+	})
 }

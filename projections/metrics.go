@@ -29,7 +29,7 @@ func newMetrics(reg prometheus.Registerer, service, name string) *metrics {
 	}, labels)
 	ackPending := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "jetstate_projection_ack_pending_messages",
-		Help: "Journal messages delivered to the projector and not yet accepted by the sink.",
+		Help: "Journal messages delivered to the projector and not yet acknowledged (not yet accepted by the sink, or waiting for a cumulative acknowledgement).",
 	}, labels)
 	paused := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "jetstate_projection_paused",

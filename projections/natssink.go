@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetstate/jetstate/internal/cebinding"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -48,10 +49,10 @@ type NATSSinkConfig struct {
 // every Send waiting at that moment. A Projection does better: since one
 // connection keeps its publishes in order, it sends an entity's next event
 // without waiting and acknowledges journal messages in batches after one
-// flush covering them all; when it acknowledges over the sink's own
-// connection it needs no flush at all (the server handles a connection's
-// messages in order, so an acknowledgement that arrives means the events
-// published before it did too).
+// flush covering them all. A flush answered after the connection
+// reconnected proves nothing about the events written to the old one, so
+// a reconnection makes the projection start over from its last
+// acknowledgement instead.
 //
 // The binary-mode header mapping is jetstate's own (see NATSMsg), not that
 // of sdk-go's NATS modules: protocol/nats/v2 sends structured mode only,
@@ -70,6 +71,10 @@ type NATSSink struct {
 	running bool
 	wg      sync.WaitGroup
 }
+
+// writers renders events for publishing: each message is done with once
+// its publish returns, so its header map and values serve the next one.
+var writers = sync.Pool{New: func() any { return new(cebinding.NATSWriter) }}
 
 type flushRound struct {
 	done chan struct{}
@@ -101,15 +106,26 @@ func NewNATSSink(nc *nats.Conn, cfg NATSSinkConfig) (*NATSSink, error) {
 // An event too large for the server or the stream (streams.TooLarge) is
 // refused with ErrRejected: no retry can help.
 func (s *NATSSink) Send(ctx context.Context, ev *event.Event) error {
-	return s.send(ctx, ev, true)
+	return s.send(ctx, ev, true, s.epoch())
 }
 
-func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) error {
+// epoch names the connection's current incarnation: it changes whenever the
+// connection reconnects.
+func (s *NATSSink) epoch() uint64 { return s.nc.Stats().Reconnects }
+
+// send publishes ev, and with confirm waits for a flush covering it. A core
+// publish is refused with errLost if the connection is not the incarnation
+// epoch names, or not connected: the events written before it may have
+// been lost with the old connection, and this one must not overtake them.
+// A confirmation answered by another incarnation fails likewise.
+func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool, epoch uint64) error {
 	subject, err := s.subject.expand(ev)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
-	msg, err := NATSMsg(subject, ev, s.cfg.Structured)
+	w := writers.Get().(*cebinding.NATSWriter)
+	defer writers.Put(w)
+	msg, err := w.Msg(subject, ev, s.cfg.Structured)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrRejected, err)
 	}
@@ -122,6 +138,9 @@ func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) erro
 		}
 		return nil
 	}
+	if !s.nc.IsConnected() || s.epoch() != epoch {
+		return fmt.Errorf("publish %s: %w: the connection was interrupted", subject, errLost)
+	}
 	if err := s.nc.PublishMsg(msg); err != nil {
 		if streams.TooLarge(err) {
 			return fmt.Errorf("publish %s: %w: %v", subject, ErrRejected, err)
@@ -131,12 +150,31 @@ func (s *NATSSink) send(ctx context.Context, ev *event.Event, confirm bool) erro
 	if !confirm {
 		return nil
 	}
-	return s.flush(ctx)
+	if err := s.flush(ctx); err != nil {
+		return err
+	}
+	if s.epoch() != epoch {
+		return fmt.Errorf("publish %s: %w: the connection reconnected", subject, errLost)
+	}
+	return nil
 }
 
-// ordered reports whether publishes through s reach the server in order
-// with acknowledgements sent on nc, so they need no flush of their own.
-func (s *NATSSink) ordered(nc *nats.Conn) bool { return s.js == nil && s.nc == nc }
+// confirmer returns a function that confirms the core publishes made
+// through s in epoch before it is called: a flush, which fails with
+// errLost if the connection reconnected in between (events written to the
+// old connection may be lost) or was interrupted.
+func (s *NATSSink) confirmer(epoch uint64) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		err := s.flush(ctx)
+		switch {
+		case s.epoch() != epoch:
+			return fmt.Errorf("%w: the sink's connection reconnected", errLost)
+		case err != nil && ctx.Err() == nil && !s.nc.IsClosed():
+			return fmt.Errorf("%w: %w", errLost, err)
+		}
+		return err
+	}
+}
 
 // flush waits for a flush that started after the caller's publish. At most
 // one flush runs at a time; the callers arriving meanwhile share the next.

@@ -12,8 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
-
-	"github.com/jetstate/jetstate/internal/keyq"
 )
 
 // Consumer metadata keys and the states of a generation.
@@ -260,12 +258,15 @@ func (p *Projection) consumerConfig(gen int, state string) jetstream.ConsumerCon
 		Durable:        p.ConsumerName(gen),
 		Description:    "jetstate projection " + p.cfg.Name,
 		FilterSubjects: p.cfg.filterSubjects(),
-		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckPolicy:      jetstream.AckAllPolicy,
 		AckWait:        p.cfg.AckWait,
 		MaxDeliver:     -1,
 		MaxAckPending:  p.cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		Metadata:       map[string]string{metaProjection: p.cfg.Name, metaState: state},
+	}
+	if p.cfg.AckEach {
+		cc.AckPolicy = jetstream.AckExplicitPolicy
 	}
 	if state == stateActive {
 		switch p.cfg.Start {
@@ -290,12 +291,13 @@ func (p *Projection) createConsumer(ctx context.Context, gen int, state string) 
 // prepare brings an existing consumer's adjustable settings (filters,
 // ack wait, max ack pending) in line with the config and hands messages a
 // previous run left unacknowledged back to it, so they come before any
-// newer message.
-func (p *Projection) prepare(ctx context.Context, gen int) (jetstream.Consumer, error) {
+// newer message. It returns the consumer and the consumer sequence its
+// next delivery will carry.
+func (p *Projection) prepare(ctx context.Context, gen int) (jetstream.Consumer, uint64, error) {
 	name := p.ConsumerName(gen)
 	cons, err := p.js.Consumer(ctx, p.stream, name)
 	if err != nil {
-		return nil, fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, name, err)
+		return nil, 0, fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, name, err)
 	}
 	info := cons.CachedInfo()
 	cc := info.Config
@@ -305,19 +307,59 @@ func (p *Projection) prepare(ctx context.Context, gen int) (jetstream.Consumer, 
 		cc.FilterSubject, cc.FilterSubjects = "", want
 		cc.AckWait, cc.MaxAckPending = p.cfg.AckWait, p.cfg.MaxAckPending
 		if cons, err = p.js.UpdateConsumer(ctx, p.stream, cc); err != nil {
-			return nil, fmt.Errorf("projection %s: update consumer %s: %w", p.cfg.Name, name, err)
+			return nil, 0, fmt.Errorf("projection %s: update consumer %s: %w", p.cfg.Name, name, err)
 		}
 		info = cons.CachedInfo()
+	}
+	if info.NumWaiting > 0 {
+		if info, err = p.waitPullsExpired(ctx, cons); err != nil {
+			return nil, 0, err
+		}
 	}
 	if info.NumAckPending > 0 {
 		resp, err := p.js.ResetConsumer(ctx, p.stream, name)
 		if err != nil {
-			return nil, fmt.Errorf("projection %s: reset consumer %s to its ack floor: %w", p.cfg.Name, name, err)
+			return nil, 0, fmt.Errorf("projection %s: reset consumer %s to its ack floor: %w", p.cfg.Name, name, err)
 		}
 		p.log.InfoContext(ctx, "redelivering unacknowledged messages of a previous run",
 			"generation", gen, "unacknowledged", info.NumAckPending, "from_stream_seq", resp.ResetSeq)
+		// A reset numbers deliveries from 1 again. (Not the consumer's
+		// info after it: a pull request left over from an interrupted
+		// connection may have taken deliveries already, which this run
+		// must see as missing.)
+		return cons, 1, nil
 	}
-	return cons, nil
+	return cons, info.Delivered.Consumer + 1, nil
+}
+
+// waitPullsExpired waits until the consumer has no pull request waiting,
+// or for as long as one of this package's lasts (pullExpiry), and returns
+// the consumer's info. Before a run starts, a waiting request is one left
+// over: by the iterator of a run interrupted by a reconnection (nats.go
+// 1.55 subscribes the inbox of an iterator drained while reconnecting
+// again and never unsubscribes it, so the server keeps serving its
+// requests), or by a projector that died without closing its connection.
+// Deliveries to it never arrive; after a reset they would be taken for
+// messages the new run has not got yet and be lost to it until the ack
+// wait.
+func (p *Projection) waitPullsExpired(ctx context.Context, cons jetstream.Consumer) (*jetstream.ConsumerInfo, error) {
+	deadline := time.Now().Add(pullExpiry + time.Second)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, cons.CachedInfo().Name, err)
+		}
+		if info.NumWaiting == 0 || time.Now().After(deadline) {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // promote makes gen the active generation and deletes the older ones.
@@ -358,80 +400,70 @@ func (p *Projection) superseded(ctx context.Context, gen int) (bool, error) {
 }
 
 // serve delivers generation gen until ctx ends or it fails. A building
-// generation is promoted once it has caught up.
+// generation is promoted once it has caught up. A delivery that went
+// missing (errLost) starts the generation over from its ack floor.
 func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
-	cons, err := p.prepare(ctx, gen)
+	announced := false
+	for {
+		var err error
+		active, err = p.serveOnce(ctx, gen, active, &announced)
+		if !errors.Is(err, errLost) || ctx.Err() != nil {
+			return err
+		}
+		p.log.WarnContext(ctx, "starting over from the ack floor", "generation", gen, "error", err)
+	}
+}
+
+// serveOnce delivers generation gen from its ack floor until ctx ends or
+// it fails. It returns whether the generation is active.
+func (p *Projection) serveOnce(ctx context.Context, gen int, active bool, announced *bool) (bool, error) {
+	cons, next, err := p.prepare(ctx, gen)
 	if err != nil {
-		return err
+		return active, err
 	}
 	p.m.generation.Set(float64(gen))
-	if active && p.cfg.OnActive != nil {
+	if active && !*announced && p.cfg.OnActive != nil {
 		p.cfg.OnActive(gen)
 	}
-	d, err := newDelivery(p, p.cfg.Sink, cons, gen)
+	*announced = *announced || active
+	d, err := newDelivery(p, p.cfg.Sink, cons, gen, next)
 	if err != nil {
-		return err
+		return active, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return d.q.Run(gctx, func(ctx context.Context) error { return p.consume(ctx, cons, gen, d.q) })
+		return d.q.Run(gctx, func(ctx context.Context) error { return p.consume(ctx, cons, gen, d) })
 	})
-	g.Go(func() error { return p.watch(gctx, cons, gen, active) })
-	if d.batched {
-		g.Go(func() error { return d.confirmAcks(gctx) })
-	}
-	return g.Wait()
-}
-
-// consume dispatches the consumer's messages to q until ctx ends (then it
-// returns nil once its iterator is drained, so that q's Naks cannot come
-// back to it) or the consumer is gone.
-func (p *Projection) consume(ctx context.Context, cons jetstream.Consumer, gen int, q *keyq.Queue) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(min(p.cfg.MaxAckPending, 512)), jetstream.PullExpiry(pullExpiry))
-	if err != nil {
-		return fmt.Errorf("projection %s: consume: %w", p.cfg.Name, err)
-	}
-	// Drain, not Stop: Next returns the buffered messages and then
-	// ErrMsgIteratorClosed once the server has dropped our interest.
-	defer context.AfterFunc(ctx, it.Drain)()
-	for {
-		msg, err := it.Next()
-		switch {
-		case err == nil:
-			q.Dispatch(msg)
-		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			if ctx.Err() != nil {
-				return nil
-			}
-			return p.consumerGone(ctx, gen)
-		case errors.Is(err, jetstream.ErrConsumerDeleted):
-			it.Stop()
-			return p.consumerGone(ctx, gen)
-		default:
-			// Heartbeat misses and leadership changes are reported but
-			// the iterator carries on.
-			p.log.DebugContext(ctx, "consume", "error", err)
-		}
-	}
-}
-
-// consumerGone explains why a generation's consumer disappeared.
-func (p *Projection) consumerGone(ctx context.Context, gen int) error {
-	sup, err := p.superseded(ctx, gen)
-	if err != nil {
+	g.Go(func() error {
+		var err error
+		active, err = p.watch(gctx, cons, gen, active)
 		return err
-	}
-	if sup {
-		p.log.InfoContext(ctx, "generation superseded", "generation", gen)
-		return ErrSuperseded
-	}
-	return fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, p.ConsumerName(gen), jetstream.ErrConsumerDeleted)
+	})
+	g.Go(func() error {
+		if err := d.acks.run(gctx); err != nil {
+			return fmt.Errorf("projection %s: %w", p.cfg.Name, err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case err := <-d.lost:
+			return fmt.Errorf("projection %s: %w", p.cfg.Name, err)
+		}
+	})
+	err = g.Wait()
+	d.acks.finish(ctx)
+	*announced = *announced || active
+	return active, err
 }
 
 // watch reads the consumer's state every InfoInterval: it sets the lag
 // metrics, notices a newer active generation, and promotes a building one
-// once it has caught up.
-func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int, active bool) error {
+// once it has caught up. It reports whether the generation is active when
+// it returns.
+func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int, active bool) (bool, error) {
 	t := time.NewTicker(p.cfg.InfoInterval)
 	defer t.Stop()
 	var prevDelivered uint64
@@ -439,16 +471,16 @@ func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return active, nil
 		case <-t.C:
 		}
 		info, err := cons.Info(ctx)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return p.consumerGone(ctx, gen)
+				return active, p.consumerGone(ctx, gen)
 			}
 			if ctx.Err() != nil {
-				return nil
+				return active, nil
 			}
 			p.log.DebugContext(ctx, "consumer info", "error", err)
 			continue
@@ -459,7 +491,7 @@ func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int
 		if active {
 			if sup, err := p.superseded(ctx, gen); err == nil && sup {
 				p.log.InfoContext(ctx, "generation superseded", "generation", gen)
-				return ErrSuperseded
+				return active, ErrSuperseded
 			}
 			continue
 		}
@@ -467,7 +499,7 @@ func (p *Projection) watch(ctx context.Context, cons jetstream.Consumer, gen int
 		// been delivered at the previous check is accepted by the sink.
 		if prevCaughtUp && info.AckFloor.Stream >= prevDelivered {
 			if err := p.promote(ctx, gen); err != nil {
-				return err
+				return active, err
 			}
 			active = true
 			if p.cfg.OnActive != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"unicode/utf8"
 
@@ -39,11 +40,17 @@ const ContentTypeCloudEventsJSON = "application/cloudevents+json"
 // percent-encoded. name is the lower-case header name; contentType is
 // called (instead of set) for datacontenttype.
 func BinaryHeaders(ev *event.Event, set func(name, value string), contentType func(value string)) error {
+	return binaryHeaders(ev, set, contentType, func(u *url.URL) string { return percentEncode(u.String()) })
+}
+
+// binaryHeaders is BinaryHeaders with source rendering a version 1.0
+// event's source (percent-encoded).
+func binaryHeaders(ev *event.Event, set func(name, value string), contentType func(value string), source func(*url.URL) string) error {
 	if c, ok := ev.Context.(*event.EventContextV1); ok {
 		// The common case without reflection: it is on every event's path.
 		set(headerPrefix+"specversion", event.CloudEventsVersionV1)
 		set(headerPrefix+"id", percentEncode(c.ID))
-		set(headerPrefix+"source", percentEncode(c.Source.String()))
+		set(headerPrefix+"source", source(&c.Source.URL))
 		set(headerPrefix+"type", percentEncode(c.Type))
 		if c.Subject != nil {
 			set(headerPrefix+"subject", percentEncode(*c.Subject))
@@ -95,7 +102,36 @@ func extensionHeaders(ext map[string]any, set func(name, value string)) error {
 // and raw data) or, if structured, as the JSON event format with content
 // type application/cloudevents+json.
 func NATSMsg(subject string, ev *event.Event, structured bool) (*nats.Msg, error) {
-	msg := &nats.Msg{Subject: subject, Header: make(nats.Header, 10)}
+	return new(NATSWriter).Msg(subject, ev, structured)
+}
+
+// NATSWriter renders CloudEvents as NATS messages like NATSMsg, into one
+// message it reuses: each Msg call overwrites the message the previous one
+// returned, header map and values included, so a publisher that is done
+// with a message once it is published (a core publish copies it; a
+// JetStream publish has too once it returns) allocates them once. The zero
+// value is ready for use; a NATSWriter is not safe for concurrent use.
+type NATSWriter struct {
+	msg  nats.Msg
+	vals []string // the header values, one backing array
+
+	// The percent-encoded source of the last event: events from one
+	// entity type share it, and URL.String is not cheap.
+	srcURL url.URL
+	src    string
+}
+
+// Msg renders ev into the writer's message and returns it.
+func (w *NATSWriter) Msg(subject string, ev *event.Event, structured bool) (*nats.Msg, error) {
+	msg := &w.msg
+	if msg.Header == nil {
+		msg.Header = make(nats.Header, 10)
+	} else {
+		clear(msg.Header)
+	}
+	clear(w.vals)
+	w.vals = w.vals[:0]
+	msg.Subject, msg.Reply, msg.Data = subject, "", nil
 	if structured {
 		b, err := json.Marshal(ev)
 		if err != nil {
@@ -105,16 +141,31 @@ func NATSMsg(subject string, ev *event.Event, structured bool) (*nats.Msg, error
 		msg.Data = b
 		return msg, nil
 	}
-	err := BinaryHeaders(ev, func(name, value string) { msg.Header[name] = []string{value} },
-		func(ct string) {
-			msg.Header[headerContentType] = []string{ct}
-			msg.Header[headerPrefix+"datacontenttype"] = []string{ct}
-		})
+	add := func(name, value string) {
+		if len(w.vals) == cap(w.vals) {
+			// Earlier values keep the old array.
+			w.vals = make([]string, 0, max(12, 2*cap(w.vals)))
+		}
+		w.vals = append(w.vals, value)
+		msg.Header[name] = w.vals[len(w.vals)-1 : len(w.vals) : len(w.vals)]
+	}
+	err := binaryHeaders(ev, add, func(ct string) {
+		add(headerContentType, ct)
+		add(headerPrefix+"datacontenttype", ct)
+	}, w.source)
 	if err != nil {
 		return nil, err
 	}
 	msg.Data = ev.Data()
 	return msg, nil
+}
+
+// source returns the percent-encoded source u, remembering the last one.
+func (w *NATSWriter) source(u *url.URL) string {
+	if w.src == "" || *u != w.srcURL {
+		w.srcURL, w.src = *u, percentEncode(u.String())
+	}
+	return w.src
 }
 
 // EventFromNATS decodes a CloudEvent from a NATS message in either content

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/nats-io/nats.go"
 )
 
@@ -86,4 +88,51 @@ func headerText(h nats.Header) string {
 		}
 	}
 	return b.String()
+}
+
+// TestNATSWriterReuse renders a run of different events with one
+// NATSWriter: each message must equal what NATSMsg renders for its event
+// alone, whatever came before (another source, more extensions than the
+// values' first array holds, structured mode, an event without subject).
+func TestNATSWriterReuse(t *testing.T) {
+	mk := func(source, subject string, exts int, data string) *event.Event {
+		ev := event.New()
+		ev.SetID("jetstate_shop_journal:1:0")
+		ev.SetSource(source)
+		ev.SetType("x.Y")
+		if subject != "" {
+			ev.SetSubject(subject)
+		}
+		for i := range exts {
+			ev.SetExtension("ext"+string(rune('a'+i)), strings.Repeat("v", i+1))
+		}
+		_ = ev.SetData("application/protobuf", []byte(data))
+		return &ev
+	}
+	evs := []struct {
+		ev         *event.Event
+		structured bool
+	}{
+		{mk("/jetstate/shop/cart", "k1", 1, "a"), false},
+		{mk("/jetstate/shop/cart", "k 2%", 1, "b"), false},
+		{mk("/jetstate/shop/order", "", 0, ""), false},
+		{mk("/jetstate/shop/cart", "k3", 9, "c"), false},
+		{mk("/jetstate/shop/cart", "k4", 1, "d"), true},
+		{mk("/jetstate/shop/other path", "k5", 2, "e"), false},
+		{mk("/jetstate/shop/cart", "k6", 0, "f"), false},
+	}
+	var w NATSWriter
+	for i, e := range evs {
+		want, err := NATSMsg("s"+string(rune('0'+i)), e.ev, e.structured)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := w.Msg("s"+string(rune('0'+i)), e.ev, e.structured)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreUnexported(nats.Msg{})); diff != "" {
+			t.Errorf("event %d (-NATSMsg +NATSWriter):\n%s", i, diff)
+		}
+	}
 }

@@ -10,7 +10,8 @@
 // the trip; EventFromNATS decodes them. The values jetstate produces (ids,
 // sources, protobuf names, ordinary keys) need no escape, so readers that
 // do not decode still read them. The functions are safe for concurrent
-// use.
+// use; a NATSWriter renders into one message it reuses, for a publisher
+// on the hot path (projections' NATS sink keeps a pool of them).
 //
 // projections re-exports NATSMsg, EventFromNATS and
 // ContentTypeCloudEventsJSON, its public API; this package exists so that

@@ -61,7 +61,9 @@ type Config struct {
 
 	// NoReack drops a redelivered copy of a remembered message without
 	// acknowledging it, for a caller whose acknowledgements follow Process
-	// (a batch confirmed later): the first one is still to come.
+	// (a batch confirmed later: the first one is still to come), or whose
+	// consumer acknowledges cumulatively (AckPolicy all: acknowledging a
+	// copy would acknowledge every earlier message, processed or not).
 	NoReack bool
 
 	// Logger receives warnings about messages the queue cannot take. Nil
@@ -160,33 +162,40 @@ func New(cfg Config) (*Queue, error) {
 }
 
 // Dispatch queues msg behind the held messages of its key, or drops it if
-// it is a redelivered copy (see the package documentation). It does not
-// block on processing. Call it from Run's consume function; a message
-// dispatched once Run has handed back what it held is Nak'ed at once.
-func (q *Queue) Dispatch(msg jetstream.Msg) {
+// it is a redelivered copy (see the package documentation); it reports
+// whether msg was such a copy (dup). It does not block on processing. Call it
+// from Run's consume function; a message dispatched once Run has handed
+// back what it held is Nak'ed at once.
+func (q *Queue) Dispatch(msg jetstream.Msg) (dup bool) {
 	md, err := msg.Metadata()
 	if err != nil {
 		q.cfg.Logger.Warn("message without JetStream metadata", "subject", msg.Subject(), "error", err)
-		return
+		return false
 	}
+	return q.DispatchMeta(msg, md)
+}
+
+// DispatchMeta is Dispatch for a caller that has parsed msg's metadata
+// already.
+func (q *Queue) DispatchMeta(msg jetstream.Msg, md *jetstream.MsgMetadata) (dup bool) {
 	id := msgID{md.Sequence.Stream, md.Timestamp.UnixNano()}
 	key := q.cfg.Key(msg, md)
 	q.mu.Lock()
 	if q.done {
 		q.mu.Unlock()
 		_ = msg.Nak()
-		return
+		return false
 	}
 	if _, ok := q.held[id]; ok {
 		q.mu.Unlock()
-		return // the first copy is still here
+		return true // the first copy is still here
 	}
 	if q.settled.has(id) {
 		q.mu.Unlock()
 		if !q.cfg.NoReack {
 			_ = msg.Ack() // the first acknowledgement may have been lost
 		}
-		return
+		return true
 	}
 	q.held[id] = struct{}{}
 	kq := q.queues[key]
@@ -200,6 +209,7 @@ func (q *Queue) Dispatch(msg jetstream.Msg) {
 		q.wake.Signal()
 	}
 	q.mu.Unlock()
+	return false
 }
 
 // Run processes the dispatched messages with the configured workers while

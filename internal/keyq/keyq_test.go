@@ -68,9 +68,9 @@ func (e *env) publish(t *testing.T, msgs ...string) []uint64 {
 func bySubject(msg jetstream.Msg, _ *jetstream.MsgMetadata) string { return msg.Subject() }
 
 // consume is a consume function for Run: it dispatches cons's messages to
-// q, calling after (if set) once each was dispatched, and drains the
-// iterator once ctx ends.
-func consume(cons jetstream.Consumer, q *keyq.Queue, after func(jetstream.Msg, *jetstream.MsgMetadata)) func(context.Context) error {
+// q, calling after (if set) once each was dispatched with what Dispatch
+// reported, and drains the iterator once ctx ends.
+func consume(cons jetstream.Consumer, q *keyq.Queue, after func(msg jetstream.Msg, md *jetstream.MsgMetadata, dup bool)) func(context.Context) error {
 	return func(ctx context.Context) error {
 		it, err := cons.Messages()
 		if err != nil {
@@ -88,10 +88,10 @@ func consume(cons jetstream.Consumer, q *keyq.Queue, after func(jetstream.Msg, *
 			if err != nil {
 				continue // heartbeats and the like
 			}
-			q.Dispatch(msg)
+			dup := q.Dispatch(msg)
 			if after != nil {
 				md, _ := msg.Metadata()
-				after(msg, md)
+				after(msg, md, dup)
 			}
 		}
 	}
@@ -328,7 +328,10 @@ func TestRedeliveredWhileHeld(t *testing.T) {
 		return true
 	}})
 	copies := make(chan uint64, 16)
-	start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
+	start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata, dup bool) {
+		if dup != (md.NumDelivered > 1) {
+			t.Errorf("delivery %d of message %d: Dispatch reported dup %v", md.NumDelivered, md.Sequence.Stream, dup)
+		}
 		if md.NumDelivered > 1 {
 			send(copies, md.Sequence.Stream)
 		}
@@ -375,7 +378,12 @@ func TestRedeliveredSettled(t *testing.T) {
 					return true // the first time, as if its ack was lost
 				}})
 			copies := make(chan uint32, 16)
-			start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
+			start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata, dup bool) {
+				// A copy the queue remembers is reported, one it forgot is
+				// a message like any other.
+				if want := md.NumDelivered > 1 && tc.remember > 0; dup != want {
+					t.Errorf("delivery %d: Dispatch reported dup %v, want %v", md.NumDelivered, dup, want)
+				}
 				if md.NumDelivered > 1 {
 					send(copies, uint32(md.NumDelivered))
 				}
@@ -421,7 +429,9 @@ func TestSameSequenceNewStream(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		q.Dispatch(msg)
+		if q.Dispatch(msg) {
+			t.Errorf("message %q taken for a copy", msg.Data())
+		}
 		md, _ := msg.Metadata()
 		return md
 	}
@@ -478,7 +488,7 @@ func TestKeepAlive(t *testing.T) {
 					ack(t, msg)
 					return true
 				}})
-			start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata) {
+			start(t, q, consume(e.cons, q, func(_ jetstream.Msg, md *jetstream.MsgMetadata, _ bool) {
 				if md.NumDelivered > 1 {
 					send(copies, md.Sequence.Stream)
 				}
