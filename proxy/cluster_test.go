@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -596,29 +597,15 @@ func TestClusterLinearizableThroughKillsAndANATSNode(t *testing.T) {
 
 func TestClusterRoutedCommandHonoursTheClientDeadline(t *testing.T) {
 	c := startCluster(t, 2)
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := "hang-" + fmt.Sprint(i)
-		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
-			key = k
-		}
-	}
+	key := c.keyOf(0, "hang-")
 	// Through replica 1, so the command is routed to replica 0, where the
 	// function never answers; the client gives up after 300 ms. A copy of
 	// the routed command shows replica 0 was told to wait no longer.
-	shard := streams.ShardOf(streams.Entity{Type: "counter", Key: key}, clusterShards)
-	nc := c.nats.Connect(t)
-	routed, err := nc.SubscribeSync(streams.Config{Service: "test"}.RouteSubject(shard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	routed := c.watchRoute(t, key)
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	resp := c.types.msg("Value")
-	err = c.replicas[1].conn.Invoke(ctx, "/test.Counter/Hang", c.types.request(key, nil), resp)
+	err := c.replicas[1].conn.Invoke(ctx, "/test.Counter/Hang", c.types.request(key, nil), resp)
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Fatalf("hang = %v, want DEADLINE_EXCEEDED", err)
 	}
@@ -639,18 +626,20 @@ func TestClusterRoutedCommandHonoursTheClientDeadline(t *testing.T) {
 	}
 }
 
-// hangRouted sends Hang for an entity owned by replica 0 through replica 1
-// (the function never answers it) and returns once replica 0 was sent the
-// command, with the channel the call's error arrives on.
-func (c *cluster) hangRouted(t *testing.T) <-chan error {
-	t.Helper()
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := "hang-" + fmt.Sprint(i)
-		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
-			key = k
+// keyOf is the first counter key prefix<n> whose shard replica r serves.
+func (c *cluster) keyOf(r int, prefix string) string {
+	for i := 0; ; i++ {
+		k := prefix + fmt.Sprint(i)
+		if proxy.Serves(c.replicas[r].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
+			return k
 		}
 	}
+}
+
+// watchRoute subscribes to the route subject of the counter key's shard,
+// so a test sees the commands routed to its owner.
+func (c *cluster) watchRoute(t *testing.T, key string) *nats.Subscription {
+	t.Helper()
 	shard := streams.ShardOf(streams.Entity{Type: "counter", Key: key}, clusterShards)
 	nc := c.nats.Connect(t)
 	routed, err := nc.SubscribeSync(streams.Config{Service: "test"}.RouteSubject(shard))
@@ -660,6 +649,16 @@ func (c *cluster) hangRouted(t *testing.T) <-chan error {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	return routed
+}
+
+// hangRouted sends Hang for an entity owned by replica 0 through replica 1
+// (the function never answers it) and returns once replica 0 was sent the
+// command, with the channel the call's error arrives on.
+func (c *cluster) hangRouted(t *testing.T) <-chan error {
+	t.Helper()
+	key := c.keyOf(0, "hang-")
+	routed := c.watchRoute(t, key)
 	done := make(chan error, 1)
 	go func() {
 		done <- c.replicas[1].conn.Invoke(t.Context(), "/test.Counter/Hang", c.types.request(key, nil), c.types.msg("Value"))
@@ -715,13 +714,7 @@ func TestClusterRoutedCommandEndsWhenTheConnectionDrops(t *testing.T) {
 		t.Fatalf("hang with the connection dropped = %v, want UNAVAILABLE", err)
 	}
 	// Replica 1 reconnects and routes again.
-	key := ""
-	for i := 0; key == ""; i++ {
-		k := "after-" + fmt.Sprint(i)
-		if proxy.Serves(c.replicas[0].p, streams.ShardOf(streams.Entity{Type: "counter", Key: k}, clusterShards)) {
-			key = k
-		}
-	}
+	key := c.keyOf(0, "after-")
 	resp := c.types.msg("Value")
 	if err := c.replicas[1].conn.Invoke(t.Context(), "/test.Counter/Add", c.types.request(key, ptr(3)), resp); err != nil {
 		t.Fatalf("routed add after the reconnection: %v", err)
