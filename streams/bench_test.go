@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,34 +70,7 @@ func journalAppender(j *streams.Journal, entities int) appender {
 // entity, each waiting for its ack before the next append, and returns the
 // wall time and every append's latency.
 func round(ctx context.Context, app appender, entities int) (time.Duration, latencies, error) {
-	per := opsPerRound / entities
-	lats := make([]latencies, entities)
-	errs := make([]error, entities)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range entities {
-		wg.Go(func() {
-			lats[i] = make(latencies, 0, per)
-			for range per {
-				t0 := time.Now()
-				if err := app(ctx, i); err != nil {
-					errs[i] = err
-					return
-				}
-				lats[i] = append(lats[i], time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	var all latencies
-	for i := range entities {
-		if errs[i] != nil {
-			return 0, nil, errs[i]
-		}
-		all = append(all, lats[i]...)
-	}
-	return elapsed, all, nil
+	return roundOf(ctx, app, entities, opsPerRound)
 }
 
 func benchServer(b *testing.B) (jetstream.JetStream, streams.Config, *streams.Journal) {
