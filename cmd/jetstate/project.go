@@ -94,6 +94,7 @@ func parseProject(args []string, getenv func(string) string, out io.Writer) (pro
 	fs.IntVar(&p.Workers, "workers", 0, fmt.Sprintf("entities sent at the same time (default %d)", projections.DefaultWorkers))
 	fs.IntVar(&p.MaxAckPending, "max-ack-pending", 0, fmt.Sprintf("events received but not yet accepted (default %d)", projections.DefaultMaxAckPending))
 	fs.DurationVar(&p.AckWait, "ack-wait", 0, fmt.Sprintf("server redelivers an event not acknowledged within this (default %v)", projections.DefaultAckWait))
+	fs.BoolVar(&p.AckEach, "ack-each", env("JETSTATE_ACK_EACH", "") == "true", "acknowledge every event on its own (AckPolicy explicit) instead of one acknowledgement per run of accepted events: a failing event then holds back only its own entity, at the price of a server message per event; applies to generations made from now on (-rebuild makes one) [JETSTATE_ACK_EACH]")
 	fs.IntVar(&p.MaxTries, "max-tries", 0, fmt.Sprintf("tries of one event before it is dead-lettered (default %d)", projections.DefaultMaxTries))
 	fs.DurationVar(&p.RetryMin, "retry-min", 0, fmt.Sprintf("first back-off between tries (default %v)", projections.DefaultRetryMin))
 	fs.DurationVar(&p.RetryMax, "retry-max", 0, fmt.Sprintf("longest back-off between tries (default %v)", projections.DefaultRetryMax))

@@ -36,12 +36,15 @@ func TestParseProject(t *testing.T) {
 	}
 	if c.NATS.URL != "nats://n:4222" || c.Projection.Storage.Service != "shop" || c.Projection.Name != "view" ||
 		c.Sink != "http://sink.default.svc/" || c.Overrides["team"] != "carts" || c.AdminListen != ":9393" ||
-		c.Structured || c.JSON || c.Projection.Start != projections.StartBeginning {
+		c.Structured || c.JSON || c.Projection.Start != projections.StartBeginning || c.Projection.AckEach {
 		t.Fatalf("from the environment: %+v", c)
+	}
+	if c, err := parseProject(nil, envMap{"JETSTATE_ACK_EACH": "true"}.get, &bytes.Buffer{}); err == nil || !c.Projection.AckEach {
+		t.Fatalf("JETSTATE_ACK_EACH=true: AckEach %v (err %v, want the missing flags' error)", c.Projection.AckEach, err)
 	}
 	c, err = parseProject([]string{"-sink", "nats:cart.{type}.{key}", "-mode", "structured", "-descriptors", "a.binpb, b.binpb",
 		"-start", "2026-01-02T03:04:05Z", "-types", "cart,wish list", "-workers", "4", "-max-tries", "3",
-		"-retry-min", "1s", "-retry-max", "2s", "-dead-letter", "dl.view", "-rebuild"}, env.get, &bytes.Buffer{})
+		"-retry-min", "1s", "-retry-max", "2s", "-dead-letter", "dl.view", "-rebuild", "-ack-each"}, env.get, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +52,7 @@ func TestParseProject(t *testing.T) {
 	if c.Sink != "nats:cart.{type}.{key}" || !c.Structured || !c.JSON || len(c.Descriptors) != 2 || c.Descriptors[1] != "b.binpb" ||
 		p.Start != projections.StartTime || !p.StartTime.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) ||
 		len(p.Types) != 2 || p.Types[1] != "wish list" || p.Workers != 4 || p.MaxTries != 3 ||
-		p.RetryMin != time.Second || p.RetryMax != 2*time.Second || p.DeadLetterSubject != "dl.view" || !c.Rebuild {
+		p.RetryMin != time.Second || p.RetryMax != 2*time.Second || p.DeadLetterSubject != "dl.view" || !c.Rebuild || !p.AckEach {
 		t.Fatalf("from flags: %+v", c)
 	}
 	if c, err := parseProject([]string{"-start", "now", "-descriptors", "x", "-data", "protobuf"}, env.get, &bytes.Buffer{}); err != nil ||

@@ -211,6 +211,9 @@ func desiredProjector(p *v1alpha1.Projection, svc *v1alpha1.StatefulService, sto
 	if d.MaxTries > 0 {
 		args = append(args, "-max-tries", strconv.Itoa(int(d.MaxTries)))
 	}
+	if d.AckEach {
+		args = append(args, "-ack-each")
+	}
 	if d.SendTimeout != nil && d.SendTimeout.Duration > 0 {
 		args = append(args, "-send-timeout", d.SendTimeout.Duration.String())
 	}

@@ -29,7 +29,7 @@ func TestProjection(t *testing.T) {
 			Spec: v1alpha1.ProjectionSpec{
 				Source:   v1alpha1.ProjectionSource{Service: "cart", EntityTypes: []string{"ShoppingCart"}},
 				Sink:     v1alpha1.ProjectionSink{NATS: &v1alpha1.NATSSink{Subject: "carts.events"}},
-				Delivery: v1alpha1.DeliverySpec{Mode: "structured", Workers: 4, Start: "now", DeadLetterSubject: "carts.dead"},
+				Delivery: v1alpha1.DeliverySpec{Mode: "structured", Workers: 4, Start: "now", DeadLetterSubject: "carts.dead", AckEach: true},
 			},
 		}
 		if err := c.Create(t.Context(), p); err != nil {
@@ -51,7 +51,7 @@ func TestProjection(t *testing.T) {
 		if diff := cmp.Diff(want, envOf(pc)); diff != "" {
 			t.Errorf("projector env (-want +got):\n%s", diff)
 		}
-		if !cmp.Equal(pc.Args, []string{"project", "-workers", "4", "-max-tries", "10", "-send-timeout", "30s"}) {
+		if !cmp.Equal(pc.Args, []string{"project", "-workers", "4", "-max-tries", "10", "-ack-each", "-send-timeout", "30s"}) {
 			t.Errorf("args %q", pc.Args)
 		}
 		if pc.ReadinessProbe == nil || pc.ReadinessProbe.HTTPGet.Path != "/ready" {

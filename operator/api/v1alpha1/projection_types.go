@@ -143,6 +143,14 @@ type DeliverySpec struct {
 	// +optional
 	MaxTries int32 `json:"maxTries,omitempty"`
 
+	// AckEach acknowledges every event on its own instead of one
+	// acknowledgement per run of events the sink accepted: an event the
+	// sink keeps failing then holds back only its own entity, at the price
+	// of one more server message per event. It applies to generations made
+	// from then on (a rebuild makes one).
+	// +optional
+	AckEach bool `json:"ackEach,omitempty"`
+
 	// DeadLetterSubject receives the events the sink refused. Default
 	// "<prefix>_deadletter.<service>.<projection>".
 	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
