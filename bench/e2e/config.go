@@ -31,6 +31,10 @@ type Scenario struct {
 	// Durability is "flush" (the default: the server fsyncs every 2 minutes) or "always"
 	// (nats-server's sync_interval: always, fsync before every acknowledgement).
 	Durability string `json:"durability"`
+	// Procs, if not 0, is the sidecars' GOMAXPROCS (the GOMAXPROCS environment variable):
+	// how many threads run Go code at once. 0 leaves Go's default, the CPUs the process may
+	// use (or, in a container with a CPU limit, that limit rounded up, at least 2).
+	Procs int `json:"procs,omitempty"`
 }
 
 // Name is how flags and tables name the scenario: es-grpc, value-http, routed-grpc,
@@ -44,20 +48,32 @@ func (s Scenario) Name() string {
 	if s.Durability == "always" {
 		name += "-always"
 	}
+	if s.Procs > 0 {
+		name += "-p" + strconv.Itoa(s.Procs)
+	}
 	return name
 }
 
-// ParseScenario reads a scenario's name: <es|value|routed>-<grpc|http>[-always]. A routed
-// scenario drives the event-sourced cart.
+// ParseScenario reads a scenario's name: <es|value|routed>-<grpc|http>[-always][-p<N>]. A
+// routed scenario drives the event-sourced cart; -p<N> runs the sidecars with GOMAXPROCS=N.
 func ParseScenario(name string) (Scenario, error) {
+	const want = "want <es|value|routed>-<grpc|http>[-always][-p<N>]"
 	parts := strings.Split(name, "-")
 	s := Scenario{Durability: "flush"}
+	if n := len(parts); n > 2 && strings.HasPrefix(parts[n-1], "p") {
+		procs, err := strconv.Atoi(parts[n-1][1:])
+		if err != nil || procs < 1 || parts[n-1][1:] != strconv.Itoa(procs) {
+			return s, fmt.Errorf("scenario %q: %q is not p and a number of threads (p1, p2, ...)", name, parts[n-1])
+		}
+		s.Procs = procs
+		parts = parts[:n-1]
+	}
 	if len(parts) == 3 && parts[2] == "always" {
 		s.Durability = "always"
 		parts = parts[:2]
 	}
 	if len(parts) != 2 {
-		return s, fmt.Errorf("scenario %q: want <es|value|routed>-<grpc|http>[-always]", name)
+		return s, fmt.Errorf("scenario %q: %s", name, want)
 	}
 	switch parts[0] {
 	case "es", "value":
@@ -240,7 +256,7 @@ func parseFlags(args []string, out io.Writer) (Config, error) {
 	fs.StringVar(&c.Repo, "repo", "", "repository root (default: found upwards from the working directory)")
 	fs.StringVar(&c.Bin, "bin", "", "directory with prebuilt jetstate, shoppingcart and nats-server (default: build them)")
 	fs.StringVar(&c.Out, "out", "", "output directory (default <repo>/docs/bench)")
-	scenarios := fs.String("scenarios", strings.Join(DefaultScenarios, ","), "scenarios, comma-separated: <es|value|routed>-<grpc|http>[-always]")
+	scenarios := fs.String("scenarios", strings.Join(DefaultScenarios, ","), "scenarios, comma-separated: <es|value|routed>-<grpc|http>[-always][-p<N>] (-p<N>: the sidecars' GOMAXPROCS)")
 	rates := fs.String("rates", "500,1000,2000", "fixed rates, commands/s, comma-separated")
 	fs.DurationVar(&c.Duration, "duration", time.Minute, "duration of each fixed-rate step")
 	fs.DurationVar(&c.Warmup, "warmup", 10*time.Second, "warm-up at the lowest rate before each scenario's steps")

@@ -87,7 +87,11 @@ func deploy(ctx context.Context, bins binaries, s Scenario, dir string) (_ *depl
 		d.add(fn)
 		d.functions = append(d.functions, fn)
 		sc := &sidecar{ingress: fmt.Sprintf("127.0.0.1:%d", ingressPort), admin: fmt.Sprintf("127.0.0.1:%d", adminPort)}
-		sc.proc, err = startProc(fmt.Sprintf("sidecar %d", i), filepath.Join(dir, fmt.Sprintf("sidecar-%d.log", i)), nil, bins.Jetstate,
+		var env []string
+		if s.Procs > 0 {
+			env = []string{"GOMAXPROCS=" + itoa(s.Procs)}
+		}
+		sc.proc, err = startProc(fmt.Sprintf("sidecar %d", i), filepath.Join(dir, fmt.Sprintf("sidecar-%d.log", i)), env, bins.Jetstate,
 			"proxy", "-nats-url", d.natsURL, "-provision", "-service", service, "-sync", s.Durability,
 			"-host", "127.0.0.1", "-port", itoa(ingressPort), "-admin", sc.admin,
 			"-user-function-host", "127.0.0.1", "-user-function-port", itoa(fnPort), "-pprof")

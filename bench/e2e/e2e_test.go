@@ -34,7 +34,7 @@ func TestHarness(t *testing.T) {
 	out := t.TempDir()
 	cfg := Config{
 		Out:            out,
-		Scenarios:      []Scenario{mustScenario(t, "es-grpc-always"), mustScenario(t, "value-http"), mustScenario(t, "routed-grpc")},
+		Scenarios:      []Scenario{mustScenario(t, "es-grpc-always"), mustScenario(t, "value-http-p1"), mustScenario(t, "routed-grpc")},
 		Rates:          []int{100},
 		Duration:       3 * time.Second,
 		Warmup:         time.Second,
@@ -91,7 +91,8 @@ func TestHarness(t *testing.T) {
 			}
 			for i, p := range busy {
 				u := st.Usage[p]
-				if u.RSS == 0 || u.HWM == 0 || u.Anon == 0 || (u.VCPU <= 0 && (st.Phase == "fixed" || i == 0)) {
+				if u.RSS == 0 || u.HWM == 0 || u.Anon == 0 || (u.VCPU <= 0 && (st.Phase == "fixed" || i == 0)) ||
+					u.ReadCalls == 0 || u.WriteCalls == 0 || (u.Switches == 0 && p != procLoad) {
 					t.Errorf("%s %s %.0f/s: %s usage with a zero: %+v", sr.Name, st.Phase, l.Target, p, u)
 				}
 			}
@@ -123,7 +124,8 @@ func TestHarness(t *testing.T) {
 	if string(md) != report.String() {
 		t.Error("the printed report differs from results.md")
 	}
-	for _, want := range []string{"| es-grpc-always | fixed | 100 |", "| value-http | fixed | 100 |", "| routed-grpc | fixed | 100 |",
+	for _, want := range []string{"| es-grpc-always | fixed | 100 |", "| value-http-p1 | fixed | 100 |", "| routed-grpc | fixed | 100 |",
+		"| value-http-p1 | sidecar |", "| routed-grpc | owner sidecar |", "| es-grpc-always | nats-server |",
 		"## Beside Dapr's published figures", "0.48 vCPU per sidecar", "### routed-grpc at 100/s, owner sidecar"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q:\n%s", want, md)
@@ -223,6 +225,8 @@ func TestParseScenario(t *testing.T) {
 		{"es-grpc", Scenario{Entity: "es", Transport: "grpc", Durability: "flush"}},
 		{"value-http", Scenario{Entity: "value", Transport: "http", Durability: "flush"}},
 		{"routed-http-always", Scenario{Entity: "es", Transport: "http", Routed: true, Durability: "always"}},
+		{"es-grpc-p1", Scenario{Entity: "es", Transport: "grpc", Durability: "flush", Procs: 1}},
+		{"value-http-always-p2", Scenario{Entity: "value", Transport: "http", Durability: "always", Procs: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseScenario(tc.name)
@@ -231,7 +235,7 @@ func TestParseScenario(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"", "es", "es-tcp", "crdt-grpc", "es-grpc-never", "es-grpc-always-x"} {
+	for _, bad := range []string{"", "es", "es-tcp", "crdt-grpc", "es-grpc-never", "es-grpc-always-x", "es-grpc-p0", "es-grpc-p", "es-grpc-px", "es-grpc-p01", "es-grpc-p1-always", "es-p1"} {
 		if _, err := ParseScenario(bad); err == nil {
 			t.Errorf("ParseScenario(%q) accepted", bad)
 		}

@@ -20,19 +20,51 @@ type Usage struct {
 	// Anon is RssAnon at the end of the step: the private memory (heap, stacks) within RSS,
 	// bytes. The rest is mostly the binary's own pages (RssFile), shared and reclaimable.
 	Anon uint64 `json:"rss_anon"`
+	// ReadCalls and WriteCalls are the read-like and write-like system calls the process
+	// made over the step (syscr and syscw of /proc/<pid>/io: read, recvmsg, write, sendmsg,
+	// ...; a read that finds nothing counts too). Switches is the context switches of all its
+	// threads (voluntary and not, /proc/<pid>/task/*/status): each is a thread going to sleep
+	// or being preempted, mostly Go's scheduler parking an idle thread on a futex.
+	ReadCalls  uint64 `json:"read_calls"`
+	WriteCalls uint64 `json:"write_calls"`
+	Switches   uint64 `json:"switches"`
 }
 
-// cpuSeconds is the CPU time a process has used so far: utime + stime of /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
+// counters are a process's running totals: CPU seconds, read and write system calls, and
+// its threads' context switches.
+type counters struct {
+	cpu                 float64
+	reads, writes, ctxs uint64
+}
+
+func readCounters(pid int) (counters, error) {
+	var c counters
 	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return 0, err
+		return c, err
 	}
 	st, err := p.Stat()
 	if err != nil {
-		return 0, err
+		return c, err
 	}
-	return st.CPUTime(), nil
+	c.cpu = st.CPUTime()
+	io, err := p.IO()
+	if err != nil {
+		return c, err
+	}
+	c.reads, c.writes = io.SyscR, io.SyscW
+	threads, err := procfs.AllThreads(pid)
+	if err != nil {
+		return c, err
+	}
+	for _, t := range threads {
+		ts, err := t.NewStatus()
+		if err != nil {
+			continue // the thread ended meanwhile: its switches are lost, a handful at most
+		}
+		c.ctxs += ts.TotalCtxtSwitches()
+	}
+	return c, nil
 }
 
 // memory is a process's VmRSS, VmHWM and RssAnon from /proc/<pid>/status, bytes.
@@ -54,37 +86,41 @@ func resetPeak(pid int) error {
 	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
-// cpuWatch measures the CPU of some processes between start and stop.
+// cpuWatch measures the CPU, system calls and context switches of some processes between
+// start and stop.
 type cpuWatch struct {
 	pids  map[string]int
-	start map[string]float64
+	start map[string]counters
 }
 
 func watchCPU(pids map[string]int) (*cpuWatch, error) {
-	w := &cpuWatch{pids: pids, start: map[string]float64{}}
+	w := &cpuWatch{pids: pids, start: map[string]counters{}}
 	for name, pid := range pids {
-		s, err := cpuSeconds(pid)
+		c, err := readCounters(pid)
 		if err != nil {
-			return nil, fmt.Errorf("cpu of %s: %w", name, err)
+			return nil, fmt.Errorf("counters of %s: %w", name, err)
 		}
-		w.start[name] = s
+		w.start[name] = c
 	}
 	return w, nil
 }
 
-// stop returns each process's vCPU over wall seconds and its memory now.
+// stop returns each process's vCPU over wall seconds, its system calls and switches since
+// the start, and its memory now.
 func (w *cpuWatch) stop(wall float64) (map[string]Usage, error) {
 	out := map[string]Usage{}
 	for name, pid := range w.pids {
-		s, err := cpuSeconds(pid)
+		c, err := readCounters(pid)
 		if err != nil {
-			return nil, fmt.Errorf("cpu of %s: %w", name, err)
+			return nil, fmt.Errorf("counters of %s: %w", name, err)
 		}
 		u, err := memory(pid)
 		if err != nil {
 			return nil, fmt.Errorf("memory of %s: %w", name, err)
 		}
-		u.VCPU = (s - w.start[name]) / wall
+		s := w.start[name]
+		u.VCPU = (c.cpu - s.cpu) / wall
+		u.ReadCalls, u.WriteCalls, u.Switches = since(c.reads, s.reads), since(c.writes, s.writes), since(c.ctxs, s.ctxs)
 		out[name] = u
 	}
 	return out, nil
@@ -114,4 +150,12 @@ func machine() string {
 		mem = fmt.Sprintf("%.0f GiB", float64(*m.MemTotal)/(1<<20))
 	}
 	return fmt.Sprintf("%d x %s, %s memory, Linux %s, load average (1 min) at start %s", cpus, model, mem, kernel, load)
+}
+
+// since is now - then, or 0 if a count went down (a thread that ended took its switches).
+func since(now, then uint64) uint64 {
+	if now < then {
+		return 0
+	}
+	return now - then
 }

@@ -151,6 +151,24 @@ func renderReport(res Results) string {
 	}
 
 	w("\n## Where the time goes\n\n")
+	w("Per command at %d/s, per process: CPU time, read-like and write-like system calls (a read that finds nothing counts), and its threads' context switches (a thread parking or preempted), each the step's total divided by its commands.\n\n", res.ProfileRate)
+	w("| scenario | process | CPU us | reads | writes | switches |\n|---|---|---:|---:|---:|---:|\n")
+	for _, sr := range res.Scenarios {
+		st, ok := find(res, sr.Name, res.ProfileRate)
+		if !ok || st.Load.Calls == 0 || st.Load.Achieved == 0 {
+			continue
+		}
+		n := float64(st.Load.Calls)
+		for _, name := range []string{procSidecar, procOwner, procFunction, procOwnerFn, procNATS} {
+			u, ok := st.Usage[name]
+			if !ok {
+				continue
+			}
+			w("| %s | %s | %.0f | %.2f | %.2f | %.2f |\n", sr.Name, name, u.VCPU/st.Load.Achieved*1e6,
+				float64(u.ReadCalls)/n, float64(u.WriteCalls)/n, float64(u.Switches)/n)
+		}
+	}
+	w("\n")
 	w("CPU profiles of the sidecars (their -pprof admin endpoint) during the %d/s step: `go tool pprof -top`, the %d functions with the most CPU of their own (flat), ", res.ProfileRate, res.ProfileTop)
 	w("then `-top -cum`, the %d with the most CPU in them and in what they call. The profiles are in profiles/ of the output directory.\n", res.ProfileTop)
 	profiled := false
