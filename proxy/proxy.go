@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,6 +311,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 		// A ping unanswered within half the interval (at most 20 s) ends
 		// the connection; only while calls are open, as servers expect.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: ka, Timeout: min(ka/2, 20*time.Second)}),
+		// Static windows, as at the ingress: no ping per reply to estimate them.
+		grpc.WithStaticStreamWindowSize(ingress.StreamWindow),
+		grpc.WithStaticConnWindowSize(ingress.ConnWindow),
 	)
 	if err != nil {
 		return fmt.Errorf("user function %s: %w", p.cfg.UserFunction, err)
@@ -412,7 +416,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	go func() { serveErr <- ing.Run(ctx, lis) }()
 	p.ready.Store(true)
 	close(p.serving)
-	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services))
+	// GOMAXPROCS: how many threads run Go code at once, which sizes the scheduler's costs
+	// (docs/bench: a sidecar at a few thousand commands/s is cheaper with fewer).
+	p.log.Info("serving", "addr", addr.String(), "services", len(p.model.Services), "gomaxprocs", runtime.GOMAXPROCS(0))
 	go func() {
 		defer close(evDone)
 		if err := p.eventing.Run(evCtx, p.aborted); err != nil {

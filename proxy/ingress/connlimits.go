@@ -14,10 +14,25 @@ import (
 // slow, idle and greedy clients must not hold the sidecar's connections,
 // goroutines and descriptors for ever.
 
+// StreamWindow and ConnWindow are the HTTP/2 flow-control windows the sidecar gives its
+// gRPC peers (clients at the ingress, and the user function's replies): how much a peer may
+// send on one call, and on one connection, before the sidecar has read it. They are static:
+// as large as grpc-go's dynamic windows grow for a fast peer within a few round trips, so a
+// 4 MiB message crosses in a few windows, without the pings that estimating them costs.
+const (
+	StreamWindow = 1 << 20
+	ConnWindow   = 8 << 20
+)
+
 // connLimits are the gRPC server's options for them.
 func (ing *Server) connLimits() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxConcurrentStreams(uint32(ing.cfg.MaxConcurrentStreams)),
+		// Static flow-control windows: grpc-go's dynamic ones (BDP estimation) answer
+		// nearly every request with a window update and a ping of their own, and the
+		// client acknowledges each ping: about one more write on each side per command.
+		grpc.StaticStreamWindowSize(StreamWindow),
+		grpc.StaticConnWindowSize(ConnWindow),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             ing.cfg.KeepaliveMinTime,
 			PermitWithoutStream: ing.cfg.KeepalivePermitWithoutStream,
