@@ -106,7 +106,7 @@ bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench Projection -benchtime $(BENCHTIME) -count 1 ./projections/
 
 .PHONY: bench-e2e
-bench-e2e: ## the multi-process benchmark (nats-server, sidecars, cart functions, Fortio load; fixed rates, max rate, Dapr's figures beside): docs/bench/ (about 75 min)
+bench-e2e: ## the multi-process benchmark (nats-server, sidecars, cart functions, Fortio load; fixed rates, max rate, Dapr's figures beside): docs/bench/ (about 85 min)
 	cd bench && $(GO) run ./e2e $(BENCH_E2E_FLAGS)
 
 .PHONY: fuzz

@@ -92,9 +92,10 @@ func ParseScenario(name string) (Scenario, error) {
 	return s, nil
 }
 
-// DefaultScenarios: both entities and a routed command over both transports, and the
-// event-sourced command again with an fsync on every write.
-var DefaultScenarios = []string{"es-grpc", "es-http", "value-grpc", "value-http", "routed-grpc", "routed-http", "es-grpc-always", "es-http-always"}
+// DefaultScenarios: both entities and a routed command over both transports, the
+// event-sourced command again with an fsync on every write, and once more with a sidecar
+// running Go code on one thread at a time.
+var DefaultScenarios = []string{"es-grpc", "es-http", "value-grpc", "value-http", "routed-grpc", "routed-http", "es-grpc-always", "es-http-always", "es-grpc-p1"}
 
 // Config is one run of the benchmark. A zero field means the documented default.
 type Config struct {
