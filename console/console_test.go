@@ -75,7 +75,7 @@ func TestHandlers(t *testing.T) {
 		for _, want := range []string{
 			"Find an entity", "shopping-cart", "event-sourced", "com.example.shoppingcart.ShoppingCart",
 			"AddItem(com.example.shoppingcart.AddLineItem) returns (google.protobuf.Empty)",
-			`type=shopping-cart&amp;key=alice`, `type=shopping-cart&amp;key=bob`, "1 live sidecars", "100 shards",
+			`type=shopping-cart&amp;key=alice`, `type=shopping-cart&amp;key=bob`, "Live sidecars: 1", "shards: 100",
 		} {
 			if !strings.Contains(body, want) {
 				t.Errorf("service page lacks %q", want)

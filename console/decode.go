@@ -65,6 +65,7 @@ func (r *resolver) message(name protoreflect.FullName) (protoreflect.MessageType
 // else a note and the bytes in base64.
 type Decoded struct {
 	Type string // type URL or content type
+	Name string // the type's last part, for tables
 	JSON string // indented JSON, or ""
 	Note string // why there is no JSON
 	Raw  string // base64 of the bytes when there is no JSON
@@ -84,7 +85,7 @@ func (r *resolver) decodeAny(b []byte) Decoded {
 // decode decodes an event's data by its type URL: protobuf messages with
 // the descriptors, CloudState's JSON and primitive payloads as they are.
 func (r *resolver) decode(typeURL string, data []byte) Decoded {
-	d := Decoded{Type: typeURL, Size: len(data)}
+	d := Decoded{Type: typeURL, Name: typeURL[strings.LastIndexByte(typeURL, '/')+1:], Size: len(data)}
 	fail := func(note string) Decoded {
 		d.Note, d.Raw = note, base64.StdEncoding.EncodeToString(data)
 		return d
