@@ -28,8 +28,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/examples/shoppingcart"
-	el "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/eventlogeventing"
 	"github.com/jetstate/jetstate/projections"
+	el "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/eventlogeventing"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/sdk"
