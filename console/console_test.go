@@ -12,9 +12,12 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/console"
 	"github.com/jetstate/jetstate/examples/shoppingcart/persistence"
+	"github.com/jetstate/jetstate/internal/eventingtest"
+	"github.com/jetstate/jetstate/sdk"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -310,4 +313,42 @@ func fileSet(f protoreflect.FileDescriptor) *descriptorpb.FileDescriptorSet {
 	}
 	add(f)
 	return set
+}
+
+// TestEventingPage: a function's event-log subscriptions with their
+// consumer's lag, and the dead letter of the event it refused.
+func TestEventingPage(t *testing.T) {
+	s := startSystem(t)
+	conn := startSidecar(t, s.js, "events", sdk.Config{ServiceName: "events"}, eventingtest.Entities()...)
+	for _, refuse := range []bool{false, true} {
+		id := "kept"
+		if refuse {
+			id = "refused"
+		}
+		if err := conn.Invoke(t.Context(), "/"+eventingtest.EntityOne+"/EmitEvent", eventingtest.Emit(id, refuse), &emptypb.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := startConsole(t, s.js, console.Config{})
+	var body string
+	waitUntil(t, "the refused event dead-lettered", func() bool {
+		var code int
+		code, body = get(t, base+"/s/events/eventing")
+		return code == http.StatusOK && strings.Contains(body, eventingtest.PersistenceOne+"/refused")
+	})
+	for _, want := range []string{
+		"event_log:" + eventingtest.PersistenceOne, "event_log:" + eventingtest.PersistenceTwo,
+		"ProcessEventOne, ProcessEventTwo", "ProcessAnyEvent", "eventing=_", "jetstate_deadletter.events",
+		`&#34;message&#34;: &#34;refuse&#34;`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("eventing page lacks %q:\n%s", want, body)
+		}
+	}
+	// The entity types of a function with an action: the action is listed,
+	// not offered to the finder.
+	_, body = get(t, base+"/s/events/")
+	if !strings.Contains(body, eventingtest.Subscriber) || !strings.Contains(body, "action") || strings.Contains(body, `<option value="`+eventingtest.Subscriber) {
+		t.Errorf("events service page:\n%s", body)
+	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/jetstate/jetstate/examples/shoppingcart"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/sdk"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
@@ -49,7 +50,35 @@ type system struct {
 func startSystem(t *testing.T) *system {
 	t.Helper()
 	s := &system{t: t, js: streamstest.RunServer(t).JetStream(t)}
-	fn, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+	s.conn = startSidecar(t, s.js, service, sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+
+	sink := projections.SinkFunc(func(_ context.Context, ev *event.Event) error {
+		if strings.Contains(string(ev.Data()), "poison") {
+			return projections.ErrRejected
+		}
+		s.mu.Lock()
+		s.accepted++
+		s.mu.Unlock()
+		return nil
+	})
+	var err error
+	s.proj, err = projections.New(s.js, projections.Config{Storage: streams.Config{Service: service}, Name: projection, Sink: sink, InfoInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(context.Background())
+	pdone := make(chan error, 1)
+	go func() { pdone <- s.proj.Run(pctx) }()
+	t.Cleanup(func() { pcancel(); <-pdone })
+	return s
+}
+
+// startSidecar runs a function with entities and a sidecar for service in
+// front of it (eventing events tried once), and returns a client of its
+// ingress.
+func startSidecar(t *testing.T, js jetstream.JetStream, service string, fcfg sdk.Config, entities ...sdk.Entity) *grpc.ClientConn {
+	t.Helper()
+	fn, err := sdk.New(fcfg, entities...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +96,8 @@ func startSystem(t *testing.T) *system {
 		Provision:    &streams.StoreConfig{},
 		UserFunction: lis.Addr().String(),
 		Listen:       "127.0.0.1:0",
-	}, s.js)
+		Eventing:     eventing.Config{MaxTries: 1},
+	}, js)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,29 +112,12 @@ func startSystem(t *testing.T) *system {
 	case <-time.After(20 * time.Second):
 		t.Fatal("sidecar not serving within 20s")
 	}
-	if s.conn, err = grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.conn.Close() })
-
-	sink := projections.SinkFunc(func(_ context.Context, ev *event.Event) error {
-		if strings.Contains(string(ev.Data()), "poison") {
-			return projections.ErrRejected
-		}
-		s.mu.Lock()
-		s.accepted++
-		s.mu.Unlock()
-		return nil
-	})
-	s.proj, err = projections.New(s.js, projections.Config{Storage: streams.Config{Service: service}, Name: projection, Sink: sink, InfoInterval: 50 * time.Millisecond})
+	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	pdone := make(chan error, 1)
-	go func() { pdone <- s.proj.Run(pctx) }()
-	t.Cleanup(func() { pcancel(); <-pdone })
-	return s
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // add adds qty of product to user's cart through the sidecar.

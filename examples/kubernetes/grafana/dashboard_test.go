@@ -24,12 +24,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/examples/shoppingcart"
+	"github.com/jetstate/jetstate/internal/eventingtest"
 	"github.com/jetstate/jetstate/projections"
-	el "github.com/jetstate/jetstate/protocol/cloudstate/tck/model/eventlogeventing"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/sdk"
@@ -144,11 +143,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ev := startSidecar(t, js, proxy.Config{Storage: streams.Config{Service: "events"}}, sdk.Config{ServiceName: "events"}, eventingEntities(t)...)
-	for _, reply := range []string{"accept", "refuse"} {
-		step := &el.ProcessStep{Step: &el.ProcessStep_Reply{Reply: &el.Reply{Message: reply}}}
-		req := &el.EmitEventRequest{Id: reply, Event: &el.EmitEventRequest_EventOne{EventOne: &el.EventOne{Step: step}}}
-		if err := ev.conn.Invoke(t.Context(), "/cloudstate.tck.model.eventlogeventing.EventSourcedEntityOne/EmitEvent", req, &emptypb.Empty{}); err != nil {
+	ev := startSidecar(t, js, proxy.Config{Storage: streams.Config{Service: "events"}}, sdk.Config{ServiceName: "events"}, eventingtest.Entities()...)
+	for _, refuse := range []bool{false, true} {
+		if err := ev.conn.Invoke(t.Context(), "/"+eventingtest.EntityOne+"/EmitEvent", eventingtest.Emit("a", refuse), &emptypb.Empty{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -290,43 +287,4 @@ func waitUntil(t *testing.T, what string, ok func() bool, why func() string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// eventingEntities is a function with eventing: two event-sourced
-// entities (the TCK's eventlogeventing model) and an action consuming
-// their journals; it refuses events whose reply step says "refuse"
-// (dead-lettered after one try) and accepts the others.
-func eventingEntities(t *testing.T) []sdk.Entity {
-	t.Helper()
-	one := sdk.NewEventSourced(sdk.EventSourcedConfig{ServiceName: "cloudstate.tck.model.eventlogeventing.EventSourcedEntityOne", PersistenceID: "eventlogeventing-one"},
-		func(string) *struct{} { return &struct{}{} })
-	sdk.HandleCommand(one, "EmitEvent", func(_ *struct{}, ctx *sdk.EventSourcedContext, in *el.EmitEventRequest) (*emptypb.Empty, error) {
-		ctx.Emit(in.GetEventOne())
-		return &emptypb.Empty{}, nil
-	})
-	sdk.HandleEvent(one, func(*struct{}, *el.EventOne) error { return nil })
-	two := sdk.NewEventSourced(sdk.EventSourcedConfig{ServiceName: "cloudstate.tck.model.eventlogeventing.EventSourcedEntityTwo", PersistenceID: "eventlogeventing-two"},
-		func(string) *struct{} { return &struct{}{} })
-	sdk.HandleCommand(two, "EmitJsonEvent", func(_ *struct{}, ctx *sdk.EventSourcedContext, in *el.JsonEvent) (*emptypb.Empty, error) {
-		ctx.Emit(in)
-		return &emptypb.Empty{}, nil
-	})
-	sdk.HandleEvent(two, func(*struct{}, *el.JsonEvent) error { return nil })
-
-	sub := sdk.NewAction(sdk.ActionConfig{ServiceName: "cloudstate.tck.model.eventlogeventing.EventLogSubscriberModel"})
-	sdk.HandleUnary(sub, "ProcessEventOne", func(ctx *sdk.ActionContext, in *el.EventOne) (*el.Response, error) {
-		if in.GetStep().GetReply().GetMessage() == "refuse" {
-			ctx.Fail("refused")
-			return nil, nil
-		}
-		return &el.Response{Message: "ok"}, nil
-	})
-	sdk.HandleStreamedOut(sub, "ProcessEventTwo", func(*sdk.ActionContext, *el.EventTwo, func(*el.Response) error) error { return nil })
-	sdk.HandleUnary(sub, "Effect", func(_ *sdk.ActionContext, in *el.EffectRequest) (*el.Response, error) {
-		return &el.Response{Id: in.GetId(), Message: in.GetMessage()}, nil
-	})
-	sdk.HandleUnary(sub, "ProcessAnyEvent", func(_ *sdk.ActionContext, _ *anypb.Any) (*el.Response, error) {
-		return &el.Response{}, nil
-	})
-	return []sdk.Entity{one, two, sub}
 }
