@@ -147,13 +147,10 @@ func (c *Console) routes() {
 	m.HandleFunc("POST /s/{service}/projections/{name}/{op}", c.handle(c.projectionOp))
 	m.HandleFunc("GET /s/{service}/eventing", c.handle(c.eventingPage))
 	m.HandleFunc("/", c.handle(func(http.ResponseWriter, *http.Request) error {
-		return fmt.Errorf("%w: no page here", errNotFound)
+		return ErrNoPage
 	}))
 	c.mux = m
 }
-
-// errNotFound is a path that names no page.
-var errNotFound = fmt.Errorf("%w: not found", ErrUnknownService)
 
 // handle runs a page with the request timeout and renders its error as a
 // page with the error's status: never a panic, never a blank page.
@@ -250,12 +247,6 @@ func parsePages() (map[string]*template.Template, error) {
 				return ""
 			}
 			return t.UTC().Format("2006-01-02 15:04:05.000 UTC")
-		},
-		"ago": func(t time.Time) string {
-			if t.IsZero() {
-				return ""
-			}
-			return time.Since(t).Round(time.Second).String() + " ago"
 		},
 		"join": strings.Join,
 		"opsOf": func(service string, allow bool, p Projection, from string) opsView {

@@ -205,7 +205,7 @@ func TestHandlers(t *testing.T) {
 		{"unknown service", ro + "/s/nope/", 404, "not provisioned"},
 		{"bad service name", ro + "/s/a.b/", 400, "invalid name"},
 		{"unknown projection", ro + "/s/" + service + "/projections/nope", 404, "projection nope"},
-		{"unknown page", ro + "/nope", 404, "not found"},
+		{"unknown page", ro + "/nope", 404, "no such page"},
 		{"bad poll", entityURL(ro, "shopping-cart", "alice") + "&seq=x&after=1", 400, "bad input"},
 	}
 	for _, tc := range bad {

@@ -23,6 +23,9 @@ var (
 	// did not declare (known only when its discovery answer is stored).
 	ErrUnknownType = errors.New("no such entity type")
 
+	// ErrNoPage reports a path that names no page.
+	ErrNoPage = errors.New("no such page: the console's pages start at /")
+
 	// ErrReadOnly reports a change asked of a console started without
 	// Config.AllowWrites.
 	ErrReadOnly = errors.New("the console is read-only: start it with -allow-writes to pause, resume or rebuild projections")
@@ -35,7 +38,7 @@ func httpStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrReadOnly):
 		return http.StatusForbidden
-	case errors.Is(err, ErrUnknownService), errors.Is(err, ErrUnknownType), errors.Is(err, projections.ErrNoProjection),
+	case errors.Is(err, ErrNoPage), errors.Is(err, ErrUnknownService), errors.Is(err, ErrUnknownType), errors.Is(err, projections.ErrNoProjection),
 		errors.Is(err, streams.ErrStreamNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 		return http.StatusNotFound
 	}
