@@ -7,6 +7,10 @@ FUZZTIME ?= 30s
 # Client port of the embedded NATS server of `make run`. The projector connects to it with no
 # credentials flags: it signs in with the seed the sidecar keeps in its data directory (nats.nkey).
 NATS_PORT ?= 4222
+# Address of `jetstate console` in `make run`, and its flags (CONSOLE_FLAGS=-allow-writes lets it
+# pause, resume and rebuild the projection).
+CONSOLE_PORT ?= 8090
+CONSOLE_FLAGS ?=
 # Port of the chat's page in `make run-chat`.
 CHAT_PORT ?= 8082
 # Benchmark iterations for `make bench` (each one is a full round, see streams/bench_test.go).
@@ -26,13 +30,15 @@ build: ## build jetstate (sidecar, projector, CLI) and jetstate-operator into bi
 	$(GO) build -o bin/ ./cmd/jetstate ./cmd/jetstate-operator
 
 .PHONY: run
-run: ## the shopping cart behind the sidecar on an embedded JetStream, projected into the read model (Ctrl-C stops all)
+run: ## the shopping cart behind the sidecar on an embedded JetStream, projected into the read model, with the console (Ctrl-C stops all)
 	$(GO) build -o bin/jetstate ./cmd/jetstate
 	$(GO) build -o bin/shoppingcart ./examples/shoppingcart/cmd/shoppingcart
 	$(GO) build -o bin/readmodel ./examples/readmodel/cmd/readmodel
 	bin/readmodel -write-descriptors bin/cart-events.binpb
+	@echo "console: http://127.0.0.1:$(CONSOLE_PORT)/ (a cart's history: its user id as the key)"
 	@trap 'kill $$(jobs -p) 2>/dev/null' EXIT; \
 	  HOST=127.0.0.1 PORT=8080 bin/shoppingcart & \
+	  bin/jetstate console -nats-url nats://127.0.0.1:$(NATS_PORT) -service shoppingcart -listen 127.0.0.1:$(CONSOLE_PORT) $(CONSOLE_FLAGS) & \
 	  bin/readmodel -listen 127.0.0.1:8081 & \
 	  bin/jetstate project -nats-url nats://127.0.0.1:$(NATS_PORT) -service shoppingcart -name cart-view \
 	    -sink http://127.0.0.1:8081/ -descriptors bin/cart-events.binpb -retry-max 5s -max-tries 1000 -admin 127.0.0.1:9091 & \

@@ -40,6 +40,7 @@ func TestPartsKeepTheirWalls(t *testing.T) {
 		"internal/keyq":       {"proxy", "projections"},
 		"internal/deadletter": {"proxy", "projections"},
 		"internal/cebinding":  {"proxy", "projections"},
+		"console":             {"proxy", "proxy/ingress", "proxy/load", "sdk"},
 	}
 	for part, never := range forbidden {
 		seen := map[string]bool{}

@@ -531,6 +531,7 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 	if err != nil {
 		return err
 	}
+	p.storeSpec(ctx, m.Spec)
 	p.reqLimit = p.requestLimit(st.maxPayload)
 	p.log.Info("request size limit", "bytes", p.reqLimit, "store", st.maxPayload)
 	shards := shard.New(shard.Config{

@@ -74,6 +74,13 @@ func (c Config) ValueBucket() string {
 	return c.Prefix + "_" + c.Service + "_values"
 }
 
+// DiscoveryBucket is the KV bucket holding the user function's latest
+// answer to discovery (its entities and descriptors, see Discovery).
+func (c Config) DiscoveryBucket() string {
+	c = c.withDefaults()
+	return c.Prefix + "_" + c.Service + "_discovery"
+}
+
 // MemberBucket is the KV bucket where the service's live sidecars
 // heartbeat (one key per sidecar, expiring after the member TTL).
 func (c Config) MemberBucket() string {

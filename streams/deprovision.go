@@ -9,7 +9,7 @@ import (
 )
 
 // Deprovision deletes everything Provision created for cfg.Service: the
-// journal and CRDT streams and the snapshot, value, member and shard
+// journal and CRDT streams and the snapshot, value, discovery, member and shard
 // buckets, with all the data in them. It is idempotent: what is already gone is skipped.
 // Sidecars still running for the service fail their next write with
 // ErrStreamNotFound. Other services under the same prefix are untouched.
@@ -24,7 +24,7 @@ func Deprovision(ctx context.Context, js jetstream.JetStream, cfg Config) error 
 			errs = append(errs, fmt.Errorf("deprovision stream %s: %w", s, err))
 		}
 	}
-	for _, b := range []string{cfg.SnapshotBucket(), cfg.ValueBucket(), cfg.MemberBucket(), cfg.ShardBucket()} {
+	for _, b := range []string{cfg.SnapshotBucket(), cfg.ValueBucket(), cfg.DiscoveryBucket(), cfg.MemberBucket(), cfg.ShardBucket()} {
 		if err := js.DeleteKeyValue(ctx, b); err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			errs = append(errs, fmt.Errorf("deprovision bucket %s: %w", b, err))
 		}

@@ -50,8 +50,8 @@ func TestDeprovision(t *testing.T) {
 		t.Fatalf("Deprovision: %v", err)
 	}
 	want := []string{
-		"KV_jetstate_kept_members", "KV_jetstate_kept_shards", "KV_jetstate_kept_snapshots", "KV_jetstate_kept_values",
-		"KV_other_gone_members", "KV_other_gone_shards", "KV_other_gone_snapshots", "KV_other_gone_values",
+		"KV_jetstate_kept_discovery", "KV_jetstate_kept_members", "KV_jetstate_kept_shards", "KV_jetstate_kept_snapshots", "KV_jetstate_kept_values",
+		"KV_other_gone_discovery", "KV_other_gone_members", "KV_other_gone_shards", "KV_other_gone_snapshots", "KV_other_gone_values",
 		"jetstate_eventing", "jetstate_kept_crdt", "jetstate_kept_journal", "other_eventing", "other_gone_crdt", "other_gone_journal",
 	}
 	if got := streamNames(t, js); !slices.Equal(got, want) {

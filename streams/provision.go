@@ -157,7 +157,7 @@ func CheckServer(ctx context.Context, js jetstream.JetStream) (int, error) {
 }
 
 // Provision creates the journal stream, the CRDT stream and the snapshot,
-// value, member and shard buckets of cfg.Service (and the prefix's eventing
+// value, discovery, member and shard buckets of cfg.Service (and the prefix's eventing
 // stream), or updates them to sc if they exist. It is idempotent and
 // checks the server first (see CheckServer).
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc StoreConfig) error {
@@ -219,6 +219,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config, sc Store
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: cfg.SnapshotBucket(), Description: "jetstate snapshots of service " + cfg.Service},
 		{Bucket: cfg.ValueBucket(), Description: "jetstate value entities of service " + cfg.Service},
+		{Bucket: cfg.DiscoveryBucket(), Description: "jetstate: what the user function of service " + cfg.Service + " answered to discovery"},
 	} {
 		kv.History = 1
 		kv.MaxValueSize = sc.MaxMsgSize

@@ -28,6 +28,7 @@ Usage:
   jetstate project [flags] run a projection: journal events to CloudEvents for a sink
   jetstate projection <list|status|pause|resume|rebuild|delete> [name] [flags]
                            operate a service's projections
+  jetstate console [flags] a web UI: services, entities' event histories, shards, projections
   jetstate operator [flags] the Kubernetes operator (StatefulService, StatefulStore, Projection):
                            runs jetstate-operator, found next to jetstate or on PATH
   jetstate run [flags]     embedded NATS + JetStream and a journal demo
@@ -86,6 +87,12 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 		return runProjection(ctx, cfg, out)
+	case "console":
+		cfg, err := parseConsole(args[1:], os.Getenv, out)
+		if err != nil {
+			return err
+		}
+		return runConsole(ctx, cfg, out)
 	case "operator":
 		return runOperator(args[1:])
 	case "version":

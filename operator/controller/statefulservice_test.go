@@ -172,7 +172,7 @@ func TestStatefulServiceDeployment(t *testing.T) {
 
 	// Provisioned on the real server, with the spec's shard count.
 	js := srv.JetStream(t)
-	want := []string{"KV_jetstate_cart_members", "KV_jetstate_cart_shards", "KV_jetstate_cart_snapshots", "KV_jetstate_cart_values", "jetstate_cart_crdt", "jetstate_cart_journal", "jetstate_eventing"}
+	want := []string{"KV_jetstate_cart_discovery", "KV_jetstate_cart_members", "KV_jetstate_cart_shards", "KV_jetstate_cart_snapshots", "KV_jetstate_cart_values", "jetstate_cart_crdt", "jetstate_cart_journal", "jetstate_eventing"}
 	if got := streamNames(t, js); !cmp.Equal(got, want) {
 		t.Errorf("streams %v, want %v", got, want)
 	}

@@ -1,0 +1,186 @@
+package console_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/jetstate/jetstate/console"
+	"github.com/jetstate/jetstate/examples/shoppingcart"
+	"github.com/jetstate/jetstate/projections"
+	"github.com/jetstate/jetstate/proxy"
+	"github.com/jetstate/jetstate/proxy/eventing"
+	"github.com/jetstate/jetstate/sdk"
+	"github.com/jetstate/jetstate/streams"
+	"github.com/jetstate/jetstate/streams/streamstest"
+)
+
+// The console's tests run against real parts: an in-process NATS server,
+// the shopping cart function, a sidecar in front of it and a projection
+// of its journal ("cart-view") into a sink that refuses products named
+// "poison" (dead letters).
+
+const (
+	service    = "shoppingcart"
+	projection = "cart-view"
+	cartSvc    = "/com.example.shoppingcart.ShoppingCart/"
+)
+
+type system struct {
+	t    *testing.T
+	js   jetstream.JetStream
+	conn *grpc.ClientConn
+	proj *projections.Projection
+
+	mu       sync.Mutex
+	accepted int // events the sink took
+}
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	s := &system{t: t, js: streamstest.RunServer(t).JetStream(t)}
+	s.conn = startSidecar(t, s.js, service, sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
+
+	sink := projections.SinkFunc(func(_ context.Context, ev *event.Event) error {
+		if strings.Contains(string(ev.Data()), "poison") {
+			return projections.ErrRejected
+		}
+		s.mu.Lock()
+		s.accepted++
+		s.mu.Unlock()
+		return nil
+	})
+	var err error
+	s.proj, err = projections.New(s.js, projections.Config{Storage: streams.Config{Service: service}, Name: projection, Sink: sink, InfoInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, pcancel := context.WithCancel(context.Background())
+	pdone := make(chan error, 1)
+	go func() { pdone <- s.proj.Run(pctx) }()
+	t.Cleanup(func() { pcancel(); <-pdone })
+	return s
+}
+
+// startSidecar runs a function with entities and a sidecar for service in
+// front of it (eventing events tried once), and returns a client of its
+// ingress.
+func startSidecar(t *testing.T, js jetstream.JetStream, service string, fcfg sdk.Config, entities ...sdk.Entity) *grpc.ClientConn {
+	t.Helper()
+	fn, err := sdk.New(fcfg, entities...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnCtx, stopFn := context.WithCancel(context.Background())
+	fnDone := make(chan error, 1)
+	go func() { fnDone <- fn.Serve(fnCtx, lis) }()
+	t.Cleanup(func() { stopFn(); <-fnDone })
+
+	p, err := proxy.New(proxy.Config{
+		Storage:      streams.Config{Service: service},
+		Provision:    &streams.StoreConfig{},
+		UserFunction: lis.Addr().String(),
+		Listen:       "127.0.0.1:0",
+		Eventing:     eventing.Config{MaxTries: 1},
+	}, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-p.Serving():
+	case err := <-done:
+		t.Fatalf("sidecar stopped before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("sidecar not serving within 20s")
+	}
+	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// add adds qty of product to user's cart through the sidecar.
+func (s *system) add(user, product string, qty int32) {
+	s.t.Helper()
+	err := s.conn.Invoke(s.t.Context(), cartSvc+"AddItem",
+		&shoppingcart.AddLineItem{UserId: user, ProductId: product, Name: strings.ToUpper(product), Quantity: qty}, &emptypb.Empty{})
+	if err != nil {
+		s.t.Fatalf("add %s to %s's cart: %v", product, user, err)
+	}
+}
+
+// projected waits until the projection delivered every journal message
+// and has none in flight.
+func (s *system) projected() {
+	s.t.Helper()
+	waitUntil(s.t, "the projection caught up", func() bool {
+		st, err := s.proj.Status(s.t.Context())
+		return err == nil && len(st) > 0 && st[len(st)-1].Pending == 0 && st[len(st)-1].AckPending == 0
+	})
+}
+
+// paused reports whether the projection's active generation is paused.
+func (s *system) paused() bool {
+	s.t.Helper()
+	st, err := s.proj.Status(s.t.Context())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, g := range st {
+		if g.Active {
+			return g.Paused
+		}
+	}
+	return false
+}
+
+// startConsole serves a console over the system's NATS server.
+func startConsole(t *testing.T, js jetstream.JetStream, cfg console.Config) string {
+	t.Helper()
+	cfg.FollowInterval = 200 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	c, err := console.New(cfg, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	srv := httptest.NewServer(c.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// waitUntil polls ok (an event's visible effect) until it holds or 20 s pass.
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 20s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
