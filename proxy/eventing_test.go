@@ -284,6 +284,33 @@ func TestEventingRetriesKeepOrder(t *testing.T) {
 		return gather(t, reg, "jetstate_proxy_eventing_failures_total", "source", "event_log:source") == 5 &&
 			gather(t, reg, "jetstate_proxy_eventing_delivered_total", "source", "event_log:source") == 7
 	})
+	// The backlog as of the last delivery: everything was delivered.
+	if !hasSeries(t, reg, "jetstate_proxy_eventing_pending_messages", "source", "event_log:source") ||
+		gather(t, reg, "jetstate_proxy_eventing_pending_messages", "source", "event_log:source") != 0 {
+		t.Errorf("jetstate_proxy_eventing_pending_messages: want a series at 0 for event_log:source")
+	}
+}
+
+// hasSeries says whether a metric has a series whose label has value.
+func hasSeries(t *testing.T, reg *prometheus.Registry, name, label, value string) bool {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // gather returns the sum of a metric's series whose label has value.

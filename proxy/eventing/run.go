@@ -289,6 +289,7 @@ func (s *subscriber) consume(ctx context.Context, q *keyq.Queue) error {
 	// iterator (where they would wait out the ack wait).
 	drain := context.AfterFunc(ctx, it.Drain)
 	defer drain()
+	pending := s.e.m.pending.WithLabelValues(s.service, s.source)
 	for {
 		msg, err := it.Next()
 		switch {
@@ -296,7 +297,15 @@ func (s *subscriber) consume(ctx context.Context, q *keyq.Queue) error {
 			if pin := msg.Headers().Get("Nats-Pin-Id"); pin != "" {
 				s.pin = pin
 			}
-			q.Dispatch(msg)
+			md, err := msg.Metadata()
+			if err != nil {
+				q.Dispatch(msg) // it logs and drops what has no metadata
+				continue
+			}
+			// Received in order: the newest message's count of those behind it is
+			// the backlog not yet delivered to the consumer group.
+			pending.Set(float64(md.NumPending))
+			q.DispatchMeta(msg, md)
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed), errors.Is(err, nats.ErrConnectionClosed):
 			if ctx.Err() != nil {
 				return nil
