@@ -26,6 +26,7 @@ import (
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/entity"
+	"github.com/jetstate/jetstate/proxy/eventing"
 	"github.com/jetstate/jetstate/proxy/shard"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/streamstest"
@@ -395,4 +396,34 @@ func TestTracingOff(t *testing.T) {
 func setGlobalTracerProvider(tp trace.TracerProvider) (restore func()) {
 	otel.SetTracerProvider(tp)
 	return func() { otel.SetTracerProvider(noop.NewTracerProvider()) }
+}
+
+// TestTracingEventing: an event-log consumer continues the trace stored
+// with the event into the method it calls, whose function gets the
+// context in its metadata.
+func TestTracingEventing(t *testing.T) {
+	tr := newSpans(t)
+	srv := streamstest.RunServer(t)
+	f := newEvFunction(t, "f")
+	s := startEvSidecar(t, srv.JetStream(t), serveEvFunction(t, f), func(c *proxy.Config) { c.TracerProvider = tr.tp })
+	s.emit(t, f.types, map[string]any{"key": "traced:1", "n": 7})
+	call := waitCalls(t, f, "OnOne", 1, bySubject("traced:1"))[0]
+
+	appended := tr.one(t, streams.SpanAppend)
+	deliver := tr.one(t, eventing.SpanDeliver)
+	childOf(t, deliver, appended)
+	var action tracetest.SpanStub
+	waitFor(t, "the action span of OnOne", func() bool {
+		for _, sp := range tr.named(proxy.SpanAction) {
+			if attr(sp, "rpc.method").AsString() == "OnOne" {
+				action = sp
+				return true
+			}
+		}
+		return false
+	})
+	childOf(t, action, deliver)
+	if got, want := call.md["traceparent"], traceparent(action.SpanContext); got != want {
+		t.Errorf("function's traceparent %q, want the action span's %q", got, want)
+	}
 }
