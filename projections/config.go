@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/jetstate/jetstate/streams"
@@ -140,6 +141,13 @@ type Config struct {
 	// labelled by service and projection); nil registers nowhere. Several
 	// projections may share one registry.
 	Registry prometheus.Registerer
+
+	// TracerProvider receives a span per journal message delivered
+	// (SpanProject), a child of the trace stored with it; the HTTP sink then
+	// sends that span's traceparent header. Nil: no spans. Either way, the
+	// events of a message that stored a trace context carry it in the
+	// distributed-tracing extension (traceparent, tracestate).
+	TracerProvider trace.TracerProvider
 }
 
 // maxNameLen leaves room for "-g<generation>" in a consumer name.

@@ -10,10 +10,12 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/internal/deadletter"
 	"github.com/jetstate/jetstate/internal/keyq"
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -140,6 +142,18 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 		d.acks.settled(ctx, msg, md)
 		return true
 	}
+	// The trace of the command that wrote the message, stored with it.
+	stored := tracing.Headers(msg.Headers())
+	traceParent, traceState := stored.Get(tracing.TraceParent), stored.Get(tracing.TraceState)
+	ctx, span := d.p.tracer.Remote(ctx, SpanProject, trace.SpanKindConsumer, stored)
+	defer span.End()
+	if span.On() {
+		span.String("messaging.system", "nats")
+		span.String("messaging.destination.name", msg.Subject())
+		span.String("messaging.consumer.group.name", d.p.cfg.Name)
+		span.Int("jetstate.stream_seq", int64(md.Sequence.Stream))
+		span.Int("jetstate.events", int64(len(recs)))
+	}
 	var parts *eventParts
 	if !d.confirm {
 		// The NATS sink is done with an event once its send returns, as
@@ -150,6 +164,12 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 	for i, rec := range recs {
 		pos.index, pos.seq, pos.typ = i, rec.Seq, rec.Type
 		ev, err := d.p.conv.event(ent, rec, i, parts)
+		if err == nil && traceParent != "" {
+			ev.SetExtension(TraceParentExtension, traceParent)
+			if traceState != "" {
+				ev.SetExtension(TraceStateExtension, traceState)
+			}
+		}
 		if err != nil {
 			if !d.deadLetter(ctx, msg, pos, deadLetter{cause: deadletter.CauseBadEvent, reason: err, raw: rec.Data}) {
 				return false
@@ -187,6 +207,16 @@ func (d *delivery) process(ctx context.Context, msg jetstream.Msg, md *jetstream
 	d.acks.settled(ctx, msg, md)
 	return true
 }
+
+// SpanProject names the span of one journal message's delivery to the sink.
+const SpanProject = "jetstate.project"
+
+// The CloudEvents distributed-tracing extension: the trace context of the
+// command that wrote the event.
+const (
+	TraceParentExtension = "traceparent"
+	TraceStateExtension  = "tracestate"
+)
 
 // eventPartsPool holds the contexts of events the NATS sink was done with.
 var eventPartsPool = sync.Pool{New: func() any { return new(eventParts) }}

@@ -11,8 +11,10 @@ import (
 	"net/url"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/jetstate/jetstate/internal/cebinding"
+	"github.com/jetstate/jetstate/internal/tracing"
 )
 
 // HTTPSinkConfig configures an HTTPSink.
@@ -71,6 +73,9 @@ func (s *HTTPSink) Send(ctx context.Context, ev *event.Event) error {
 			req.Header.Add(k, v)
 		}
 	}
+	// The delivery's own trace context, if traced (the event's, as
+	// ce-traceparent, may be older: the command that wrote it).
+	tracing.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := s.cfg.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("post %s: %w", s.target, err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 )
@@ -42,6 +43,7 @@ type Projection struct {
 	stream string
 	conv   converter
 	log    *slog.Logger
+	tracer *tracing.Tracer
 	m      *metrics
 }
 
@@ -58,6 +60,7 @@ func New(js jetstream.JetStream, cfg Config) (*Projection, error) {
 		stream: stream,
 		conv:   converter{stream: stream, source: cfg.Source, resolver: cfg.Resolver},
 		log:    cfg.Logger.With("projection", cfg.Name, "service", cfg.Storage.Service),
+		tracer: tracing.New(cfg.TracerProvider),
 		m:      newMetrics(cfg.Registry, cfg.Storage.Service, cfg.Name),
 	}, nil
 }

@@ -36,7 +36,7 @@ func (p *Proxy) stream(ctx context.Context, m *model.Method, md *cloudstate.Meta
 	header := &actionpb.ActionCommand{
 		ServiceName: string(m.Service.Desc.FullName()),
 		Name:        string(m.Desc.Name()),
-		Metadata:    md,
+		Metadata:    traceMetadata(ctx, md),
 	}
 	next := func() (*actionpb.ActionCommand, error) {
 		payload, err := recv()

@@ -15,11 +15,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
@@ -159,6 +161,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Registry receives the Prometheus metrics; nil registers nowhere.
 	Registry prometheus.Registerer
+	// TracerProvider receives the spans of commands (ingress, routing,
+	// the function, the journal, side effects, forwards, eventing) and
+	// turns on the propagation of trace context (to the owner of a routed
+	// command, into journal messages, to actions' metadata); nil: tracing
+	// is off and costs nothing.
+	TracerProvider trace.TracerProvider
 	// DiscoveryBackoff overrides the 1 s..10 s retry pacing (tests).
 	DiscoveryBackoff time.Duration
 	// Eventing tunes the (cloudstate.eventing) consumers and topics; its
@@ -213,6 +221,7 @@ func (c Config) withDefaults() Config {
 	c.Eventing.CommandTimeout = c.CommandTimeout
 	c.Eventing.Registry = c.Registry
 	c.Eventing.Log = c.Logger
+	c.Eventing.Tracer = tracing.New(c.TracerProvider)
 	return c
 }
 
@@ -388,6 +397,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	ing, err := ingress.New(ingress.Config{
 		Model: p.model, Caller: clientCalls{p}, MaxMessageSize: p.cfg.MaxMessageSize, MaxRequestSize: p.reqLimit,
 		DrainTimeout: p.cfg.DrainTimeout, RequestMessageTimeout: p.cfg.RequestMessageTimeout, Load: p.load, Log: p.log,
+		Tracer:                       tracing.New(p.cfg.TracerProvider),
 		ReadHeaderTimeout:            p.cfg.ReadHeaderTimeout,
 		BodyTimeout:                  p.cfg.BodyTimeout,
 		IdleTimeout:                  p.cfg.IdleTimeout,
@@ -538,7 +548,7 @@ func (p *Proxy) start(ctx context.Context, conn *grpc.ClientConn) error {
 		Ownership: st.own, Conn: p.nc, Storage: p.cfg.Storage,
 		Info:  shard.MemberInfo{Version: p.cfg.Version, Started: time.Now()},
 		Model: m, Local: local{p}, CommandTimeout: p.cfg.CommandTimeout, RouteTimeout: p.cfg.RouteTimeout,
-		Registry: p.cfg.Registry, Log: p.log,
+		Registry: p.cfg.Registry, Log: p.log, Tracer: tracing.New(p.cfg.TracerProvider),
 	})
 	metrics := entity.NewMetrics(p.cfg.Registry)
 	limit := entity.NewLimit(p.cfg.MaxActiveEntities) // shared by the runtimes

@@ -6,8 +6,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nuid"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
 	"github.com/jetstate/jetstate/proxy/entity"
@@ -56,14 +58,21 @@ func (p *Proxy) call(ctx context.Context, m *model.Method, payload *anypb.Any, m
 				return nil, err
 			}
 		}
+		actx, span := tracing.Start(ctx, SpanAction, oteltrace.SpanKindClient)
+		if span.On() {
+			span.String("rpc.service", string(m.Service.Desc.FullName()))
+			span.String("rpc.method", string(m.Desc.Name()))
+		}
 		done := p.load.Function()
-		resp, err := p.actions.HandleUnary(ctx, &actionpb.ActionCommand{
+		resp, err := p.actions.HandleUnary(actx, &actionpb.ActionCommand{
 			ServiceName: string(m.Service.Desc.FullName()),
 			Name:        string(m.Desc.Name()),
 			Payload:     payload,
-			Metadata:    md,
+			Metadata:    traceMetadata(actx, md),
 		})
 		done()
+		span.Fail(err)
+		span.End()
 		if err != nil {
 			return nil, fmt.Errorf("%w: action %s: %v", entity.ErrEntityFailed, m.Path, err)
 		}
@@ -104,7 +113,11 @@ func (p *Proxy) complete(ctx context.Context, m *model.Method, res entity.Result
 		}
 		next := fmt.Sprintf("%s (side effect of %s)", target.Path, trace)
 		if se.GetSynchronous() {
-			if _, err := p.call(ctx, target, se.GetPayload(), se.GetMetadata(), depth+1, next); err != nil {
+			sctx, span := effectSpan(ctx, SpanSideEffect, target, true)
+			_, err := p.call(sctx, target, se.GetPayload(), se.GetMetadata(), depth+1, next)
+			span.Fail(err)
+			span.End()
+			if err != nil {
 				return nil, err
 			}
 			continue
@@ -114,7 +127,10 @@ func (p *Proxy) complete(ctx context.Context, m *model.Method, res entity.Result
 			defer cancel()
 			actx, stop := p.untilAbort(actx)
 			defer stop()
+			actx, span := effectSpan(actx, SpanSideEffect, target, false)
+			defer span.End()
 			if _, err := p.call(actx, target, se.GetPayload(), se.GetMetadata(), depth+1, next); err != nil {
+				span.Fail(err)
 				p.log.Warn("asynchronous side effect failed", "target", target.Path, "trace", trace, "error", err)
 			}
 		})
@@ -135,12 +151,28 @@ func (p *Proxy) complete(ctx context.Context, m *model.Method, res entity.Result
 		if err != nil {
 			return nil, err
 		}
-		return p.call(ctx, target, a.Forward.GetPayload(), a.Forward.GetMetadata(), depth+1,
+		fctx, span := effectSpan(ctx, SpanForward, target, true)
+		defer span.End()
+		reply, err := p.call(fctx, target, a.Forward.GetPayload(), a.Forward.GetMetadata(), depth+1,
 			fmt.Sprintf("%s (forwarded from %s)", target.Path, trace))
+		span.Fail(err)
+		return reply, err
 	case *cloudstate.ClientAction_Failure:
 		return nil, &model.UserFailure{Description: a.Failure.GetDescription()}
 	}
 	return &cloudstate.Reply{}, nil
+}
+
+// effectSpan starts the span of a side effect or forward to target, when
+// ctx is traced.
+func effectSpan(ctx context.Context, name string, target *model.Method, synchronous bool) (context.Context, tracing.Span) {
+	ctx, span := tracing.Start(ctx, name, oteltrace.SpanKindInternal)
+	if span.On() {
+		span.String("rpc.service", string(target.Service.Desc.FullName()))
+		span.String("rpc.method", string(target.Desc.Name()))
+		span.Bool("jetstate.synchronous", synchronous)
+	}
+	return ctx, span
 }
 
 // target finds the method a forward or side effect names; an unknown one is

@@ -6,6 +6,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetstate/jetstate/internal/tracing"
 )
 
 // Version is a position in one entity's journal.
@@ -52,6 +55,10 @@ func (j *Journal) Config() Config { return j.cfg }
 // Append commits events as the next events of entity e, provided the
 // entity's journal is still at expected, and returns the new Version.
 //
+// If ctx carries a trace span context, the message stores it in a
+// traceparent (and tracestate) header; under a recording span, the append
+// is a span of its own (SpanAppend) and that is the context stored.
+//
 // All events go into one message, so the commit is atomic. The write is
 // fenced by Nats-Expected-Last-Subject-Sequence: if anyone else appended
 // since expected, Append fails with a *ConflictError (errors.Is
@@ -77,8 +84,26 @@ func (j *Journal) appendID(ctx context.Context, e Entity, expected Version, even
 	}
 	msg := nats.NewMsg(j.subject + e.token())
 	msg.Data = encodeEntry(make([]byte, 0, entrySize(events)), expected.Seq+1, events)
-	return j.publish(ctx, msg, writeID, expected, uint64(len(events)))
+	ctx, span := tracing.Start(ctx, SpanAppend, trace.SpanKindProducer)
+	defer span.End()
+	if span.On() {
+		span.String("messaging.system", "nats")
+		span.String("messaging.destination.name", msg.Subject)
+		span.Int("jetstate.events", int64(len(events)))
+		span.Int("jetstate.entity.seq", int64(expected.Seq+1))
+	}
+	// The event remembers the command's trace: consumers (projections,
+	// eventing) continue it. Nothing is written when ctx has no span.
+	tracing.InjectTrace(ctx, tracing.Headers(msg.Header))
+	v, err := j.publish(ctx, msg, writeID, expected, uint64(len(events)))
+	span.Fail(err)
+	span.Int("jetstate.stream_seq", int64(v.StreamSeq))
+	return v, err
 }
+
+// SpanAppend names the span of a journal append (when the caller's context
+// carries a recording span).
+const SpanAppend = "jetstate.journal.append"
 
 // entrySize estimates the encoded size of an entry, to allocate once.
 func entrySize(events []Event) int {

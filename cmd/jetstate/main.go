@@ -113,6 +113,8 @@ type runConfig struct {
 	Sync     streams.Durability
 	Demo     bool
 	LogLevel slog.Level
+	// getenv reads the OTEL_* variables that set tracing up; nil: off.
+	getenv func(string) string
 }
 
 func parseRun(args []string, getenv func(string) string, out io.Writer) (runConfig, error) {
@@ -139,6 +141,7 @@ func parseRun(args []string, getenv func(string) string, out io.Writer) (runConf
 	if *verbose {
 		cfg.LogLevel = slog.LevelDebug
 	}
+	cfg.getenv = getenv
 	return cfg, nil
 }
 

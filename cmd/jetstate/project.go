@@ -51,6 +51,8 @@ type projectConfig struct {
 	Rebuild     bool
 	AdminListen string
 	LogLevel    slog.Level
+	// getenv reads the OTEL_* variables that set tracing up; nil: off.
+	getenv func(string) string
 }
 
 const projectUsage = `Usage: jetstate project [flags]
@@ -167,6 +169,7 @@ func parseProject(args []string, getenv func(string) string, out io.Writer) (pro
 		c.LogLevel = slog.LevelDebug
 	}
 	errs = append(errs, p.Validate())
+	c.getenv = getenv
 	return c, errors.Join(errs...)
 }
 
@@ -296,6 +299,12 @@ func runProject(ctx context.Context, c projectConfig, out io.Writer) error {
 	if closer, ok := sink.(io.Closer); ok {
 		defer closer.Close()
 	}
+	tp, stopTracing, err := startTracing(ctx, c.getenv, "jetstate-projector", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.TracerProvider = tp
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var ready atomic.Bool

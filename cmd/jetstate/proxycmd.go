@@ -38,6 +38,8 @@ type proxyConfig struct {
 	Replicas    int
 	Sync        streams.Durability // the embedded server fsyncs so; provisioning records it
 	LogLevel    slog.Level
+	// getenv reads the OTEL_* variables that set tracing up; nil: off.
+	getenv func(string) string
 }
 
 func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxyConfig, error) {
@@ -159,6 +161,7 @@ func parseProxy(args []string, getenv func(string) string, out io.Writer) (proxy
 	if c.Provision {
 		c.Proxy.Provision = &streams.StoreConfig{Replicas: c.Replicas, Shards: *shards, MemberTTL: *memberTTL, Durability: c.Sync}
 	}
+	c.getenv = getenv
 	return c, c.Proxy.Validate()
 }
 
@@ -237,10 +240,16 @@ func runProxy(ctx context.Context, c proxyConfig, out io.Writer) error {
 		return err
 	}
 
+	tp, stopTracing, err := startTracing(ctx, c.getenv, "jetstate-proxy", log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	c.Proxy.Registry = reg
 	c.Proxy.Logger = log
+	c.Proxy.TracerProvider = tp
 	p, err := proxy.New(c.Proxy, js)
 	if err != nil {
 		return err

@@ -9,7 +9,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/jetstate/jetstate/streams/embedded"
 )
@@ -53,7 +55,18 @@ func run(ctx context.Context, cfg runConfig, out io.Writer) error {
 	fmt.Fprintf(out, "provisioned service %q: stream %s, buckets %s and %s\n",
 		sc.Service, sc.JournalStream(), sc.SnapshotBucket(), sc.ValueBucket())
 	if cfg.Demo {
-		if err := demo(ctx, js, sc, out); err != nil {
+		tp, stopTracing, err := startTracing(ctx, cfg.getenv, "jetstate-run", log)
+		if err != nil {
+			return err
+		}
+		defer stopTracing()
+		// The demo is one trace: its appends are spans of it, and each
+		// journal message stores its context.
+		dctx, span := tracing.New(tp).Remote(ctx, "jetstate.demo", trace.SpanKindInternal, nil)
+		err = demo(dctx, js, sc, out)
+		span.Fail(err)
+		span.End()
+		if err != nil {
 			return fmt.Errorf("demo: %w", err)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/streams"
 )
 
@@ -107,6 +108,7 @@ func (e *entity) run(req request) bool {
 		return true
 	}
 	cctx, cancel := context.WithTimeout(es.ctx, es.cfg.CommandTimeout)
+	cctx = tracing.Carry(cctx, req.ctx) // the command's span, if traced
 	start := time.Now()
 	res, err := e.command(cctx, req)
 	if errors.Is(err, errStreamEnded) {

@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/protocol/cloudstate/eventsourced"
 	"github.com/jetstate/jetstate/streams"
@@ -196,6 +198,26 @@ var errStreamEnded = errors.New("stream to the user function had ended")
 // protocol-level failure, an empty message or a reply to another command.
 // An error wrapping errStreamEnded means the command was not delivered.
 func exchange[Out any, R protocolReply](ctx context.Context, cmd *cloudstate.Command, send func(*cloudstate.Command) error,
+	recv func() (Out, error), cancel context.CancelFunc, split func(Out) (R, *cloudstate.Failure)) (r R, err error) {
+	_, span := tracing.Start(ctx, SpanFunction, trace.SpanKindClient)
+	if span.On() {
+		span.String("rpc.method", cmd.GetName())
+		span.String("jetstate.entity.key", cmd.GetEntityId())
+		span.Int("jetstate.command.id", cmd.GetId())
+	}
+	defer func() {
+		span.Fail(err)
+		span.End()
+	}()
+	return exchangeCommand(ctx, cmd, send, recv, cancel, split)
+}
+
+// SpanFunction names the span of a command's exchange with the user
+// function (the entity protocols' stream; the append follows it).
+const SpanFunction = "jetstate.function"
+
+// exchangeCommand is exchange without its span.
+func exchangeCommand[Out any, R protocolReply](ctx context.Context, cmd *cloudstate.Command, send func(*cloudstate.Command) error,
 	recv func() (Out, error), cancel context.CancelFunc, split func(Out) (R, *cloudstate.Failure)) (R, error) {
 	var none R
 	if err := send(cmd); err != nil {

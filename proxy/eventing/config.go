@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/streams"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -48,6 +49,9 @@ type Config struct {
 	CommandTimeout time.Duration
 	// Registry receives the metrics; nil: nowhere.
 	Registry prometheus.Registerer
+	// Tracer continues, into the calls, the trace an event or message
+	// carries (its traceparent header); nil: off.
+	Tracer *tracing.Tracer
 	// Log; nil discards.
 	Log *slog.Logger
 

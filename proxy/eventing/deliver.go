@@ -11,11 +11,13 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/internal/backoff"
 	"github.com/jetstate/jetstate/internal/deadletter"
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -118,11 +120,23 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 			return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, deadletter.CauseBadEvent, err, 0)
 		}
 	}
+	// The event's trace (the traceparent its journal message or topic
+	// message carries) continues into the call.
+	ctx, span := s.e.cfg.Tracer.Remote(ctx, SpanDeliver, trace.SpanKindConsumer, tracing.Headers(msg.Headers()))
+	defer span.End()
+	if span.On() {
+		span.String("messaging.system", "nats")
+		span.String("messaging.destination.name", msg.Subject())
+		span.String("messaging.consumer.group.name", s.name)
+		span.String("cloudevents.event_id", d.ev.ID())
+		span.String("rpc.method", m.Path)
+	}
 	tries, err := retry(ctx, s.e.cfg, func() error { return s.deliver(ctx, m, d) }, func(try int, err error) {
 		s.e.m.failures.WithLabelValues(s.service, s.source).Inc()
 		s.log.WarnContext(ctx, "eventing call failed", "method", m.Path, "id", d.ev.ID(), "try", try, "error", err)
 		_ = msg.InProgress()
 	})
+	span.Fail(err)
 	switch {
 	case err == nil:
 		s.e.m.delivered.WithLabelValues(s.service, s.source).Inc()
@@ -134,6 +148,10 @@ func (s *subscriber) handle(ctx context.Context, msg jetstream.Msg, md *jetstrea
 	}
 	return s.deadLetter(ctx, msg, md, d.index, &d, m.Path, deadletter.CauseRetries, err, tries)
 }
+
+// SpanDeliver names the span of one event's delivery to its method (with
+// its retries), a child of the trace the event carries.
+const SpanDeliver = "jetstate.eventing.deliver"
 
 // badEventError reports a failure that the event itself causes, so no
 // retry can help: its entity key names no entity.

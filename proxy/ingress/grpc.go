@@ -1,9 +1,11 @@
 package ingress
 
 import (
+	"context"
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
 )
@@ -89,8 +92,11 @@ func (ing *Server) handleGRPC(_ any, stream grpc.ServerStream) error {
 	if m.Service.EntityType == model.Action { // entity commands carry no metadata (as the reference proxy)
 		md = incomingMetadata(stream)
 	}
-	resp, err := ing.cfg.Caller.Call(stream.Context(), m, in, md)
+	ctx, span := ing.span(stream.Context(), m)
+	defer span.End()
+	resp, err := ing.cfg.Caller.Call(ctx, m, in, md)
 	if err != nil {
+		span.Fail(err)
 		return ing.fail(stream.Context(), path, err)
 	}
 	if md := outgoingMetadata(resp.GetMetadata()); md.Len() > 0 {
@@ -199,8 +205,26 @@ func (ing *Server) stream(stream grpc.ServerStream, m *model.Method) error {
 		}
 		return stream.SendMsg(&frame{data: r.GetPayload().GetValue()})
 	}
-	if err := ing.cfg.Caller.Stream(stream.Context(), m, incomingMetadata(stream), recv, send); err != nil {
+	ctx, span := ing.span(stream.Context(), m)
+	defer span.End()
+	if err := ing.cfg.Caller.Stream(ctx, m, incomingMetadata(stream), recv, send); err != nil {
+		span.Fail(err)
 		return ing.fail(stream.Context(), m.Path, err)
 	}
 	return nil
+}
+
+// span starts the server span of a call of m when tracing is on, a child
+// of the trace context the client sent (traceparent, tracestate and
+// baggage headers; over HTTP/JSON and gRPC-Web they arrive as metadata
+// too). Its name is the method's full name ("package.Service/Method").
+func (ing *Server) span(ctx context.Context, m *model.Method) (context.Context, tracing.Span) {
+	if ing.cfg.Tracer == nil {
+		return ctx, tracing.Span{}
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	ctx, span := ing.cfg.Tracer.Remote(ctx, strings.TrimPrefix(m.Path, "/"), trace.SpanKindServer, tracing.Headers(md))
+	span.String("rpc.service", string(m.Service.Desc.FullName()))
+	span.String("rpc.method", string(m.Desc.Name()))
+	return ctx, span
 }

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	"github.com/jetstate/jetstate/proxy/model"
 )
@@ -76,6 +77,9 @@ type Config struct {
 	RequestMessageTimeout time.Duration
 	// Load; nil: not measured.
 	Load Load
+	// Tracer starts a span per call, continuing the client's trace
+	// context; nil: off.
+	Tracer *tracing.Tracer
 
 	// Limits on client connections (slow or idle clients, stream floods).
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/internal/prom"
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/streams"
@@ -61,6 +62,8 @@ type Config struct {
 	OwnerGoneGrace time.Duration
 	// Registry receives the metrics; nil: nowhere.
 	Registry prometheus.Registerer
+	// Tracer continues the traces of commands routed here; nil: off.
+	Tracer *tracing.Tracer
 	// Log; nil discards.
 	Log *slog.Logger
 }

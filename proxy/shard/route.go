@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/jetstate/route"
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/model"
@@ -33,6 +35,29 @@ func (s *Sharding) Route(ctx context.Context, m *model.Method, key string, paylo
 	shard := s.own.ShardOf(streams.Entity{Type: m.Service.PersistenceID, Key: key})
 	name := string(m.Desc.Name())
 	service := string(m.Service.Desc.FullName())
+	ctx, span := tracing.Start(ctx, SpanRoute, trace.SpanKindClient)
+	if span.On() {
+		span.String("rpc.service", service)
+		span.String("rpc.method", name)
+		span.String("jetstate.entity.key", key)
+		span.Int("jetstate.shard", int64(shard))
+	}
+	res, err := s.route(ctx, span, shard, m, service, name, key, payload)
+	span.Fail(err)
+	span.End()
+	return res, err
+}
+
+// Span names of routing: SpanRoute at the sidecar that received the
+// command (its attempts, local or over NATS), SpanRouted at the owner that
+// ran a command sent over NATS.
+const (
+	SpanRoute  = "jetstate.route"
+	SpanRouted = "jetstate.routed"
+)
+
+// route is Route's loop of attempts.
+func (s *Sharding) route(ctx context.Context, span tracing.Span, shard int, m *model.Method, service, name, key string, payload *anypb.Any) (entity.Result, error) {
 	bo := backoff.Backoff{Min: routeRetryMin, Max: routeRetryMax}
 	var giveUp <-chan time.Time
 	for attempt := 1; ; attempt++ {
@@ -41,9 +66,11 @@ func (s *Sharding) Route(ctx context.Context, m *model.Method, key string, paylo
 			err error
 		)
 		if s.Serves(shard) {
+			span.Bool("jetstate.route.remote", false)
 			s.m.routed.WithLabelValues(service, "local").Inc()
 			res, err = s.cfg.Local.Handle(ctx, m.Service, key, name, payload)
 		} else {
+			span.Bool("jetstate.route.remote", true)
 			s.m.routed.WithLabelValues(service, "remote").Inc()
 			res, err = s.remote(ctx, shard, m, key, payload)
 		}
@@ -88,7 +115,15 @@ func (s *Sharding) remote(ctx context.Context, shard int, m *model.Method, key s
 	if err != nil {
 		return entity.Result{}, err
 	}
-	msg, err := s.nc.RequestWithContext(rctx, s.cfg.Storage.RouteSubject(shard), data)
+	var msg *nats.Msg
+	if tracing.Active(rctx) {
+		// The owner continues the trace from the request's headers.
+		req := &nats.Msg{Subject: s.cfg.Storage.RouteSubject(shard), Data: data, Header: nats.Header{}}
+		tracing.Inject(rctx, tracing.Headers(req.Header))
+		msg, err = s.nc.RequestMsgWithContext(rctx, req)
+	} else {
+		msg, err = s.nc.RequestWithContext(rctx, s.cfg.Storage.RouteSubject(shard), data)
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return entity.Result{}, fmt.Errorf("%w: nobody listens for shard %d", entity.ErrMoved, shard)
@@ -138,7 +173,7 @@ func (s *Sharding) serve(shard int) (*nats.Subscription, error) {
 		s.hmu.Unlock()
 		go func() {
 			defer s.handlers.Done()
-			s.respond(shard, msg, s.handleRouted(shard, msg.Data))
+			s.respond(shard, msg, s.handleRouted(shard, msg))
 		}()
 	})
 }
@@ -156,9 +191,9 @@ func (s *Sharding) respond(shard int, msg *nats.Msg, res *route.Result) {
 // handleRouted runs one command routed here by another sidecar. data comes
 // from the network: anything that does not decode, names an unknown
 // service or method, or belongs to another shard is refused as INVALID.
-func (s *Sharding) handleRouted(shard int, data []byte) *route.Result {
+func (s *Sharding) handleRouted(shard int, msg *nats.Msg) *route.Result {
 	var cmd route.Command
-	if err := proto.Unmarshal(data, &cmd); err != nil {
+	if err := proto.Unmarshal(msg.Data, &cmd); err != nil {
 		return &route.Result{Error: &route.Error{Code: route.Error_INVALID, Message: "malformed routed command: " + err.Error()}}
 	}
 	svc := s.cfg.Model.Services[cmd.GetService()]
@@ -178,8 +213,17 @@ func (s *Sharding) handleRouted(shard int, data []byte) *route.Result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	ctx, span := s.cfg.Tracer.Remote(ctx, SpanRouted, trace.SpanKindServer, tracing.Headers(msg.Header))
+	defer span.End()
+	if span.On() {
+		span.String("rpc.service", cmd.GetService())
+		span.String("rpc.method", cmd.GetName())
+		span.String("jetstate.entity.key", cmd.GetEntityKey())
+		span.Int("jetstate.shard", int64(shard))
+	}
 	res, err := s.cfg.Local.Handle(ctx, svc, cmd.GetEntityKey(), cmd.GetName(), cmd.GetPayload())
 	if err != nil {
+		span.Fail(err)
 		return &route.Result{Error: routeErrorOf(err)}
 	}
 	return &route.Result{ClientAction: res.Action, SideEffects: res.Effects}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -157,7 +158,7 @@ func (fx *routeFixture) shardOf(svc, key string) int {
 // command as sent, with a deadline, whose result (or error) is the answer.
 func (fx *routeFixture) check(t *testing.T, here int, data []byte) {
 	t.Helper()
-	res := fx.s.handleRouted(here, data)
+	res := fx.s.handleRouted(here, &nats.Msg{Data: data})
 	calls := fx.local.take()
 	if res == nil {
 		t.Fatalf("%x: no answer", data)
