@@ -427,3 +427,27 @@ func TestTracingEventing(t *testing.T) {
 		t.Errorf("function's traceparent %q, want the action span's %q", got, want)
 	}
 }
+
+// TestTracingValueEntity: a value entity's write is a span of its own
+// beside the function's, in the command's trace, with the revision it made;
+// a delete too.
+func TestTracingValueEntity(t *testing.T) {
+	tr := newSpans(t)
+	h := startHarness(t, func(c *proxy.Config) { c.TracerProvider = tr.tp })
+	h.mustCall("Register/Set", "traced-value", ptr(5), 5)
+	ingress := tr.one(t, "test.Register/Set")
+	function := tr.one(t, entity.SpanFunction)
+	put := tr.one(t, streams.SpanValuePut)
+	if put.SpanContext.TraceID() != ingress.SpanContext.TraceID() || put.Parent.SpanID() != function.Parent.SpanID() {
+		t.Errorf("put span: trace %s parent %s, want the command's trace %s and the function span's parent %s",
+			put.SpanContext.TraceID(), put.Parent.SpanID(), ingress.SpanContext.TraceID(), function.Parent.SpanID())
+	}
+	if put.SpanKind != trace.SpanKindProducer || attr(put, "jetstate.revision").AsInt64() <= 0 {
+		t.Errorf("put span: kind %v, attributes %v; want a producer with the new revision", put.SpanKind, put.Attributes)
+	}
+	h.mustCall("Register/Delete", "traced-value", nil, 0)
+	del := tr.one(t, streams.SpanValueDelete)
+	if attr(del, "jetstate.expected_revision").AsInt64() != attr(put, "jetstate.revision").AsInt64() {
+		t.Errorf("delete span expected revision %v, want the put's %v", del.Attributes, put.Attributes)
+	}
+}

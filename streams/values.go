@@ -7,7 +7,28 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetstate/jetstate/internal/tracing"
 )
+
+// SpanValuePut and SpanValueDelete name the spans of a value entity's write
+// (when the caller's context carries a recording span).
+const (
+	SpanValuePut    = "jetstate.value.put"
+	SpanValueDelete = "jetstate.value.delete"
+)
+
+// valueSpan starts the span of a write to e's state.
+func (v *Values) valueSpan(ctx context.Context, name string, e Entity, expected uint64) (context.Context, tracing.Span) {
+	ctx, span := tracing.Start(ctx, name, trace.SpanKindProducer)
+	if span.On() {
+		span.String("messaging.system", "nats")
+		span.String("messaging.destination.name", v.subject(e))
+		span.Int("jetstate.expected_revision", int64(expected))
+	}
+	return ctx, span
+}
 
 // kvOperationHeader marks deletes in a KV bucket (the KV spec, ADR-8).
 const kvOperationHeader = "KV-Operation"
@@ -57,10 +78,16 @@ func (v *Values) Get(ctx context.Context, e Entity) (data []byte, revision uint6
 // expected (0: the entity must have no state, or have been deleted), and
 // returns the new revision. A stale expected revision fails with a
 // *ConflictError and writes nothing.
-func (v *Values) Put(ctx context.Context, e Entity, data []byte, expected uint64) (uint64, error) {
+func (v *Values) Put(ctx context.Context, e Entity, data []byte, expected uint64) (rev uint64, err error) {
 	if err := e.Validate(); err != nil {
 		return 0, err
 	}
+	ctx, span := v.valueSpan(ctx, SpanValuePut, e, expected)
+	defer func() {
+		span.Fail(err)
+		span.Int("jetstate.revision", int64(rev))
+		span.End()
+	}()
 	if expected == 0 {
 		// "No state" may still be a delete marker on the subject: fence
 		// on the marker's sequence instead of on an empty subject.
@@ -81,10 +108,15 @@ func (v *Values) Put(ctx context.Context, e Entity, data []byte, expected uint64
 
 // Delete removes the entity's state provided its revision is still expected.
 // Deleting an entity that has no state succeeds and does nothing.
-func (v *Values) Delete(ctx context.Context, e Entity, expected uint64) error {
+func (v *Values) Delete(ctx context.Context, e Entity, expected uint64) (err error) {
 	if err := e.Validate(); err != nil {
 		return err
 	}
+	ctx, span := v.valueSpan(ctx, SpanValueDelete, e, expected)
+	defer func() {
+		span.Fail(err)
+		span.End()
+	}()
 	if expected == 0 {
 		_, rev, err := v.Get(ctx, e)
 		if err != nil || rev == 0 {
