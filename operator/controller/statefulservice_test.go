@@ -16,6 +16,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -140,9 +141,19 @@ func TestStatefulServiceDeployment(t *testing.T) {
 	wantEnv := map[string]string{
 		"JETSTATE_SERVICE": "cart", "HTTP_PORT": "9000", "USER_FUNCTION_HOST": "127.0.0.1", "USER_FUNCTION_PORT": "8080",
 		"METRICS_PORT": "9090", "PASSIVATION_TIMEOUT": "30s", "NATS_URL": srv.ClientURL(), "JETSTATE_PREFIX": "jetstate",
+		"GOMAXPROCS": "", // from the CPU request, below
 	}
 	if diff := cmp.Diff(wantEnv, envOf(sc)); diff != "" {
 		t.Errorf("sidecar env (-want +got):\n%s", diff)
+	}
+	for _, e := range sc.Env {
+		if e.Name != "GOMAXPROCS" {
+			continue
+		}
+		if f := e.ValueFrom; f == nil || f.ResourceFieldRef == nil || f.ResourceFieldRef.Resource != "requests.cpu" ||
+			f.ResourceFieldRef.ContainerName != "jetstate" || !f.ResourceFieldRef.Divisor.Equal(resource.MustParse("1")) {
+			t.Errorf("GOMAXPROCS from %+v, want the sidecar's CPU request in whole CPUs", e.ValueFrom)
+		}
 	}
 	wantPorts := []corev1.ContainerPort{{Name: "ingress", ContainerPort: 9000, Protocol: "TCP"}, {Name: "admin", ContainerPort: 9090, Protocol: "TCP"}}
 	if diff := cmp.Diff(wantPorts, sc.Ports); diff != "" {
