@@ -230,31 +230,10 @@ func (c *Console) members(ctx context.Context, storage streams.Config) ([]Member
 		var mi shard.MemberInfo
 		_ = json.Unmarshal(raw, &mi)
 		out = append(out, Member{ID: id, Host: mi.Host, Version: mi.Version, Started: mi.Started,
-			Shards: len(byOwner[id]), Owns: ranges(byOwner[id]), Load: c.loadOf(storage.Service, id)})
+			Shards: len(byOwner[id]), Owns: streams.ShardRanges(byOwner[id], ", "), Load: c.loadOf(storage.Service, id)})
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
-	return out, Shards{Count: own.Shards(), MemberTTL: own.MemberTTL(), Unowned: len(byOwner[""]), Free: ranges(byOwner[""])}, nil
-}
-
-// ranges writes sorted shard numbers as "0-3, 7, 9-12".
-func ranges(shards []int) string {
-	var b strings.Builder
-	for i := 0; i < len(shards); {
-		j := i
-		for j+1 < len(shards) && shards[j+1] == shards[j]+1 {
-			j++
-		}
-		if b.Len() > 0 {
-			b.WriteString(", ")
-		}
-		if i == j {
-			fmt.Fprint(&b, shards[i])
-		} else {
-			fmt.Fprintf(&b, "%d-%d", shards[i], shards[j])
-		}
-		i = j + 1
-	}
-	return b.String()
+	return out, Shards{Count: own.Shards(), MemberTTL: own.MemberTTL(), Unowned: len(byOwner[""]), Free: streams.ShardRanges(byOwner[""], ", ")}, nil
 }
 
 // Recent is an entity whose journal changed lately.

@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -289,4 +290,26 @@ func (w *Watch) View() (View, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return View{Members: maps.Clone(w.view.Members), Owners: append([]Owner(nil), w.view.Owners...)}, w.changed
+}
+
+// ShardRanges writes sorted shard numbers as runs joined by sep: "0-3, 7, 9-12"
+// with sep ", ". jetstate shards and the console show ownership this way.
+func ShardRanges(shards []int, sep string) string {
+	var b strings.Builder
+	for i := 0; i < len(shards); {
+		j := i
+		for j+1 < len(shards) && shards[j+1] == shards[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteString(sep)
+		}
+		if i == j {
+			fmt.Fprint(&b, shards[i])
+		} else {
+			fmt.Fprintf(&b, "%d-%d", shards[i], shards[j])
+		}
+		i = j + 1
+	}
+	return b.String()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -97,31 +96,10 @@ func printShards(out io.Writer, service string, own *streams.Ownership, view str
 		if !info.Started.IsZero() {
 			started = info.Started.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m, len(byOwner[m]), started, info.Version, ranges(byOwner[m]))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m, len(byOwner[m]), started, info.Version, streams.ShardRanges(byOwner[m], ","))
 	}
 	if free := byOwner[""]; len(free) > 0 {
-		fmt.Fprintf(tw, "(no live owner)\t%d\t\t\t%s\n", len(free), ranges(free))
+		fmt.Fprintf(tw, "(no live owner)\t%d\t\t\t%s\n", len(free), streams.ShardRanges(free, ","))
 	}
 	tw.Flush()
-}
-
-// ranges writes sorted shard numbers as "0-3,7,9-12".
-func ranges(shards []int) string {
-	var b strings.Builder
-	for i := 0; i < len(shards); {
-		j := i
-		for j+1 < len(shards) && shards[j+1] == shards[j]+1 {
-			j++
-		}
-		if b.Len() > 0 {
-			b.WriteByte(',')
-		}
-		if i == j {
-			fmt.Fprint(&b, shards[i])
-		} else {
-			fmt.Fprintf(&b, "%d-%d", shards[i], shards[j])
-		}
-		i = j + 1
-	}
-	return b.String()
 }
