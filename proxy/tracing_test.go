@@ -24,6 +24,7 @@ import (
 
 	"github.com/jetstate/jetstate/projections"
 	actionpb "github.com/jetstate/jetstate/protocol/cloudstate/action"
+	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/entity"
 	"github.com/jetstate/jetstate/proxy/eventing"
@@ -193,6 +194,11 @@ func TestTracingRoutedCommandToHTTPSink(t *testing.T) {
 	childOf(t, routed, route)
 	childOf(t, function, routed)
 	childOf(t, appended, routed)
+	activate := traces[0].one(t, entity.SpanActivate) // the first command for the key
+	childOf(t, activate, routed)
+	if function.StartTime.Before(activate.EndTime) {
+		t.Errorf("function span started at %v, before the activation ended at %v", function.StartTime, activate.EndTime)
+	}
 	childOf(t, project, appended)
 	if !attr(route, "jetstate.route.remote").AsBool() {
 		t.Errorf("route span: jetstate.route.remote not true: %v", route.Attributes)
@@ -449,5 +455,48 @@ func TestTracingValueEntity(t *testing.T) {
 	del := tr.one(t, streams.SpanValueDelete)
 	if attr(del, "jetstate.expected_revision").AsInt64() != attr(put, "jetstate.revision").AsInt64() {
 		t.Errorf("delete span expected revision %v, want the put's %v", del.Attributes, put.Attributes)
+	}
+}
+
+// TestTracingCRDTEntity: a CRDT command's exchange with the function is a
+// span under the ingress's, after the entity's activation (only the first
+// command activates it), and a write that asks for MAJORITY has a span of
+// its own for the wait, which the client waits for too.
+func TestTracingCRDTEntity(t *testing.T) {
+	tr := newSpans(t)
+	srv := streamstest.RunServer(t)
+	s := startCRDTSidecar(t, srv.JetStream(t), func(c *proxy.Config) { c.TracerProvider = tr.tp })
+	s.client.mustCall("Apply", crdtCmd{key: "traced", delta: gcounter(2), consistency: crdtpb.CrdtWriteConsistency_MAJORITY})
+
+	ingress := tr.one(t, "crdttest.Crdt/Apply")
+	activate := tr.one(t, entity.SpanActivate)
+	function := tr.one(t, entity.SpanFunction)
+	wc := tr.one(t, entity.SpanWriteConsistency)
+	childOf(t, activate, ingress)
+	childOf(t, function, ingress)
+	childOf(t, wc, ingress)
+	if function.StartTime.Before(activate.EndTime) {
+		t.Errorf("function span started at %v, before the activation ended at %v", function.StartTime, activate.EndTime)
+	}
+	if wc.StartTime.Before(function.EndTime) {
+		t.Errorf("write consistency span started at %v, before the function answered at %v", wc.StartTime, function.EndTime)
+	}
+	if got := attr(function, "rpc.method").AsString(); got != "Apply" {
+		t.Errorf("function span: rpc.method = %q", got)
+	}
+	if got := attr(activate, "jetstate.entity.key").AsString(); got != "traced" {
+		t.Errorf("activation span: jetstate.entity.key = %q", got)
+	}
+	if got := attr(wc, "jetstate.crdt.write_consistency").AsString(); got != "MAJORITY" {
+		t.Errorf("write consistency span: %q", got)
+	}
+
+	tr.exp.Reset()
+	if v := s.client.mustCall("Get", crdtCmd{key: "traced"}); v.GetGcounter().GetIncrement() != 2 {
+		t.Fatalf("value %v, want 2", v)
+	}
+	childOf(t, tr.one(t, entity.SpanFunction), tr.one(t, "crdttest.Crdt/Get"))
+	if n := len(tr.named(entity.SpanActivate)) + len(tr.named(entity.SpanWriteConsistency)); n != 0 {
+		t.Errorf("%d activation or write consistency spans for a read of an active entity", n)
 	}
 }

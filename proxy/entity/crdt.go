@@ -227,7 +227,7 @@ func (r *CRDTRuntime) enqueue(key string, req *crdtRequest) error {
 	}
 	e, ok := r.active[key]
 	if !ok {
-		e = newCRDTEntity(r, ent)
+		e = newCRDTEntity(r, ent, req.ctx)
 		r.active[key] = e
 		r.cfg.Metrics.activeDelta(r.name, 1)
 		r.wg.Add(1)

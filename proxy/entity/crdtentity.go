@@ -13,6 +13,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/protocol/cloudstate"
 	crdtpb "github.com/jetstate/jetstate/protocol/cloudstate/crdt"
 	"github.com/jetstate/jetstate/proxy/crdt"
@@ -45,6 +48,7 @@ type crdtEntity struct {
 	failed  chan error // from publishing and write-consistency waits
 
 	// Owned by run.
+	trigger     context.Context // the first command's, for the activation's span; nil after
 	stream      grpc.BidiStreamingClient[crdtpb.CrdtStreamIn, crdtpb.CrdtStreamOut]
 	stopStream  context.CancelFunc
 	recvStarted bool
@@ -66,6 +70,7 @@ type crdtInflight struct {
 	start    time.Time
 	deadline *time.Timer
 	loadDone func()
+	span     tracing.Span // the exchange with the function, if the command is traced
 }
 
 type ufMsg struct {
@@ -106,9 +111,9 @@ func (b *inbox) take() []replicated {
 	return items
 }
 
-func newCRDTEntity(r *CRDTRuntime, ent streams.Entity) *crdtEntity {
+func newCRDTEntity(r *CRDTRuntime, ent streams.Entity, trigger context.Context) *crdtEntity {
 	e := &crdtEntity{
-		r: r, ent: ent, log: r.cfg.Log.With("service", r.name, "entity", ent.Key),
+		r: r, ent: ent, trigger: trigger, log: r.cfg.Log.With("service", r.name, "entity", ent.Key),
 		queue: make(chan *crdtRequest, r.cfg.QueueSize), seen: newWatermark(),
 		done: make(chan struct{}), quit: make(chan struct{}), recvDone: make(chan struct{}),
 		fromUF: make(chan ufMsg), inbox: newInbox(), cancels: make(chan int64), failed: make(chan error, 1),
@@ -236,10 +241,24 @@ func (e *crdtEntity) run() {
 
 // activate loads and merges every replica's state, follows the store from
 // there, and opens the function's stream with init.
-func (e *crdtEntity) activate() error {
+func (e *crdtEntity) activate() (err error) {
 	r := e.r
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CommandTimeout)
 	defer cancel()
+	ctx, span := tracing.Start(tracing.Carry(ctx, e.trigger), SpanActivate, trace.SpanKindInternal)
+	e.trigger = nil
+	if span.On() {
+		span.String("jetstate.service", r.name)
+		span.String("jetstate.entity.key", e.ent.Key)
+	}
+	defer func() {
+		if errors.Is(err, errDeleted) {
+			span.Bool("jetstate.entity.deleted", true)
+		} else {
+			span.Fail(err)
+		}
+		span.End()
+	}()
 	start := time.Now()
 	done := r.cfg.Load.Store()
 	states, deleted, last, err := r.store.Load(ctx, e.ent)
@@ -338,6 +357,13 @@ func (e *crdtEntity) sendCommand(req *crdtRequest) error {
 	e.nextID++
 	cmd := &cloudstate.Command{EntityId: e.ent.Key, Id: id, Name: req.name, Payload: req.payload, Streamed: req.sub != nil}
 	e.inflight = &crdtInflight{id: id, req: req, start: time.Now(), deadline: time.NewTimer(e.r.cfg.CommandTimeout), loadDone: e.r.cfg.Load.Function()}
+	if _, span := tracing.Start(req.ctx, SpanFunction, trace.SpanKindClient); span.On() {
+		span.String("rpc.method", req.name)
+		span.String("jetstate.entity.key", e.ent.Key)
+		span.Int("jetstate.command.id", id)
+		span.Bool("jetstate.command.streamed", cmd.Streamed)
+		e.inflight.span = span
+	}
 	if err := e.stream.Send(&crdtpb.CrdtStreamIn{Message: &crdtpb.CrdtStreamIn_Command{Command: cmd}}); err != nil {
 		return fmt.Errorf("send command: %w", err)
 	}
@@ -448,10 +474,11 @@ func (e *crdtEntity) reply(r *crdtpb.CrdtReply) (end error, err error) {
 	return nil, e.pushDiff()
 }
 
-// settle ends the in-flight command's bookkeeping.
+// settle ends the in-flight command's bookkeeping: the function answered.
 func (e *crdtEntity) settle() {
 	e.inflight.deadline.Stop()
 	e.inflight.loadDone()
+	e.inflight.span.End()
 	e.inflight = nil
 }
 
@@ -517,7 +544,14 @@ func (e *crdtEntity) publish() (uint64, error) {
 // the command with ErrWriteConsistency and crashes the entity, as the
 // reference proxy does (the update stays applied and replicates later).
 func (e *crdtEntity) durable(wc crdtpb.CrdtWriteConsistency, ver uint64, req *crdtRequest, res Result) {
+	span := tracing.Span{}
+	if req != nil {
+		_, span = tracing.Start(req.ctx, SpanWriteConsistency, trace.SpanKindInternal)
+		span.String("jetstate.crdt.write_consistency", wc.String())
+	}
 	err := e.reach(wc, ver)
+	span.Fail(err)
+	span.End()
 	if err != nil {
 		e.log.Warn("write consistency not reached", "consistency", wc, "error", err)
 		err = fmt.Errorf("%w: %w (%v)", ErrEntityFailed, ErrWriteConsistency, err)
@@ -527,6 +561,11 @@ func (e *crdtEntity) durable(wc crdtpb.CrdtWriteConsistency, ver uint64, req *cr
 		req.done <- reply{res: res, err: err}
 	}
 }
+
+// SpanWriteConsistency names the span of a CRDT command's wait for its
+// update to reach the write consistency it asked for (MAJORITY: stored;
+// ALL: merged by every live replica), which the client waits for.
+const SpanWriteConsistency = "jetstate.crdt.write_consistency"
 
 func (e *crdtEntity) reach(wc crdtpb.CrdtWriteConsistency, ver uint64) error {
 	if wc == crdtpb.CrdtWriteConsistency_LOCAL {
@@ -653,6 +692,8 @@ func (e *crdtEntity) finish(why error, abort bool) {
 	if in := e.inflight; in != nil {
 		in.deadline.Stop()
 		in.loadDone()
+		in.span.Fail(why)
+		in.span.End()
 		switch {
 		case in.req != nil && errors.Is(why, errDeleted):
 			in.req.done <- reply{res: Result{Action: deletedFailure()}}

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/jetstate/jetstate/streams"
 )
@@ -55,7 +57,13 @@ func (e *entity) work() {
 	es := e.es
 	defer es.wg.Done()
 	if e.sess == nil {
-		sess, err := e.activate()
+		trigger := context.Background()
+		es.mu.Lock()
+		if len(e.queue) > 0 {
+			trigger = e.queue[0].ctx // the command that woke the entity
+		}
+		es.mu.Unlock()
+		sess, err := e.activate(trigger)
 		if err != nil {
 			e.logger().Warn("activation failed", "error", err)
 			e.finish(nil, nil, fmt.Errorf("%w: activate: %v", ErrEntityFailed, err))
@@ -117,7 +125,7 @@ func (e *entity) run(req request) bool {
 		// sent once more on a new stream, from storage.
 		e.logger().Info("stream to the user function had ended; re-activating the entity", "error", err)
 		e.sess.abort()
-		fresh, aerr := e.activate()
+		fresh, aerr := e.activate(req.ctx)
 		if aerr != nil {
 			cancel()
 			es.cfg.Metrics.commandDone(es.name, time.Since(start), aerr)
@@ -161,7 +169,7 @@ func (e *entity) run(req request) bool {
 	if res.restart {
 		e.logger().Info("restarting entity at the function's request")
 		e.sess.close()
-		sess, err := e.activate()
+		sess, err := e.activate(req.ctx)
 		if err != nil {
 			e.logger().Warn("re-activation failed", "error", err)
 			e.finish(nil, nil, fmt.Errorf("%w: re-activate: %v", ErrEntityFailed, err))
@@ -182,18 +190,34 @@ func (e *entity) command(ctx context.Context, req request) (Result, error) {
 }
 
 // activate opens a session. It is not retried: a failure fails what is
-// queued, and the next command activates the entity afresh.
-func (e *entity) activate() (session, error) {
+// queued, and the next command activates the entity afresh. trigger is the
+// context of the command that needs the session: the activation's span is
+// a child of its span (it delays that command), if traced.
+func (e *entity) activate(trigger context.Context) (sess session, err error) {
 	ctx, cancel := context.WithTimeout(e.es.ctx, e.es.cfg.CommandTimeout)
 	defer cancel()
+	ctx, span := tracing.Start(tracing.Carry(ctx, trigger), SpanActivate, trace.SpanKindInternal)
+	if span.On() {
+		span.String("jetstate.service", e.es.name)
+		span.String("jetstate.entity.key", e.id)
+	}
+	defer func() {
+		span.Fail(err)
+		span.End()
+	}()
 	done := e.es.cfg.Load.Store() // mostly loading the state
-	sess, err := e.es.open(ctx, e.id)
+	sess, err = e.es.open(ctx, e.id)
 	done()
 	if err == nil {
 		e.es.cfg.Metrics.activated(e.es.name)
 	}
 	return sess, err
 }
+
+// SpanActivate names the span of an entity's activation: loading its state
+// (snapshot and journal, or value) and opening its stream to the function
+// with init. It is a child of the command that woke the entity.
+const SpanActivate = "jetstate.activate"
 
 // finish ends a broken entity (its session aborted or never opened): it is
 // forgotten before anyone is answered, so that a command sent after the
