@@ -109,6 +109,7 @@ bench: ## benchmarks with ratios against raw JetStream in the same run
 	$(GO) test -run '^$$' -bench SidecarFootprint -benchtime 5x -count 1 ./examples/shoppingcart/
 	$(GO) test -run '^$$' -bench Routing -benchtime 5x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench CRDT -benchtime 3x -count 1 ./proxy/
+	$(GO) test -run '^$$' -bench Tracing -benchtime 10x -count 1 ./proxy/
 	$(GO) test -run '^$$' -bench Projection -benchtime $(BENCHTIME) -count 1 ./projections/
 
 .PHONY: bench-e2e
