@@ -15,8 +15,10 @@ import (
 	"github.com/jetstate/jetstate/streams"
 )
 
-// Dead-letter listing bounds: the latest maxDeadLetters are shown, of at
-// most deadLetterScan read.
+// Dead-letter listing bounds: the latest maxDeadLetters are shown. They are
+// found with streams.TailStart where the stream allows Direct Get (the
+// eventing stream jetstate creates does); elsewhere the subject is read
+// from its start, at most deadLetterScan of it.
 const (
 	maxDeadLetters = 50
 	deadLetterScan = 10000
@@ -35,29 +37,37 @@ type DeadLetter struct {
 	Data      Decoded
 }
 
-// deadLetters reads the latest dead letters on subject from the prefix's
-// eventing stream, oldest first, and how many there are.
-func (c *Console) deadLetters(ctx context.Context, storage streams.Config, subject string, r *resolver) ([]DeadLetter, uint64, error) {
-	s, total, err := c.deadLetterCount(ctx, storage, subject)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, 0, nil
+// deadLetters reads the latest dead letters on subject, oldest first, from
+// the stream that stores them, and returns them with how many there are and
+// the stream's name ("" if no stream stores the subject: dead letters
+// published there were not kept).
+func (c *Console) deadLetters(ctx context.Context, storage streams.Config, subject string, r *resolver) ([]DeadLetter, uint64, string, error) {
+	s, total, err := c.deadLetterCount(ctx, subject)
+	if s == nil || err != nil || total == 0 {
+		return nil, 0, streamName(s), err
 	}
-	if err != nil || total == 0 {
-		return nil, 0, err
+	name := streamName(s)
+	oc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if s.CachedInfo().Config.AllowDirect {
+		start, err := streams.TailStart(ctx, c.js, name, subject, maxDeadLetters)
+		if err != nil {
+			return nil, total, name, fmt.Errorf("read dead letters %s: %w", subject, err)
+		}
+		oc.DeliverPolicy, oc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	cons, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	cons, err := s.OrderedConsumer(ctx, oc)
 	if err != nil {
-		return nil, total, fmt.Errorf("read dead letters %s: %w", subject, err)
+		return nil, total, name, fmt.Errorf("read dead letters %s: %w", subject, err)
 	}
 	var out []DeadLetter
 	for n := 0; n < deadLetterScan; n++ {
 		msg, err := cons.Next(jetstream.FetchContext(ctx))
 		if err != nil {
-			return nil, total, fmt.Errorf("read dead letters %s: %w", subject, err)
+			return nil, total, name, fmt.Errorf("read dead letters %s: %w", subject, err)
 		}
 		meta, err := msg.Metadata()
 		if err != nil {
-			return nil, total, err
+			return nil, total, name, err
 		}
 		out = append(out, deadLetter(storage, meta, msg, r))
 		if len(out) > maxDeadLetters {
@@ -67,7 +77,14 @@ func (c *Console) deadLetters(ctx context.Context, storage streams.Config, subje
 			break
 		}
 	}
-	return out, total, nil
+	return out, total, name, nil
+}
+
+func streamName(s jetstream.Stream) string {
+	if s == nil {
+		return ""
+	}
+	return s.CachedInfo().Config.Name
 }
 
 func deadLetter(storage streams.Config, meta *jetstream.MsgMetadata, msg jetstream.Msg, r *resolver) DeadLetter {
@@ -113,15 +130,28 @@ func deadLetter(storage streams.Config, meta *jetstream.MsgMetadata, msg jetstre
 	return d
 }
 
-// deadLetterCount counts the dead letters on subject.
-func (c *Console) deadLetterCount(ctx context.Context, storage streams.Config, subject string) (jetstream.Stream, uint64, error) {
-	s, err := c.js.Stream(ctx, storage.EventingStream())
+// deadLetterCount counts the dead letters on subject in the stream that
+// stores them: the prefix's eventing stream for the default subjects, any
+// stream for one given to a projector. The stream is nil (and the count
+// 0) if none stores the subject.
+func (c *Console) deadLetterCount(ctx context.Context, subject string) (jetstream.Stream, uint64, error) {
+	name, err := c.js.StreamNameBySubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, 0, nil
+	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("stream %s: %w", storage.EventingStream(), err)
+		return nil, 0, fmt.Errorf("the stream of %s: %w", subject, err)
+	}
+	s, err := c.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) { // deleted meanwhile
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("stream %s: %w", name, err)
 	}
 	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
 	if err != nil {
-		return nil, 0, fmt.Errorf("stream %s: %w", storage.EventingStream(), err)
+		return nil, 0, fmt.Errorf("stream %s: %w", name, err)
 	}
 	return s, info.State.Subjects[subject], nil
 }

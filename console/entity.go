@@ -95,8 +95,12 @@ func (c *Console) entityPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	from, err := j.Tail(ctx, e, maxEvents) // not the whole journal of a long-lived entity
+	if err != nil {
+		return err
+	}
 	var last streams.Version
-	for rec, err := range j.Read(ctx, e, streams.Version{}) {
+	for rec, err := range j.Read(ctx, e, from) {
 		if err != nil {
 			return err
 		}

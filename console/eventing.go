@@ -35,6 +35,7 @@ type eventingView struct {
 	Dead          []DeadLetter
 	DeadLetters   uint64
 	DeadSubject   string
+	DeadStream    string // the stream storing DeadSubject, "" if none
 }
 
 // eventingPage lists the function's eventing subscriptions with their
@@ -82,7 +83,7 @@ func (c *Console) eventingPage(w http.ResponseWriter, r *http.Request) error {
 	slices.SortFunc(v.Subscriptions, func(a, b Subscription) int {
 		return strings.Compare(a.Service+a.Group+a.Source, b.Service+b.Group+b.Source)
 	})
-	if v.Dead, v.DeadLetters, err = c.deadLetters(ctx, storage, v.DeadSubject, in.Resolver); err != nil {
+	if v.Dead, v.DeadLetters, v.DeadStream, err = c.deadLetters(ctx, storage, v.DeadSubject, in.Resolver); err != nil {
 		return err
 	}
 	c.render(w, http.StatusOK, "eventing", v)

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -28,6 +27,7 @@ type Projection struct {
 	Paused      bool // its active generation is paused
 	DeadLetters uint64
 	DeadSubject string
+	DeadStream  string // the stream storing DeadSubject, "" if none
 }
 
 func generationOf(storage streams.Config, g projections.GenerationStatus) Generation {
@@ -65,16 +65,19 @@ func entityTypes(storage streams.Config, filter []string) string {
 	return fmt.Sprint(types)
 }
 
-// deadLetterSubject is where a projection of the service puts its dead
-// letters unless told otherwise (projections.Config.DeadLetterSubject's
-// default; one given to `jetstate project -dead-letter` is not
-// known here).
-func deadLetterSubject(storage streams.Config, name string) string {
+// deadLetterSubject is where projection s puts its dead letters: the
+// subject its projector records in its consumer (`jetstate project
+// -dead-letter`), or by default projections.Config.DeadLetterSubject's
+// default.
+func deadLetterSubject(storage streams.Config, s projections.Summary) string {
+	if subject := s.DeadLetterSubject(); subject != "" {
+		return subject
+	}
 	prefix := storage.Prefix
 	if prefix == "" {
 		prefix = streams.DefaultPrefix
 	}
-	return prefix + "_deadletter." + storage.Service + "." + name
+	return prefix + "_deadletter." + storage.Service + "." + s.Name
 }
 
 type projectionsView struct {
@@ -93,16 +96,18 @@ func (c *Console) projectionsPage(w http.ResponseWriter, r *http.Request) error 
 	}
 	v := projectionsView{layout: c.layout(r, storage.Service, "projections")}
 	for _, s := range list {
-		p := Projection{Name: s.Name, DeadSubject: deadLetterSubject(storage, s.Name)}
+		p := Projection{Name: s.Name, DeadSubject: deadLetterSubject(storage, s)}
 		for _, g := range s.Generations {
 			p.Generations = append(p.Generations, generationOf(storage, g))
 		}
 		if g, ok := s.Active(); ok {
 			p.Paused = g.Paused
 		}
-		if _, p.DeadLetters, err = c.deadLetterCount(r.Context(), storage, p.DeadSubject); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		var stream jetstream.Stream
+		if stream, p.DeadLetters, err = c.deadLetterCount(r.Context(), p.DeadSubject); err != nil {
 			return err
 		}
+		p.DeadStream = streamName(stream)
 		v.Projections = append(v.Projections, p)
 	}
 	c.render(w, http.StatusOK, "projections", v)
@@ -139,7 +144,8 @@ func (c *Console) projectionPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	name := r.PathValue("name")
-	v := projectionView{layout: c.layout(r, storage.Service, "projections"), Projection: Projection{Name: name, DeadSubject: deadLetterSubject(storage, name)}}
+	v := projectionView{layout: c.layout(r, storage.Service, "projections"),
+		Projection: Projection{Name: name, DeadSubject: deadLetterSubject(storage, projections.Summary{Name: name, Generations: st})}}
 	for _, g := range st {
 		v.Generations = append(v.Generations, generationOf(storage, g))
 		if g.Active {
@@ -150,7 +156,7 @@ func (c *Console) projectionPage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if v.Dead, v.DeadLetters, err = c.deadLetters(ctx, storage, v.DeadSubject, in.Resolver); err != nil {
+	if v.Dead, v.DeadLetters, v.DeadStream, err = c.deadLetters(ctx, storage, v.DeadSubject, in.Resolver); err != nil {
 		return err
 	}
 	c.render(w, http.StatusOK, "projection", v)

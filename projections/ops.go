@@ -80,6 +80,9 @@ type GenerationStatus struct {
 	Created     time.Time
 	// Filter is the consumer's subject filters: the projected entity types.
 	Filter []string
+	// DeadLetterSubject is where the generation's projector puts dead
+	// letters; empty if unknown (a generation made before the projector recorded it).
+	DeadLetterSubject string
 }
 
 // Status reports every generation of the projection, oldest first. It
@@ -113,6 +116,8 @@ func statusOf(g generation, name string) GenerationStatus {
 		Paused:      info.Paused,
 		Created:     info.Created,
 		Filter:      info.Config.FilterSubjects,
+
+		DeadLetterSubject: info.Config.Metadata[metaDeadLetter],
 	}
 	if len(s.Filter) == 0 && info.Config.FilterSubject != "" {
 		s.Filter = []string{info.Config.FilterSubject}
@@ -157,7 +162,8 @@ func (p *Projection) Reset(ctx context.Context) (int, error) {
 	}
 	gen := maxGeneration(gens) + 1
 	cc := p.consumerConfig(gen, stateBuilding) // from the beginning
-	cc.Metadata = map[string]string{metaProjection: p.cfg.Name, metaState: stateActive, metaOrigin: originReset}
+	cc.Metadata = p.metadata(stateActive)
+	cc.Metadata[metaOrigin] = originReset
 	var cur *jetstream.ConsumerInfo
 	for _, g := range gens {
 		if g.gen == activeGeneration(gens) {
@@ -169,6 +175,13 @@ func (p *Projection) Reset(ctx context.Context) (int, error) {
 		cc.FilterSubjects = cur.Config.FilterSubjects
 		if len(cc.FilterSubjects) == 0 && cur.Config.FilterSubject != "" {
 			cc.FilterSubjects = []string{cur.Config.FilterSubject}
+		}
+		// And its dead-letter subject: Reset is run by an operator's tool,
+		// whose Config may not know it.
+		if dl, ok := cur.Config.Metadata[metaDeadLetter]; ok {
+			cc.Metadata[metaDeadLetter] = dl
+		} else {
+			delete(cc.Metadata, metaDeadLetter)
 		}
 		if cur.Paused && cur.Config.PauseUntil != nil {
 			t := *cur.Config.PauseUntil
@@ -191,6 +204,21 @@ func (p *Projection) Reset(ctx context.Context) (int, error) {
 type Summary struct {
 	Name        string
 	Generations []GenerationStatus // oldest first
+}
+
+// DeadLetterSubject is where the projection's dead letters go: the subject
+// its serving generation's projector was configured with (or, without one
+// serving, the newest generation's), or empty if no generation says.
+func (s Summary) DeadLetterSubject() string {
+	if g, ok := s.Active(); ok && g.DeadLetterSubject != "" {
+		return g.DeadLetterSubject
+	}
+	for _, g := range slices.Backward(s.Generations) {
+		if g.DeadLetterSubject != "" {
+			return g.DeadLetterSubject
+		}
+	}
+	return ""
 }
 
 // Active returns the generation that serves, if any.

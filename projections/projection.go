@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,9 @@ const (
 	// generation it retired carries on with it.
 	metaOrigin  = "jetstate_origin"
 	originReset = "reset"
+	// metaDeadLetter is the subject the generation's projector puts its
+	// dead letters on (Config.DeadLetterSubject), for whoever lists them.
+	metaDeadLetter = "jetstate_dead_letter"
 )
 
 // pullExpiry bounds a pull request. The server does not wake a resumed
@@ -266,7 +270,7 @@ func (p *Projection) consumerConfig(gen int, state string) jetstream.ConsumerCon
 		MaxDeliver:     -1,
 		MaxAckPending:  p.cfg.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		Metadata:       map[string]string{metaProjection: p.cfg.Name, metaState: state},
+		Metadata:       p.metadata(state),
 	}
 	if p.cfg.AckEach {
 		cc.AckPolicy = jetstream.AckExplicitPolicy
@@ -291,8 +295,14 @@ func (p *Projection) createConsumer(ctx context.Context, gen int, state string) 
 	return nil
 }
 
+// metadata is the consumer metadata of a generation in state that this
+// projector runs.
+func (p *Projection) metadata(state string) map[string]string {
+	return map[string]string{metaProjection: p.cfg.Name, metaState: state, metaDeadLetter: p.cfg.DeadLetterSubject}
+}
+
 // prepare brings an existing consumer's adjustable settings (filters,
-// ack wait, max ack pending) in line with the config and hands messages a
+// ack wait, max ack pending, the dead-letter subject) in line with the config and hands messages a
 // previous run left unacknowledged back to it, so they come before any
 // newer message. It returns the consumer and the consumer sequence its
 // next delivery will carry.
@@ -306,9 +316,15 @@ func (p *Projection) prepare(ctx context.Context, gen int) (jetstream.Consumer, 
 	cc := info.Config
 	want := p.cfg.filterSubjects()
 	if !slices.Equal(cc.FilterSubjects, want) && !(len(want) == 1 && cc.FilterSubject == want[0]) ||
-		cc.AckWait != p.cfg.AckWait || cc.MaxAckPending != p.cfg.MaxAckPending {
+		cc.AckWait != p.cfg.AckWait || cc.MaxAckPending != p.cfg.MaxAckPending ||
+		cc.Metadata[metaDeadLetter] != p.cfg.DeadLetterSubject {
 		cc.FilterSubject, cc.FilterSubjects = "", want
 		cc.AckWait, cc.MaxAckPending = p.cfg.AckWait, p.cfg.MaxAckPending
+		cc.Metadata = maps.Clone(cc.Metadata)
+		if cc.Metadata == nil {
+			cc.Metadata = map[string]string{}
+		}
+		cc.Metadata[metaDeadLetter] = p.cfg.DeadLetterSubject
 		if cons, err = p.js.UpdateConsumer(ctx, p.stream, cc); err != nil {
 			return nil, 0, fmt.Errorf("projection %s: update consumer %s: %w", p.cfg.Name, name, err)
 		}
@@ -373,7 +389,7 @@ func (p *Projection) promote(ctx context.Context, gen int) error {
 		return fmt.Errorf("projection %s: consumer %s: %w", p.cfg.Name, name, err)
 	}
 	cc := cons.CachedInfo().Config
-	cc.Metadata = map[string]string{metaProjection: p.cfg.Name, metaState: stateActive}
+	cc.Metadata = p.metadata(stateActive)
 	if _, err := p.js.UpdateConsumer(ctx, p.stream, cc); err != nil {
 		return fmt.Errorf("projection %s: activate consumer %s: %w", p.cfg.Name, name, err)
 	}

@@ -22,6 +22,8 @@ import (
 // TestReset: a reset made from another Projection value (as the CLI does)
 // while the projector runs replays every event into the same sink, in
 // order, after a pause that the reset keeps; the old generation is gone.
+// The projector's own dead-letter subject, which the CLI does not know, is
+// still what List reports.
 func TestReset(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -33,6 +35,8 @@ func TestReset(t *testing.T) {
 		return nil
 	}))
 	cfg.OnActive = func(gen int) { active <- gen }
+	const dead = "views.dead.view"
+	cfg.DeadLetterSubject = dead
 	p, err := projections.New(e.js, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +72,9 @@ func TestReset(t *testing.T) {
 	}
 	if len(st) != 1 || st[0].Generation != 2 || !st[0].Active || !st[0].Paused || st[0].Pending != 12 {
 		t.Fatalf("status after the reset: %+v", st)
+	}
+	if st[0].DeadLetterSubject != dead {
+		t.Errorf("dead-letter subject after the reset %q, want the projector's %q", st[0].DeadLetterSubject, dead)
 	}
 	// Pending 12: the server has handed none of the new generation's out.
 	if n := len(rec.snapshot()); n != 12 {
@@ -149,6 +156,8 @@ func TestList(t *testing.T) {
 		cfg := e.config(name, ok)
 		if name == "a-view" {
 			cfg.Types = []string{"cart"}
+		} else {
+			cfg.DeadLetterSubject = "views.dead"
 		}
 		p, err := projections.New(e.js, cfg)
 		if err != nil {
@@ -173,9 +182,9 @@ func TestList(t *testing.T) {
 		if !ok || g.Generation != 1 || g.Delivered != 2 {
 			t.Errorf("%s: %+v", s.Name, s.Generations)
 		}
-		names = append(names, s.Name+" "+g.Filter[0])
+		names = append(names, s.Name+" "+g.Filter[0]+" "+s.DeadLetterSubject())
 	}
-	if diff := cmp.Diff([]string{"a-view jetstate.shop.cart.>", "b-view jetstate.shop.>"}, names); diff != "" {
+	if diff := cmp.Diff([]string{"a-view jetstate.shop.cart.> jetstate_deadletter.shop.a-view", "b-view jetstate.shop.> views.dead"}, names); diff != "" {
 		t.Errorf("List (-want +got):\n%s", diff)
 	}
 	if _, err := projections.List(t.Context(), e.js, streams.Config{Service: "nope"}); err == nil {

@@ -28,8 +28,8 @@ func TestEventingStream(t *testing.T) {
 	}
 	c := st.CachedInfo().Config
 	if !slices.Equal(c.Subjects, []string{"ev_topic.>", "ev_deadletter.>"}) || c.Storage != jetstream.MemoryStorage ||
-		c.MaxAge != streams.DefaultTopicMaxAge || c.Duplicates != 2*time.Minute {
-		t.Errorf("eventing stream config: subjects %v storage %v max age %v duplicates %v", c.Subjects, c.Storage, c.MaxAge, c.Duplicates)
+		c.MaxAge != streams.DefaultTopicMaxAge || c.Duplicates != 2*time.Minute || !c.AllowDirect {
+		t.Errorf("eventing stream config: subjects %v storage %v max age %v duplicates %v direct %v", c.Subjects, c.Storage, c.MaxAge, c.Duplicates, c.AllowDirect)
 	}
 	// A dead letter of any service of the prefix is stored.
 	if _, err := js.Publish(t.Context(), "ev_deadletter.cart.view", []byte("x")); err != nil {

@@ -266,6 +266,9 @@ func EnsureEventingStream(ctx context.Context, js jetstream.JetStream, cfg Confi
 		Storage:     sc.storageType(),
 		Replicas:    sc.Replicas,
 		Duplicates:  min(2*time.Minute, maxAge),
+		// The console finds the latest dead letters with Direct Get
+		// (TailStart) instead of reading them all.
+		AllowDirect: true,
 		Metadata:    map[string]string{"jetstate.format": "1"},
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {

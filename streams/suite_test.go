@@ -66,6 +66,7 @@ func runSuite(t *testing.T, d deployment) {
 	t.Run("RetryAfterLostAck", func(t *testing.T) { testRetryAfterLostAck(t, d) })
 	t.Run("ReadFromVersion", func(t *testing.T) { testReadFromVersion(t, d) })
 	t.Run("LongJournal", func(t *testing.T) { testLongJournal(t, d) })
+	t.Run("Tail", func(t *testing.T) { testTail(t, d) })
 	t.Run("SnapshotRecovery", func(t *testing.T) { testSnapshotRecovery(t, d) })
 	t.Run("Values", func(t *testing.T) { testValues(t, d) })
 	t.Run("ConcurrentWriters", func(t *testing.T) { testConcurrentWriters(t, d) })
