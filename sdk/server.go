@@ -210,28 +210,13 @@ type esService struct {
 }
 
 func (h esService) Handle(stream eventsourced.EventSourced_HandleServer) error {
-	in, err := stream.Recv()
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fail := func(desc string) error {
-		h.s.log.Error("event-sourced stream refused", slog.String(keyErr, desc))
-		return stream.Send(&eventsourced.EventSourcedStreamOut{Message: &eventsourced.EventSourcedStreamOut_Failure{
-			Failure: &cloudstate.Failure{Description: desc},
-		}})
-	}
-	init := in.GetInit()
-	if init == nil {
-		return fail("protocol error: the first message of a stream must be init")
-	}
-	r, ok := h.s.es[init.GetServiceName()]
-	if !ok {
-		return fail(fmt.Sprintf("unknown event-sourced service %q", init.GetServiceName()))
-	}
-	return r.run(stream, init, h.s.log.With(slog.String(keyService, init.GetServiceName())))
+	return openStream(h.s, "event-sourced", h.s.es, stream.Recv, (*eventsourced.EventSourcedStreamIn).GetInit,
+		func(f *cloudstate.Failure) error {
+			return stream.Send(&eventsourced.EventSourcedStreamOut{Message: &eventsourced.EventSourcedStreamOut_Failure{Failure: f}})
+		},
+		func(r esRunner, init *eventsourced.EventSourcedInit, log *slog.Logger) error {
+			return r.run(stream, init, log)
+		})
 }
 
 // veService serves cloudstate.valueentity.ValueEntity: one stream per entity activation.
@@ -241,28 +226,13 @@ type veService struct {
 }
 
 func (h veService) Handle(stream valueentity.ValueEntity_HandleServer) error {
-	in, err := stream.Recv()
-	if errors.Is(err, io.EOF) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fail := func(desc string) error {
-		h.s.log.Error("value entity stream refused", slog.String(keyErr, desc))
-		return stream.Send(&valueentity.ValueEntityStreamOut{Message: &valueentity.ValueEntityStreamOut_Failure{
-			Failure: &cloudstate.Failure{Description: desc},
-		}})
-	}
-	init := in.GetInit()
-	if init == nil {
-		return fail("protocol error: the first message of a stream must be init")
-	}
-	r, ok := h.s.ve[init.GetServiceName()]
-	if !ok {
-		return fail(fmt.Sprintf("unknown value entity service %q", init.GetServiceName()))
-	}
-	return r.run(stream, init, h.s.log.With(slog.String(keyService, init.GetServiceName())))
+	return openStream(h.s, "value entity", h.s.ve, stream.Recv, (*valueentity.ValueEntityStreamIn).GetInit,
+		func(f *cloudstate.Failure) error {
+			return stream.Send(&valueentity.ValueEntityStreamOut{Message: &valueentity.ValueEntityStreamOut_Failure{Failure: f}})
+		},
+		func(r veRunner, init *valueentity.ValueEntityInit, log *slog.Logger) error {
+			return r.run(stream, init, log)
+		})
 }
 
 // crdtService serves cloudstate.crdt.Crdt: one stream per entity and proxy node.
@@ -272,7 +242,23 @@ type crdtService struct {
 }
 
 func (h crdtService) Handle(stream crdt.Crdt_HandleServer) error {
-	in, err := stream.Recv()
+	return openStream(h.s, "CRDT", h.s.crdt, stream.Recv, (*crdt.CrdtStreamIn).GetInit,
+		func(f *cloudstate.Failure) error {
+			return stream.Send(&crdt.CrdtStreamOut{Message: &crdt.CrdtStreamOut_Failure{Failure: f}})
+		},
+		func(r crdtRunner, init *crdt.CrdtInit, log *slog.Logger) error { return r.run(stream, init, log) })
+}
+
+// openStream is how every entity protocol's stream starts: its first
+// message must be init, naming a service of that kind this function
+// serves, whose runner then runs the stream; anything else is answered
+// with a failure (the proxy's log says why) and ends the stream.
+func openStream[In any, Init interface {
+	comparable
+	GetServiceName() string
+}, R any](s *Server, kind string, runners map[string]R, recv func() (In, error), initOf func(In) Init,
+	sendFailure func(*cloudstate.Failure) error, run func(R, Init, *slog.Logger) error) error {
+	in, err := recv()
 	if errors.Is(err, io.EOF) {
 		return nil
 	}
@@ -280,18 +266,17 @@ func (h crdtService) Handle(stream crdt.Crdt_HandleServer) error {
 		return err
 	}
 	fail := func(desc string) error {
-		h.s.log.Error("CRDT stream refused", slog.String(keyErr, desc))
-		return stream.Send(&crdt.CrdtStreamOut{Message: &crdt.CrdtStreamOut_Failure{
-			Failure: &cloudstate.Failure{Description: desc},
-		}})
+		s.log.Error(kind+" stream refused", slog.String(keyErr, desc))
+		return sendFailure(&cloudstate.Failure{Description: desc})
 	}
-	init := in.GetInit()
-	if init == nil {
+	var none Init
+	init := initOf(in)
+	if init == none {
 		return fail("protocol error: the first message of a stream must be init")
 	}
-	r, ok := h.s.crdt[init.GetServiceName()]
+	r, ok := runners[init.GetServiceName()]
 	if !ok {
-		return fail(fmt.Sprintf("unknown CRDT service %q", init.GetServiceName()))
+		return fail(fmt.Sprintf("unknown %s service %q", kind, init.GetServiceName()))
 	}
-	return r.run(stream, init, h.s.log.With(slog.String(keyService, init.GetServiceName())))
+	return run(r, init, s.log.With(slog.String(keyService, init.GetServiceName())))
 }
