@@ -3,7 +3,6 @@ package console_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -13,11 +12,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/console"
 	"github.com/jetstate/jetstate/examples/shoppingcart"
+	"github.com/jetstate/jetstate/internal/systemtest"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/eventing"
@@ -78,46 +77,14 @@ func startSystem(t *testing.T) *system {
 // ingress.
 func startSidecar(t *testing.T, js jetstream.JetStream, service string, fcfg sdk.Config, entities ...sdk.Entity) *grpc.ClientConn {
 	t.Helper()
-	fn, err := sdk.New(fcfg, entities...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fnCtx, stopFn := context.WithCancel(context.Background())
-	fnDone := make(chan error, 1)
-	go func() { fnDone <- fn.Serve(fnCtx, lis) }()
-	t.Cleanup(func() { stopFn(); <-fnDone })
-
-	p, err := proxy.New(proxy.Config{
+	p := systemtest.RunSidecar(t, js, proxy.Config{
 		Storage:      streams.Config{Service: service},
 		Provision:    &streams.StoreConfig{},
-		UserFunction: lis.Addr().String(),
+		UserFunction: systemtest.ServeFunction(t, fcfg, entities...),
 		Listen:       "127.0.0.1:0",
 		Eventing:     eventing.Config{MaxTries: 1},
-	}, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-p.Serving():
-	case err := <-done:
-		t.Fatalf("sidecar stopped before serving: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("sidecar not serving within 20s")
-	}
-	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	})
+	return systemtest.Dial(t, p.Addr().String())
 }
 
 // add adds qty of product to user's cart through the sidecar.

@@ -1,13 +1,11 @@
 package chat_test
 
 import (
-	"context"
-	"net"
 	"net/url"
 	"testing"
-	"time"
 
 	"github.com/jetstate/jetstate/examples/chat"
+	"github.com/jetstate/jetstate/internal/systemtest"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/model"
 	"github.com/jetstate/jetstate/sdk"
@@ -46,34 +44,7 @@ func startSystem(t *testing.T) *system {
 	t.Helper()
 	entities := requireCRDT(t)
 	js := streamstest.RunServer(t).JetStream(t)
-	fn, err := sdk.New(sdk.Config{ServiceName: "chat"}, entities...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fnCtx, stopFn := context.WithCancel(context.Background())
-	fnDone := make(chan error, 1)
-	go func() { fnDone <- fn.Serve(fnCtx, lis) }()
-	t.Cleanup(func() { stopFn(); <-fnDone })
-
-	p, err := proxy.New(sidecarConfig(lis.Addr().String()), js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-p.Serving():
-	case err := <-done:
-		t.Fatalf("sidecar stopped before serving: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("sidecar not serving within 20s")
-	}
+	p := systemtest.RunSidecar(t, js, sidecarConfig(systemtest.ServeFunction(t, sdk.Config{ServiceName: "chat"}, entities...)))
 	return &system{addr: p.Addr().String()}
 }
 

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,11 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/jetstate/jetstate/examples/shoppingcart"
 	"github.com/jetstate/jetstate/internal/eventingtest"
+	"github.com/jetstate/jetstate/internal/systemtest"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/proxy/eventing"
@@ -182,45 +181,14 @@ type sidecar struct {
 // its own registry served as `jetstate proxy` serves it.
 func startSidecar(t *testing.T, js jetstream.JetStream, cfg proxy.Config, fcfg sdk.Config, entities ...sdk.Entity) sidecar {
 	t.Helper()
-	fn, err := sdk.New(fcfg, entities...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, stopFn := context.WithCancel(context.Background())
-	fdone := make(chan error, 1)
-	go func() { fdone <- fn.Serve(fctx, lis) }()
-	t.Cleanup(func() { stopFn(); <-fdone })
-
 	reg := prometheus.NewRegistry()
-	service := cfg.Storage.Service
-	cfg.Provision, cfg.UserFunction, cfg.Listen, cfg.Registry = &streams.StoreConfig{}, lis.Addr().String(), "127.0.0.1:0", reg
+	cfg.Provision, cfg.Listen, cfg.Registry = &streams.StoreConfig{}, "127.0.0.1:0", reg
+	cfg.UserFunction = systemtest.ServeFunction(t, fcfg, entities...)
 	cfg.Eventing = eventing.Config{MaxTries: 1}
-	p, err := proxy.New(cfg, js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-p.Serving():
-	case err := <-done:
-		t.Fatalf("sidecar %s stopped before serving: %v", service, err)
-	case <-time.After(20 * time.Second):
-		t.Fatalf("sidecar %s not serving within 20s", service)
-	}
+	p := systemtest.RunSidecar(t, js, cfg)
 	admin := httptest.NewServer(p.AdminHandler(reg))
 	t.Cleanup(admin.Close)
-	conn, err := grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := systemtest.Dial(t, p.Addr().String())
 	return sidecar{conn: conn, metrics: admin.URL + "/metrics"}
 }
 
