@@ -277,6 +277,16 @@ func TestE2E(t *testing.T) {
 	reason := k.must("get", "events", "--field-selector", "involvedObject.name=shoppingcart,reason=Scaled", "-o", "jsonpath={.items[-1:].message}")
 	step.Stop()
 	down := waitFor(t, "a scale-down once the load dropped", 15*time.Minute, func() (bool, error) { return replicas() == 2, nil })
+	// What the autoscaler decided and why, from the load step's start (the
+	// time to scale out was 6 to 12 s in the first runs and above 2 min
+	// since the sidecar runs with GOMAXPROCS 1: this says where it went).
+	var decisions []string
+	for _, line := range strings.Split(op.must("logs", "deployment/jetstate-operator", "--since=25m"), "\n") {
+		if strings.Contains(line, "autoscaler") {
+			decisions = append(decisions, line)
+		}
+	}
+	t.Logf("the operator's autoscaler log:\n%s", strings.Join(decisions, "\n"))
 	report = append(report, row{"autoscaler: load step", fmt.Sprintf("scaled out after %v (%s)", up.Round(time.Second), reason), "scale-up with a reason"})
 	report = append(report, row{"autoscaler: load dropped", fmt.Sprintf("back to 2 after %v", down.Round(time.Second)), "scale-down"})
 
