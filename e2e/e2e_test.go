@@ -281,8 +281,8 @@ func TestE2E(t *testing.T) {
 	// time to scale out was 6 to 12 s in the first runs and above 2 min
 	// since the sidecar runs with GOMAXPROCS 1: this says where it went).
 	var decisions []string
-	for _, line := range strings.Split(op.must("logs", "deployment/jetstate-operator", "--since=25m"), "\n") {
-		if strings.Contains(line, "autoscaler") {
+	for _, line := range strings.Split(op.must("logs", "-l", "app.kubernetes.io/name=jetstate-operator", "--prefix", "--tail=-1", "--since=25m"), "\n") {
+		if strings.Contains(line, "autoscal") {
 			decisions = append(decisions, line)
 		}
 	}
