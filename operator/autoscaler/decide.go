@@ -191,7 +191,10 @@ func (p Policy) stable(s State, o Observation) (State, Decision) {
 	l := o.Load
 	if l.Members < o.Ready {
 		if s.WaitingSince.IsZero() {
+			// Said once (a log line, not an event): a scale decision that
+			// comes late shows here why.
 			s.WaitingSince = o.Now
+			return s, Decision{Reason: fmt.Sprintf("%d of %d ready replicas report load: waiting up to %v for the others", l.Members, o.Ready, p.ReportTimeout)}
 		}
 		if o.Now.Sub(s.WaitingSince) < p.ReportTimeout {
 			return s, Decision{}

@@ -65,3 +65,27 @@ func TestDecideHoldKeepsState(t *testing.T) {
 		t.Fatalf("Decide = %+v, %+v; want a scale-down to 2", next, d)
 	}
 }
+
+// A replica that does not report is waited for, and that is said once (a
+// log line), so that a late decision shows why; a replica that never
+// reports leaves the service undecided, silently after that.
+func TestDecideSaysItWaitsForReports(t *testing.T) {
+	now := time.Unix(1e9, 0)
+	s := State{Phase: Stable, MetricsSince: now.Add(-time.Minute)}
+	o := Observation{Now: now, Replicas: 2, Ready: 2, Load: Summary{Members: 0}}
+	s, d := Policy{}.Decide(s, o)
+	if d.Replicas != 0 || d.Reason != "0 of 2 ready replicas report load: waiting up to 10s for the others" {
+		t.Fatalf("first tick without reports: %+v", d)
+	}
+	for _, after := range []time.Duration{time.Second, 11 * time.Second, time.Minute} {
+		o.Now = now.Add(after)
+		if s, d = (Policy{}).Decide(s, o); d != (Decision{}) {
+			t.Fatalf("%v later: %+v, want nothing said", after, d)
+		}
+	}
+	// Reports again: the wait is over, and a new one would be said again.
+	o.Load = Summary{Members: 2, FunctionConcurrency: 0.5, Covered: time.Minute}
+	if s, _ = (Policy{}).Decide(s, o); !s.WaitingSince.IsZero() {
+		t.Fatalf("still waiting with every replica reporting: %+v", s)
+	}
+}
