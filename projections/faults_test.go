@@ -260,7 +260,15 @@ func TestClusterLeaderChange(t *testing.T) {
 			versions[k], want[key] = v, uint64(i+1)
 		}
 	}
-	rec := subscribe(t, c.Connect(t), "view.events")
+	// A recorder on each server, connected to it alone: the sink publishes
+	// on core NATS, so a subscriber whose server is stopped misses what is
+	// published until it has reconnected elsewhere. The recorders of the
+	// servers left running see every event.
+	recs := make([]*recorder, len(c.Servers))
+	for i, s := range c.Servers {
+		recs[i] = subscribe(t, s.Connect(t), "view.events")
+	}
+	rec := recs[0] // until a server is stopped
 	pjs := c.JetStream(t)
 	sink, err := projections.NewNATSSink(pjs.Conn(), projections.NATSSinkConfig{Subject: "view.events"})
 	if err != nil {
@@ -300,6 +308,11 @@ func TestClusterLeaderChange(t *testing.T) {
 		}
 		return leader != nil
 	})
+	for i, s := range c.Servers {
+		if s != leader {
+			rec = recs[i]
+		}
+	}
 	leader.Stop()
 
 	evs := rec.waitCount(t, entities*rounds)

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -262,8 +263,16 @@ func TestStatefulServiceRollout(t *testing.T) {
 	if scale.Spec.Replicas != 3 || scale.Status.Replicas != 3 || scale.Status.Selector != controller.LabelService+"=cart" {
 		t.Errorf("scale %+v", scale)
 	}
-	scale.Spec.Replicas = 2
-	if err := c.SubResource("scale").Update(t.Context(), svc, client.WithSubResourceBody(scale)); err != nil {
+	// A conflict means the controller wrote the object since the scale
+	// was read (its status): read it again and retry.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.SubResource("scale").Get(t.Context(), svc, scale); err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 2
+		return c.SubResource("scale").Update(t.Context(), svc, client.WithSubResourceBody(scale))
+	})
+	if err != nil {
 		t.Fatalf("update scale: %v", err)
 	}
 	deployment(t, ns, "cart", func(d *appsv1.Deployment) error {
