@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,13 +19,13 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/jetstate/jetstate/examples/readmodel"
 	"github.com/jetstate/jetstate/examples/shoppingcart"
+	"github.com/jetstate/jetstate/internal/systemtest"
 	"github.com/jetstate/jetstate/projections"
 	"github.com/jetstate/jetstate/proxy"
 	"github.com/jetstate/jetstate/sdk"
@@ -48,34 +47,9 @@ func startCart(t *testing.T) *cartSystem {
 	t.Helper()
 	srv := streamstest.RunServer(t)
 	s := &cartSystem{t: t, js: srv.JetStream(t)}
-	fn, err := sdk.New(sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go fn.Serve(ctx, lis)
-	p, err := proxy.New(proxy.Config{Storage: storage, Provision: &streams.StoreConfig{}, UserFunction: lis.Addr().String(), Listen: "127.0.0.1:0"}, s.js)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-p.Serving():
-	case err := <-done:
-		t.Fatalf("sidecar stopped: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("sidecar not serving within 20s")
-	}
-	if s.conn, err = grpc.NewClient(p.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.conn.Close() })
+	p := systemtest.RunSidecar(t, s.js, proxy.Config{Storage: storage, Provision: &streams.StoreConfig{}, Listen: "127.0.0.1:0",
+		UserFunction: systemtest.ServeFunction(t, sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())})
+	s.conn = systemtest.Dial(t, p.Addr().String())
 	return s
 }
 
