@@ -11,9 +11,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jetstate/jetstate/internal/tracing"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/jetstate/jetstate/internal/backoff"
+	"github.com/jetstate/jetstate/internal/tracing"
+	"github.com/jetstate/jetstate/streams"
 )
 
 // Consumer metadata keys and the states of a generation.
@@ -421,24 +424,46 @@ func (p *Projection) superseded(ctx context.Context, gen int) (bool, error) {
 // serve delivers generation gen until ctx ends or it fails. A building
 // generation is promoted once it has caught up. A delivery that went
 // missing (errLost) starts the generation over from its ack floor.
+//
+// Setting the generation's consumer up is retried, with the sink's
+// back-off, while it fails for a reason that passes (streams.Transient: the
+// consumer has no leader yet after its server stopped, the connection is
+// reconnecting); a missing consumer or stream ends it.
 func (p *Projection) serve(ctx context.Context, gen int, active bool) error {
 	announced := false
+	bo := backoff.Backoff{Min: p.cfg.RetryMin, Max: p.cfg.RetryMax}
 	for {
 		var err error
 		active, err = p.serveOnce(ctx, gen, active, &announced)
-		if !errors.Is(err, errLost) || ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
+			return err
+		case errors.Is(err, errLost):
+			p.log.WarnContext(ctx, "starting over from the ack floor", "generation", gen, "error", err)
+			bo.Reset()
+		case errors.As(err, new(setUpError)) && streams.Transient(err):
+			p.log.WarnContext(ctx, "consumer not reachable; trying again", "generation", gen, "error", err)
+			if werr := bo.Wait(ctx); werr != nil {
+				return werr // stopped: Run returns nil
+			}
+		default:
 			return err
 		}
-		p.log.WarnContext(ctx, "starting over from the ack floor", "generation", gen, "error", err)
 	}
 }
+
+// setUpError is a failure to set a generation's consumer up for delivery.
+type setUpError struct{ err error }
+
+func (e setUpError) Error() string { return e.err.Error() }
+func (e setUpError) Unwrap() error { return e.err }
 
 // serveOnce delivers generation gen from its ack floor until ctx ends or
 // it fails. It returns whether the generation is active.
 func (p *Projection) serveOnce(ctx context.Context, gen int, active bool, announced *bool) (bool, error) {
 	cons, next, err := p.prepare(ctx, gen)
 	if err != nil {
-		return active, err
+		return active, setUpError{err}
 	}
 	p.m.generation.Set(float64(gen))
 	if active && !*announced && p.cfg.OnActive != nil {

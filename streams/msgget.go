@@ -143,8 +143,14 @@ func leaderGetRetry(ctx context.Context, js jetstream.JetStream, stream string, 
 	}
 }
 
-// transient reports errors worth retrying: timeouts, reconnects and the
-// JetStream 503s a cluster answers while it has no leader or quorum.
+// Transient reports whether a JetStream request's error is worth retrying:
+// a timeout, a reconnection, or the 503 (408) a cluster answers while it
+// has no leader or quorum; not a missing stream or JetStream. The journal's
+// reads and writes retry on these; so do other users of JetStream that
+// ride out leader elections and server restarts.
+func Transient(err error) bool { return transient(err) }
+
+// transient is Transient.
 func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	switch {
