@@ -51,7 +51,7 @@ func startSystem(t *testing.T) *system {
 	s := &system{t: t, js: streamstest.RunServer(t).JetStream(t)}
 	s.conn = startSidecar(t, s.js, service, sdk.Config{ServiceName: "shopping-cart"}, shoppingcart.Entity())
 
-	sink := projections.SinkFunc(func(_ context.Context, ev *event.Event) error {
+	s.proj = runProjection(t, s, projection, "", func(ev *event.Event) error {
 		if strings.Contains(string(ev.Data()), "poison") {
 			return projections.ErrRejected
 		}
@@ -60,15 +60,6 @@ func startSystem(t *testing.T) *system {
 		s.mu.Unlock()
 		return nil
 	})
-	var err error
-	s.proj, err = projections.New(s.js, projections.Config{Storage: streams.Config{Service: service}, Name: projection, Sink: sink, InfoInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, pcancel := context.WithCancel(context.Background())
-	pdone := make(chan error, 1)
-	go func() { pdone <- s.proj.Run(pctx) }()
-	t.Cleanup(func() { pcancel(); <-pdone })
 	return s
 }
 
@@ -150,4 +141,23 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// runProjection runs projection name of the system's service into a sink
+// calling take, with its dead letters on dead ("": the default), until
+// the test ends.
+func runProjection(t *testing.T, s *system, name, dead string, take func(*event.Event) error) *projections.Projection {
+	t.Helper()
+	p, err := projections.New(s.js, projections.Config{
+		Storage: streams.Config{Service: service}, Name: name, DeadLetterSubject: dead, InfoInterval: 50 * time.Millisecond,
+		Sink: projections.SinkFunc(func(_ context.Context, ev *event.Event) error { return take(ev) }),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
 }

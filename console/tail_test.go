@@ -1,13 +1,11 @@
 package console_test
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/nats-io/nats.go/jetstream"
@@ -106,22 +104,4 @@ func TestLongHistoryAndOwnDeadLetterSubjects(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, "<code>nowhere.dead</code>: no stream stores this subject") {
 		t.Errorf("lost-dl page = %d:\n%s", code, body)
 	}
-}
-
-// runProjection runs projection name of the system's service into a sink
-// calling take, with its dead letters on dead, until the test ends.
-func runProjection(t *testing.T, s *system, name, dead string, take func(*event.Event) error) *projections.Projection {
-	t.Helper()
-	p, err := projections.New(s.js, projections.Config{
-		Storage: streams.Config{Service: service}, Name: name, DeadLetterSubject: dead, InfoInterval: 50 * time.Millisecond,
-		Sink: projections.SinkFunc(func(_ context.Context, ev *event.Event) error { return take(ev) }),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return p
 }
