@@ -25,7 +25,14 @@ import (
 // never shorter.
 func TailStart(ctx context.Context, js jetstream.JetStream, stream, subject string, n int) (uint64, error) {
 	n = max(n, 1)
-	m, err := searchLast(ctx, js, stream, subject, func(_ *jetstream.RawStreamMsg, pending uint64) (bool, error) {
+	last, err := leaderGet(ctx, js, stream, msgGetRequest{LastFor: subject})
+	if err != nil {
+		return 0, fmt.Errorf("tail of %s: %w", subject, err)
+	}
+	if last == nil {
+		return 0, nil
+	}
+	m, err := searchLast(ctx, js, stream, subject, last.Sequence, func(_ *jetstream.RawStreamMsg, pending uint64) (bool, error) {
 		return pending >= uint64(n-1), nil
 	})
 	if m == nil || err != nil {
@@ -47,7 +54,7 @@ func (j *Journal) Tail(ctx context.Context, e Entity, n int) (Version, error) {
 		return Version{}, err // all of them
 	}
 	target := head.Seq - uint64(max(n, 1)) + 1 // the first event wanted
-	m, err := searchLast(ctx, j.js, j.stream, j.subject+e.token(), func(m *jetstream.RawStreamMsg, _ uint64) (bool, error) {
+	m, err := searchLast(ctx, j.js, j.stream, j.subject+e.token(), head.StreamSeq, func(m *jetstream.RawStreamMsg, _ uint64) (bool, error) {
 		first, _, err := decodeEntry(m.Data)
 		if err != nil {
 			return false, fmt.Errorf("tail %s: stream seq %d: %w", e, m.Sequence, err)
@@ -61,12 +68,14 @@ func (j *Journal) Tail(ctx context.Context, e Entity, n int) (Version, error) {
 	return Version{Seq: target - 1, StreamSeq: m.Sequence}, nil
 }
 
-// searchLast returns the last message on subject for which ok holds, where
-// ok holds for a prefix of the subject's messages (given each with how
-// many messages on subject follow it); the subject's first message if ok
-// holds for none; nil if the subject has none. It binary-searches the
-// stream's sequences, one batched Direct Get of one message a step.
-func searchLast(ctx context.Context, js jetstream.JetStream, stream, subject string,
+// searchLast returns the last message on subject, up to stream sequence
+// last (the subject's last message, as the leader named it), for which ok
+// holds, where ok holds for a prefix of the subject's messages (given each
+// with how many messages on subject follow it); the subject's first
+// message if ok holds for none; nil if the subject has none. It
+// binary-searches the stream's sequences, one batched Direct Get of one
+// message a step.
+func searchLast(ctx context.Context, js jetstream.JetStream, stream, subject string, last uint64,
 	ok func(m *jetstream.RawStreamMsg, pending uint64) (bool, error)) (*jetstream.RawStreamMsg, error) {
 	// after(s) is the subject's first message at or after stream sequence
 	// s, with how many follow it; nil if there is none.
@@ -102,17 +111,9 @@ func searchLast(ctx context.Context, js jetstream.JetStream, stream, subject str
 	if good, err := ok(first, pending); !good || err != nil {
 		return first, err
 	}
-	// The subject's last message bounds the search.
-	last, err := leaderGet(ctx, js, stream, msgGetRequest{LastFor: subject})
-	if err != nil {
-		return nil, fmt.Errorf("tail of %s: %w", subject, err)
-	}
-	if last == nil { // purged meanwhile
-		return nil, nil
-	}
 	// Invariant: ok holds for best, at lo; no sequence in (hi, last]
 	// starts a message for which it holds.
-	lo, hi, best := first.Sequence, last.Sequence, first
+	lo, hi, best := first.Sequence, max(last, first.Sequence), first
 	for lo < hi {
 		mid := lo + (hi-lo)/2 + 1
 		m, p, err := after(mid)
