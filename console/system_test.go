@@ -122,10 +122,7 @@ func startConsole(t *testing.T, js jetstream.JetStream, cfg console.Config) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	systemtest.Go(t, c.Run)
 	srv := httptest.NewServer(c.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -155,9 +152,6 @@ func runProjection(t *testing.T, s *system, name, dead string, take func(*event.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	systemtest.Go(t, p.Run)
 	return p
 }

@@ -31,10 +31,7 @@ func ServeFunction(t testing.TB, cfg sdk.Config, entities ...sdk.Entity) string 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fn.Serve(ctx, lis) }()
-	t.Cleanup(func() { stop(); <-done })
+	Go(t, func(ctx context.Context) error { return fn.Serve(ctx, lis) })
 	return lis.Addr().String()
 }
 
@@ -46,14 +43,11 @@ func RunSidecar(t testing.TB, js jetstream.JetStream, cfg proxy.Config) *proxy.P
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	r := Go(t, p.Run)
 	select {
 	case <-p.Serving():
-	case err := <-done:
-		t.Fatalf("sidecar %s stopped before serving: %v", cfg.Storage.Service, err)
+	case <-r.Done():
+		t.Fatalf("sidecar %s stopped before serving: %v", cfg.Storage.Service, r.Err())
 	case <-time.After(20 * time.Second): // a failsafe
 		t.Fatalf("sidecar %s not serving within 20s", cfg.Storage.Service)
 	}
@@ -69,4 +63,29 @@ func Dial(t testing.TB, addr string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// Running is what Go runs.
+type Running struct {
+	done chan struct{}
+	err  error
+}
+
+// Done is closed when the run returned.
+func (r *Running) Done() <-chan struct{} { return r.done }
+
+// Err is what the run returned, once Done is closed.
+func (r *Running) Err() error { return r.err }
+
+// Go runs run in a goroutine until the test ends: then its context is
+// cancelled and the cleanup waits for it to return.
+func Go(t testing.TB, run func(context.Context) error) *Running {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Running{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
 }
